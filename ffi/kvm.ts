@@ -1,0 +1,205 @@
+/**
+ * KVM ABI for x86_64: ioctl numbers computed from include/uapi/linux/kvm.h,
+ * constants, and the byte layouts of the structures the monitor exchanges.
+ *
+ * @module
+ */
+
+import { io, ior, iow, iowr } from "./ioctl.ts";
+
+/** The KVM ioctl type byte. */
+export const KVMIO = 0xae;
+
+/** Byte sizes of the structures the ioctls carry. */
+export const SIZE = {
+  kvm_regs: 144,
+  kvm_sregs: 312,
+  kvm_fpu: 416,
+  kvm_msrs: 8,
+  kvm_msr_entry: 16,
+  kvm_cpuid2: 8,
+  kvm_cpuid_entry2: 40,
+  kvm_lapic_state: 1024,
+  kvm_userspace_memory_region: 32,
+  kvm_irq_level: 8,
+  kvm_pit_config: 64,
+  kvm_mp_state: 4,
+  kvm_segment: 24,
+  kvm_dtable: 16,
+} as const;
+
+/** System, VM and vCPU ioctl request numbers. */
+export const KVM = {
+  GET_API_VERSION: io(KVMIO, 0x00),
+  CREATE_VM: io(KVMIO, 0x01),
+  CHECK_EXTENSION: io(KVMIO, 0x03),
+  GET_VCPU_MMAP_SIZE: io(KVMIO, 0x04),
+  GET_SUPPORTED_CPUID: iowr(KVMIO, 0x05, SIZE.kvm_cpuid2),
+  CREATE_VCPU: io(KVMIO, 0x41),
+  SET_USER_MEMORY_REGION: iow(KVMIO, 0x46, SIZE.kvm_userspace_memory_region),
+  SET_TSS_ADDR: io(KVMIO, 0x47),
+  SET_IDENTITY_MAP_ADDR: iow(KVMIO, 0x48, 8),
+  CREATE_IRQCHIP: io(KVMIO, 0x60),
+  IRQ_LINE: iow(KVMIO, 0x61, SIZE.kvm_irq_level),
+  CREATE_PIT2: iow(KVMIO, 0x77, SIZE.kvm_pit_config),
+  RUN: io(KVMIO, 0x80),
+  GET_REGS: ior(KVMIO, 0x81, SIZE.kvm_regs),
+  SET_REGS: iow(KVMIO, 0x82, SIZE.kvm_regs),
+  GET_SREGS: ior(KVMIO, 0x83, SIZE.kvm_sregs),
+  SET_SREGS: iow(KVMIO, 0x84, SIZE.kvm_sregs),
+  SET_MSRS: iow(KVMIO, 0x89, SIZE.kvm_msrs),
+  GET_FPU: ior(KVMIO, 0x8c, SIZE.kvm_fpu),
+  SET_FPU: iow(KVMIO, 0x8d, SIZE.kvm_fpu),
+  GET_LAPIC: ior(KVMIO, 0x8e, SIZE.kvm_lapic_state),
+  SET_LAPIC: iow(KVMIO, 0x8f, SIZE.kvm_lapic_state),
+  SET_CPUID2: iow(KVMIO, 0x90, SIZE.kvm_cpuid2),
+  GET_MP_STATE: ior(KVMIO, 0x98, SIZE.kvm_mp_state),
+} as const;
+
+/** The only API version this monitor (and every kernel since 2.6.22) speaks. */
+export const KVM_API_VERSION = 12;
+
+/** KVM_CHECK_EXTENSION capabilities the monitor relies on. */
+export const CAP = {
+  IRQCHIP: 0,
+  HLT: 1,
+  USER_MEMORY: 3,
+  SET_TSS_ADDR: 4,
+  EXT_CPUID: 7,
+  NR_VCPUS: 9,
+  PIT2: 33,
+  SET_IDENTITY_MAP_ADDR: 37,
+  MAX_VCPUS: 66,
+  IMMEDIATE_EXIT: 136,
+} as const;
+
+/** `kvm_run.exit_reason` values. */
+export const EXIT = {
+  UNKNOWN: 0,
+  EXCEPTION: 1,
+  IO: 2,
+  HYPERCALL: 3,
+  DEBUG: 4,
+  HLT: 5,
+  MMIO: 6,
+  IRQ_WINDOW_OPEN: 7,
+  SHUTDOWN: 8,
+  FAIL_ENTRY: 9,
+  INTR: 10,
+  INTERNAL_ERROR: 17,
+  SYSTEM_EVENT: 24,
+} as const;
+
+/** `kvm_run.internal.suberror` values. */
+export const INTERNAL_ERROR = {
+  EMULATION: 1,
+  SIMUL_EX: 2,
+  DELIVERY_EV: 3,
+  UNEXPECTED_EXIT_REASON: 4,
+} as const;
+
+/** `kvm_run.system_event.type` values. */
+export const SYSTEM_EVENT = { SHUTDOWN: 1, RESET: 2, CRASH: 3 } as const;
+
+/** `kvm_run.io.direction`. */
+export const EXIT_IO_IN = 0;
+/** `kvm_run.io.direction` for `out`. */
+export const EXIT_IO_OUT = 1;
+
+/** Offsets inside the mmapped `struct kvm_run`. */
+export const RUN = {
+  immediate_exit: 1,
+  exit_reason: 8,
+  // union at 32
+  io_direction: 32,
+  io_size: 33,
+  io_port: 34,
+  io_count: 36,
+  io_data_offset: 40,
+  mmio_phys_addr: 32,
+  mmio_data: 40,
+  mmio_len: 48,
+  mmio_is_write: 52,
+  fail_entry_reason: 32,
+  fail_entry_cpu: 40,
+  internal_suberror: 32,
+  internal_ndata: 36,
+  internal_data: 40,
+  system_event_type: 32,
+  system_event_ndata: 36,
+  system_event_data: 40,
+} as const;
+
+/** `struct kvm_regs` u64 indices. */
+export const REGS = {
+  rax: 0,
+  rbx: 1,
+  rcx: 2,
+  rdx: 3,
+  rsi: 4,
+  rdi: 5,
+  rsp: 6,
+  rbp: 7,
+  rip: 16,
+  rflags: 17,
+} as const;
+
+/** `struct kvm_sregs` byte offsets. */
+export const SREGS = {
+  cs: 0,
+  ds: 24,
+  es: 48,
+  fs: 72,
+  gs: 96,
+  ss: 120,
+  tr: 144,
+  ldt: 168,
+  gdt: 192,
+  idt: 208,
+  cr0: 224,
+  cr2: 232,
+  cr3: 240,
+  cr4: 248,
+  cr8: 256,
+  efer: 264,
+  apic_base: 272,
+} as const;
+
+/** `struct kvm_segment` byte offsets. */
+export const SEGMENT = {
+  base: 0,
+  limit: 8,
+  selector: 12,
+  type: 14,
+  present: 15,
+  dpl: 16,
+  db: 17,
+  s: 18,
+  l: 19,
+  g: 20,
+  avl: 21,
+  unusable: 22,
+} as const;
+
+/** `struct kvm_dtable` byte offsets. */
+export const DTABLE = { base: 0, limit: 8 } as const;
+
+/** `struct kvm_fpu` byte offsets. */
+export const FPU = { fcw: 128, mxcsr: 408 } as const;
+
+/** `struct kvm_cpuid_entry2` byte offsets. */
+export const CPUID_ENTRY = {
+  function: 0,
+  index: 4,
+  flags: 8,
+  eax: 12,
+  ebx: 16,
+  ecx: 20,
+  edx: 24,
+} as const;
+
+/** `kvm_cpuid_entry2.flags`: the leaf has sub-leaves selected by ECX. */
+export const KVM_CPUID_FLAG_SIGNIFCANT_INDEX = 1;
+
+/** Local APIC register offsets inside `kvm_lapic_state.regs`. */
+export const APIC_REG = { id: 0x20, lvt0: 0x350, lvt1: 0x360 } as const;

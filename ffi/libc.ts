@@ -1,0 +1,152 @@
+/**
+ * The one `Deno.dlopen` of libc. Every native call the monitor makes goes
+ * through the symbols below; nothing else in the tree opens a library.
+ *
+ * @module
+ */
+
+import { errnoName } from "./errno.ts";
+
+/** Candidate absolute paths: `--allow-ffi` resolves bare names against the cwd. */
+export const LIBC_CANDIDATES = [
+  "/lib/x86_64-linux-gnu/libc.so.6",
+  "/usr/lib/x86_64-linux-gnu/libc.so.6",
+  "/lib64/libc.so.6",
+  "/usr/lib64/libc.so.6",
+];
+
+const symbols = {
+  open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
+  close: { parameters: ["i32"], result: "i32" },
+  // ioctl is variadic: one fixed-arity alias per argument kind.
+  ioctl: { parameters: ["i32", "u32", "usize"], result: "i32" },
+  ioctl_buf: { name: "ioctl", parameters: ["i32", "u32", "buffer"], result: "i32" },
+  mmap: {
+    parameters: ["pointer", "usize", "i32", "i32", "i32", "i64"],
+    result: "pointer",
+  },
+  munmap: { parameters: ["pointer", "usize"], result: "i32" },
+  prctl: { parameters: ["i32", "u64", "u64", "u64", "u64"], result: "i32" },
+  syscall3: { name: "syscall", parameters: ["i64", "i64", "i64", "i64"], result: "i64" },
+  syscall3_buf: {
+    name: "syscall",
+    parameters: ["i64", "i64", "i64", "buffer"],
+    result: "i64",
+  },
+  __errno_location: { parameters: [], result: "pointer" },
+  gettid: { parameters: [], result: "i32" },
+  getpid: { parameters: [], result: "i32" },
+  tgkill: { parameters: ["i32", "i32", "i32"], result: "i32" },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+/** The bound libc symbols. */
+export type Libc = Deno.DynamicLibrary<typeof symbols>["symbols"];
+
+let lib: Deno.DynamicLibrary<typeof symbols> | undefined;
+let libPath: string | undefined;
+
+/** Error raised by a failed libc call; carries the errno name. */
+export class SysError extends Error {
+  /** Numeric errno. */
+  readonly errno: number;
+  /** Symbolic errno, e.g. `EBUSY`. */
+  readonly code: string;
+  constructor(what: string, errno: number) {
+    const code = errnoName(errno);
+    super(`${what} failed: ${code}`);
+    this.name = "SysError";
+    this.errno = errno;
+    this.code = code;
+  }
+}
+
+/** Path of the libc that {@linkcode libc} opens (first existing candidate). */
+export function libcPath(): string {
+  if (libPath) return libPath;
+  for (const p of LIBC_CANDIDATES) {
+    try {
+      Deno.statSync(p);
+      libPath = p;
+      return p;
+    } catch { /* try the next one */ }
+  }
+  throw new Error(`No libc found (looked in ${LIBC_CANDIDATES.join(", ")})`);
+}
+
+/**
+ * The libc symbols, opened on first use.
+ *
+ * @example
+ * ```ts
+ * import { libc } from "./libc.ts";
+ * console.log(libc().getpid());
+ * ```
+ */
+export function libc(): Libc {
+  if (!lib) lib = Deno.dlopen(libcPath(), symbols);
+  return lib.symbols;
+}
+
+/** errno of the calling thread; read right after the failing call. */
+export function errno(): number {
+  const p = libc().__errno_location();
+  return new Deno.UnsafePointerView(p!).getInt32();
+}
+
+/** Throws a {@linkcode SysError} for `what` if `ret` is negative, else returns it. */
+export function check(ret: number, what: string): number {
+  if (ret < 0) throw new SysError(what, errno());
+  return ret;
+}
+
+/** A NUL-terminated copy of `s` for `buffer` parameters. */
+export function cstr(s: string): Uint8Array<ArrayBuffer> {
+  const bytes = new TextEncoder().encode(s);
+  const out = new Uint8Array(bytes.length + 1);
+  out.set(bytes);
+  return out;
+}
+
+/** `open(2)` flags used by the monitor. */
+export const O_RDONLY = 0;
+/** Open for reading and writing. */
+export const O_RDWR = 2;
+/** Close on exec. */
+export const O_CLOEXEC = 0o2000000;
+
+/** `mmap(2)` protection and flags. */
+export const PROT_READ = 1;
+/** Writable mapping. */
+export const PROT_WRITE = 2;
+/** Shared mapping. */
+export const MAP_SHARED = 0x01;
+/** Private mapping. */
+export const MAP_PRIVATE = 0x02;
+/** Anonymous mapping. */
+export const MAP_ANONYMOUS = 0x20;
+/** Do not reserve swap: guest RAM is touched lazily. */
+export const MAP_NORESERVE = 0x4000;
+
+/**
+ * Opens `path` with libc (Deno's own open would need broad permissions for
+ * device files).
+ */
+export function openPath(path: string, flags: number): number {
+  return check(libc().open(cstr(path), flags | O_CLOEXEC, 0), `open ${path}`);
+}
+
+/** Maps `len` bytes; throws on MAP_FAILED. */
+export function mmap(
+  len: number,
+  prot: number,
+  flags: number,
+  fd = -1,
+  offset = 0n,
+): Deno.PointerObject {
+  const p = libc().mmap(null, BigInt(len), prot, flags, fd, offset);
+  // MAP_FAILED is (void*)-1.
+  if (p === null || Deno.UnsafePointer.value(p) === 0xffffffffffffffffn) {
+    throw new SysError("mmap", errno());
+  }
+  return p;
+}

@@ -1,0 +1,50 @@
+/**
+ * Volt: a KVM microVM monitor in TypeScript.
+ *
+ * Import it to boot microVMs from code; run it to get the `volt` CLI.
+ *
+ * @example
+ * ```ts ignore
+ * import { createVm } from "jsr:@volt/vmm";
+ * const vm = await createVm({ kernel: "vmlinux", initrd: "initrd.cpio", memory: "128M" });
+ * vm.start();
+ * const exit = await vm.wait();
+ * console.log(exit.message, exit.code);
+ * ```
+ *
+ * @module
+ */
+
+import { main } from "./src/cli/main.ts";
+import type { VmConfig } from "./src/vmm/config.ts";
+import { Machine } from "./src/vmm/machine.ts";
+
+export type { VmConfig } from "./src/vmm/config.ts";
+export type { StopCause, VmExit } from "./src/vmm/exit_reason.ts";
+export type { Mark } from "./src/vmm/trace.ts";
+export { Machine } from "./src/vmm/machine.ts";
+export { EXIT_CODE, VoltError } from "./src/errors.ts";
+export { DEFAULT_CMDLINE } from "./src/boot/cmdline.ts";
+export { parseSize } from "./src/vmm/config.ts";
+export { main } from "./src/cli/main.ts";
+
+/**
+ * Builds a microVM, ready to {@linkcode Machine.start}.
+ *
+ * @example
+ * ```ts ignore
+ * import { createVm } from "./mod.ts";
+ * const vm = await createVm({ kernel: "vmlinux", console: "message" });
+ * vm.onConsole = (b) => Deno.stdout.writeSync(b);
+ * vm.start();
+ * await vm.wait();
+ * ```
+ */
+export function createVm(config: VmConfig): Promise<Machine> {
+  return Machine.create(config);
+}
+
+if (import.meta.main) {
+  const code = await main(Deno.args);
+  Deno.exit(code);
+}

@@ -1,0 +1,71 @@
+/**
+ * Every guest-physical address and fixed port the monitor uses, in one place.
+ *
+ * Low memory follows Firecracker's choices (DESIGN.md §7) so a kernel sees
+ * the same map it would there.
+ *
+ * @module
+ */
+
+/** Boot GDT. Five 8-byte descriptors (see gdt.ts). */
+export const GDT_ADDR = 0x500;
+/** Boot IDT: one null descriptor, loaded so the CPU has a valid IDTR. */
+export const IDT_ADDR = 0x530;
+/** PVH `hvm_start_info`, then its memory map. */
+export const PVH_INFO_ADDR = 0x6000;
+/** PVH memory map table, right after the start info. */
+export const PVH_MEMMAP_ADDR = 0x6040;
+/** PVH module list (the initrd). */
+export const PVH_MODLIST_ADDR = 0x6f00;
+/** The zero page (`struct boot_params`). */
+export const ZERO_PAGE_ADDR = 0x7000;
+/** Initial stack pointer for the boot CPU. */
+export const BOOT_STACK_ADDR = 0x8ff0;
+/** PML4 of the boot identity map. */
+export const PML4_ADDR = 0x9000;
+/** PDPT of the boot identity map. */
+export const PDPT_ADDR = 0xa000;
+/** PD of the boot identity map (512 × 2 MiB = 1 GiB). */
+export const PD_ADDR = 0xb000;
+/** Kernel command line. */
+export const CMDLINE_ADDR = 0x20000;
+/** Largest command line we reserve room for (up to the EBDA). */
+export const CMDLINE_MAX = 0x10000;
+/** End of conventional low RAM; the EBDA and the MP table live above. */
+export const EBDA_START = 0x9fc00;
+/** MP floating pointer and configuration table. */
+export const MPTABLE_ADDR = EBDA_START;
+/** Start of the high memory where a bzImage's protected-mode code loads. */
+export const HIMEM_START = 0x100000;
+/** Identity-mapped span at boot. */
+export const IDENTITY_MAP_SIZE = 1 << 30;
+
+/** KVM's real-mode TSS (three pages) sits just below the identity-map page. */
+export const KVM_TSS_ADDR = 0xfffbd000;
+/** KVM's EPT identity-map page. */
+export const KVM_IDENTITY_MAP_ADDR = 0xfffbc000;
+
+/** Start of the MMIO gap below 4 GiB. */
+export const MMIO_GAP_START = 0xc0000000;
+/** End of the MMIO gap (4 GiB). */
+export const MMIO_GAP_END = 0x100000000;
+
+/** I/O APIC and local APIC bases the MP table advertises. */
+export const IOAPIC_ADDR = 0xfec00000;
+/** Local APIC base. */
+export const APIC_ADDR = 0xfee00000;
+
+/** COM1 16550 UART. */
+export const SERIAL_PORT = 0x3f8;
+/** COM1's ISA interrupt. */
+export const SERIAL_IRQ = 4;
+/** i8042 data and command/status ports. */
+export const I8042_DATA_PORT = 0x60;
+/** i8042 command/status port. */
+export const I8042_CMD_PORT = 0x64;
+/** POST diagnostic port, written by Linux as an I/O delay. */
+export const POST_PORT = 0x80;
+/** Guest-to-monitor exit status (32-bit write; isa-debug-exit's usual port). */
+export const EXIT_PORT = 0xf4;
+/** Guest-ready marker volt-init writes once (the boot timer). */
+export const BOOT_TIMER_PORT = 0xf8;

@@ -1,0 +1,38 @@
+/**
+ * `volt cpuid`: the CPUID table a guest would see on this host.
+ *
+ * @module
+ */
+
+import { formatCpuid, vcpuCpuid } from "../arch/x86_64/cpuid.ts";
+import { EXIT_CODE } from "../errors.ts";
+import { selectTemplate } from "../vmm/builder.ts";
+import { Kvm } from "../vmm/kvm.ts";
+import { parse } from "./main.ts";
+import { parseCount } from "./run_cmd.ts";
+
+/**
+ * Prints the table for vCPU `--cpu` (default 0) of a `--cpus`-vCPU VM.
+ *
+ * @example
+ * ```ts ignore
+ * import { cpuidCommand } from "./cpuid_cmd.ts";
+ * cpuidCommand(["--cpus", "2"]);
+ * ```
+ */
+export function cpuidCommand(args: string[]): number {
+  const { values: v } = parse(args, {
+    cpus: { type: "string" },
+    cpu: { type: "string" },
+    "cpu-template": { type: "string" },
+  });
+  const cpus = parseCount(v.cpus, "--cpus") ?? 1;
+  const cpu = parseCount(v.cpu, "--cpu") ?? 0;
+  const template = selectTemplate(v["cpu-template"] ?? "auto");
+  const kvm = Kvm.open();
+  const table = vcpuCpuid(kvm.supportedCpuid(), { cpu, cpus, template });
+  kvm.close();
+  console.log(`CPU template: ${template.name} (${template.description})`);
+  console.log(formatCpuid(table));
+  return EXIT_CODE.ok;
+}

@@ -1,0 +1,124 @@
+/**
+ * The `volt` command line: subcommands, one-line errors, exit codes.
+ *
+ * @module
+ */
+
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import meta from "../../deno.json" with { type: "json" };
+import { SysError } from "../../ffi/libc.ts";
+import { EXIT_CODE, VoltError } from "../errors.ts";
+import { configureLogging, type Level, LOG_LEVELS, logger } from "../log.ts";
+import { cpuidCommand } from "./cpuid_cmd.ts";
+import { runCommand } from "./run_cmd.ts";
+
+/** The version `volt --version` prints. */
+export const VERSION: string = meta.version;
+
+const HELP = `volt ${VERSION}: a KVM microVM monitor
+
+Usage:
+  volt run --kernel PATH [options]   boot a microVM
+  volt cpuid [--cpus N] [--cpu-template T]
+                                     print the CPUID table a guest sees
+  volt help | --help                 this text
+  volt --version                     the version
+
+Run options:
+  --kernel PATH        vmlinux (ELF, PVH entry preferred) or bzImage
+  --initrd PATH        initial ramdisk
+  --cmdline S          replace the default kernel command line
+  --append S           append to the kernel command line
+  --memory SIZE        guest RAM, e.g. 128M, 1G (default 128M)
+  --cpus N             vCPUs, 1 to 32 (default 1)
+  --boot PROTO         auto | pvh | linux64 (default auto)
+  --cpu-template T     auto | none | pvm (default auto: pvm on PVM hosts)
+  --log-level L        trace | debug | info | warning | error | fatal | off
+                       (default warning)
+
+Exit status: the guest's status when it reports one, 0 on guest reset or
+power-off, 64 usage, 65 bad input file, 66 missing file, 69 no usable KVM,
+70 monitor failure, 80 triple fault, 81 entry failure, 82 KVM internal
+error, 130 SIGINT, 143 SIGTERM. In a terminal, Ctrl-A x stops the VM.
+`;
+
+/** Parses `args` against `options`, turning parser errors into usage errors. */
+export function parse<T extends ParseArgsConfig["options"]>(
+  args: string[],
+  options: T,
+): ReturnType<
+  typeof parseArgs<{ args: string[]; options: T; strict: true; allowPositionals: false }>
+> {
+  try {
+    return parseArgs({ args, options, strict: true, allowPositionals: false });
+  } catch (e) {
+    // node:util's messages are one line already; keep the first sentence.
+    throw new VoltError((e as Error).message.split("\n")[0], "usage");
+  }
+}
+
+/** Validates a `--log-level` value. */
+export function parseLevel(s: string | undefined): Level {
+  const level = s ?? "warning";
+  if (!LOG_LEVELS.includes(level)) {
+    throw new VoltError(`Unknown log level: ${level} (one of ${LOG_LEVELS.join(", ")})`, "usage");
+  }
+  return level as Level;
+}
+
+/**
+ * Runs the CLI and returns the exit code; never throws.
+ *
+ * @example
+ * ```ts ignore
+ * import { main } from "./main.ts";
+ * Deno.exit(await main(Deno.args));
+ * ```
+ */
+export async function main(args: string[]): Promise<number> {
+  const [cmd, ...rest] = args;
+  try {
+    switch (cmd) {
+      case "run":
+        return await runCommand(rest);
+      case "cpuid":
+        return cpuidCommand(rest);
+      case "help":
+      case "--help":
+      case "-h":
+      case undefined:
+        console.log(HELP);
+        return cmd === undefined ? EXIT_CODE.usage : EXIT_CODE.ok;
+      case "--version":
+      case "-V":
+        console.log(`volt ${VERSION}`);
+        return EXIT_CODE.ok;
+      default:
+        throw new VoltError(`Unknown command: ${cmd} (try volt help)`, "usage");
+    }
+  } catch (e) {
+    return report(e);
+  }
+}
+
+/** Prints one line for an error and returns its exit code. */
+export function report(e: unknown): number {
+  const write = (s: string) => Deno.stderr.writeSync(new TextEncoder().encode(`volt: ${s}\n`));
+  if (e instanceof VoltError) {
+    write(e.message);
+    return e.exitCode;
+  }
+  if (e instanceof SysError) {
+    write(e.message);
+    return EXIT_CODE.internal;
+  }
+  if (e instanceof Deno.errors.NotCapable || e instanceof Deno.errors.PermissionDenied) {
+    write(`Not permitted: ${(e as Error).message.split("\n")[0]}`);
+    return EXIT_CODE.noinput;
+  }
+  write(`Internal error: ${(e as Error)?.message ?? String(e)}`);
+  logger("cli").debug("{stack}", { stack: (e as Error)?.stack });
+  return EXIT_CODE.internal;
+}
+
+export { configureLogging };

@@ -1,0 +1,51 @@
+/**
+ * The monitor's error type and exit codes: every failure a user can cause
+ * maps to one line and one code.
+ *
+ * @module
+ */
+
+/** Exit codes by cause. Guest-reported statuses pass through as 0..255. */
+export const EXIT_CODE = {
+  ok: 0,
+  usage: 64,
+  input: 65,
+  noinput: 66,
+  kvm: 69,
+  internal: 70,
+  tripleFault: 80,
+  failEntry: 81,
+  internalError: 82,
+  guestCrash: 83,
+  unexpectedExit: 84,
+  sigint: 130,
+  sigterm: 143,
+} as const;
+
+/** A cause of failure. */
+export type ErrorKind = "usage" | "input" | "noinput" | "kvm" | "internal";
+
+/**
+ * An expected failure: the CLI prints its message alone and exits with the
+ * kind's code.
+ *
+ * @example
+ * ```ts
+ * import { VoltError } from "./errors.ts";
+ * throw new VoltError("Kernel not found: /nope", "noinput");
+ * ```
+ */
+export class VoltError extends Error {
+  /** What went wrong, for the exit code. */
+  readonly kind: ErrorKind;
+  constructor(message: string, kind: ErrorKind = "input") {
+    super(message);
+    this.name = "VoltError";
+    this.kind = kind;
+  }
+
+  /** The process exit code for this error. */
+  get exitCode(): number {
+    return EXIT_CODE[this.kind];
+  }
+}

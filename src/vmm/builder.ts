@@ -1,0 +1,172 @@
+/**
+ * The boot flow, one function per step: open KVM → VM → guest memory →
+ * kernel, initrd, cmdline → boot structures → vCPUs. The vCPU workers are
+ * spawned first so their start-up overlaps everything else.
+ *
+ * @module
+ */
+
+import { writeZeroPage } from "../arch/x86_64/boot_params.ts";
+import { type CpuTemplate, TEMPLATES, vcpuCpuid } from "../arch/x86_64/cpuid.ts";
+import { e820Map } from "../arch/x86_64/e820.ts";
+import { bootGdt, gdtBytes } from "../arch/x86_64/gdt.ts";
+import { GDT_ADDR, IDT_ADDR } from "../arch/x86_64/layout.ts";
+import { writeMptable } from "../arch/x86_64/mptable.ts";
+import { bootMsrs } from "../arch/x86_64/msr.ts";
+import { writeIdentityPageTables } from "../arch/x86_64/paging.ts";
+import { bootRegs, bootSregs } from "../arch/x86_64/regs.ts";
+import { writeStartInfo } from "../arch/x86_64/start_info.ts";
+import { buildCmdline } from "../boot/cmdline.ts";
+import { type Image, openImage } from "../boot/image.ts";
+import { loadCmdline, type LoadedKernel, loadInitrd, loadKernel } from "../boot/loader.ts";
+import { VoltError } from "../errors.ts";
+import { isPvmHost } from "./host.ts";
+import { Kvm } from "./kvm.ts";
+import { GuestMemory } from "./memory.ts";
+import type { ResolvedConfig } from "./config.ts";
+import type { BootTrace } from "./trace.ts";
+import { Vcpu } from "./vcpu.ts";
+import { Vm } from "./vm.ts";
+
+/** Boot option our kernel patch adds for PVM hosts (DESIGN.md §5). */
+export const PVM_CMDLINE = ["noint3selftest"];
+
+/** Everything a built VM holds. */
+export interface BuiltVm {
+  kvm: Kvm;
+  vm: Vm;
+  memory: GuestMemory;
+  vcpus: Vcpu[];
+  kernel: LoadedKernel;
+  cmdline: string;
+  initrd?: { addr: number; size: number };
+  template: CpuTemplate;
+}
+
+/** Resolves `auto` and checks the name. */
+export function selectTemplate(name: string, pvm = isPvmHost()): CpuTemplate {
+  if (name === "auto") return pvm ? TEMPLATES.pvm : TEMPLATES.none;
+  const t = TEMPLATES[name];
+  if (!t) {
+    throw new VoltError(
+      `Unknown CPU template: ${name} (one of auto, ${Object.keys(TEMPLATES).join(", ")})`,
+      "usage",
+    );
+  }
+  return t;
+}
+
+/** Opens the guest files up front so a missing one fails before KVM work. */
+export function openImages(cfg: ResolvedConfig): { kernel: Image; initrd?: Image } {
+  const kernel = openImage(cfg.kernel, "Kernel");
+  try {
+    return { kernel, initrd: cfg.initrd ? openImage(cfg.initrd, "Initrd") : undefined };
+  } catch (e) {
+    kernel.close();
+    throw e;
+  }
+}
+
+function writeBootStructures(b: BuiltVm, cpus: number): number {
+  const { memory: mem, kernel } = b;
+  mem.write(GDT_ADDR, gdtBytes(bootGdt()));
+  mem.bytes(IDT_ADDR, 8).fill(0);
+  writeMptable(mem, cpus);
+  const cmd = loadCmdline(mem, kernel, b.cmdline);
+  const e820 = e820Map(mem);
+  if (kernel.mode === "pvh") {
+    return writeStartInfo(mem, {
+      cmdlineAddr: cmd.addr,
+      initrdAddr: b.initrd?.addr,
+      initrdSize: b.initrd?.size,
+      e820,
+    });
+  }
+  return writeZeroPage(mem, {
+    setupHeader: kernel.setupHeader,
+    cmdlineAddr: cmd.addr,
+    cmdlineSize: cmd.size,
+    initrdAddr: b.initrd?.addr,
+    initrdSize: b.initrd?.size,
+    e820,
+  });
+}
+
+function configureVcpu(
+  b: BuiltVm,
+  cpu: Vcpu,
+  cpus: number,
+  supported: ReturnType<Kvm["supportedCpuid"]>,
+  bootInfo: number,
+  cr3: number,
+): void {
+  cpu.setCpuid(vcpuCpuid(supported, { cpu: cpu.id, cpus, template: b.template }));
+  cpu.setMsrs(bootMsrs());
+  if (cpu.id === 0) {
+    cpu.setRegs(bootRegs(b.kernel.mode, b.kernel.entry, bootInfo));
+    cpu.setFpu();
+    cpu.setSregs(bootSregs(b.kernel.mode, cr3));
+  } else {
+    cpu.setFpu();
+  }
+  cpu.setLapic();
+}
+
+/**
+ * Runs the boot flow up to (not including) the first KVM_RUN.
+ *
+ * @example
+ * ```ts ignore
+ * import { resolveConfig } from "./config.ts";
+ * import { buildVm } from "./builder.ts";
+ * import { BootTrace } from "./trace.ts";
+ * const built = buildVm(resolveConfig({ kernel: "vmlinux" }), new BootTrace());
+ * ```
+ */
+export function buildVm(cfg: ResolvedConfig, trace: BootTrace): BuiltVm {
+  const template = selectTemplate(cfg.cpuTemplate);
+  const images = openImages(cfg);
+  const kvm = Kvm.open();
+  trace.mark("kvm opened");
+  if (cfg.cpus > kvm.maxVcpus) {
+    throw new VoltError(`This host's KVM allows at most ${kvm.maxVcpus} vCPUs`, "usage");
+  }
+  const supported = kvm.supportedCpuid();
+  trace.mark("cpuid read");
+  const vm = Vm.create(kvm);
+  trace.mark("vm created");
+  const memory = GuestMemory.allocate(cfg.memory);
+  vm.mapMemory(memory);
+  trace.mark("memory mapped");
+  const extra = template.name === "pvm" ? PVM_CMDLINE : [];
+  let b: BuiltVm;
+  try {
+    const kernel = loadKernel(memory, images.kernel, cfg.bootProtocol);
+    const initrd = images.initrd ? loadInitrd(memory, kernel, images.initrd) : undefined;
+    b = {
+      kvm,
+      vm,
+      memory,
+      vcpus: [],
+      kernel,
+      initrd,
+      template,
+      cmdline: buildCmdline({ cmdline: cfg.cmdline, append: cfg.append, extra }),
+    };
+  } finally {
+    images.kernel.close();
+    images.initrd?.close();
+  }
+  trace.mark("kernel loaded");
+  const bootInfo = writeBootStructures(b, cfg.cpus);
+  const cr3 = writeIdentityPageTables(memory);
+  trace.mark("boot structures written");
+  const mmapSize = kvm.vcpuMmapSize;
+  for (let id = 0; id < cfg.cpus; id++) {
+    const cpu = new Vcpu(vm.createVcpu(id), id, mmapSize);
+    configureVcpu(b, cpu, cfg.cpus, supported, bootInfo, cr3);
+    b.vcpus.push(cpu);
+  }
+  trace.mark("vcpus configured");
+  return b;
+}

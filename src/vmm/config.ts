@@ -1,0 +1,108 @@
+/**
+ * The VM configuration, validated once with one-line errors.
+ *
+ * @module
+ */
+
+import { VoltError } from "../errors.ts";
+import type { BootProtocol } from "../boot/loader.ts";
+import type { ConsoleSink } from "./worker_protocol.ts";
+
+/** What a caller asks for. */
+export interface VmConfig {
+  /** vmlinux (ELF) or bzImage. */
+  kernel: string;
+  /** Initial ramdisk (cpio, optionally compressed). */
+  initrd?: string;
+  /** Replaces the default kernel command line. */
+  cmdline?: string;
+  /** Appended to the kernel command line. */
+  append?: string;
+  /** Guest RAM in bytes or as a size string ("128M", "1G"). Default 128 MiB. */
+  memory?: number | string;
+  /** vCPUs, 1 to 32. Default 1. */
+  cpus?: number;
+  /** `auto` prefers a vmlinux's PVH entry. */
+  bootProtocol?: BootProtocol;
+  /** `auto` picks `pvm` on a PVM host, else `none`. */
+  cpuTemplate?: string;
+  /** Where the guest console goes. Default `stdout`. */
+  console?: ConsoleSink;
+  /** Forward host stdin to the guest's serial port. */
+  stdin?: boolean;
+}
+
+/** Smallest guest we boot: the boot structures and a kernel need room. */
+export const MIN_MEMORY = 8 << 20;
+/** Largest guest: bounded by what a 2-level-free mapping can describe sanely. */
+export const MAX_MEMORY = 256 * 2 ** 30;
+/** Most vCPUs. */
+export const MAX_CPUS = 32;
+
+const UNITS: Record<string, number> = { "": 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 };
+
+/**
+ * Parses a size: bytes, or a number with K/M/G/T (optionally `iB` or `B`).
+ *
+ * @example
+ * ```ts
+ * import { parseSize } from "./config.ts";
+ * parseSize("128M"); // 134217728
+ * ```
+ */
+export function parseSize(s: string | number): number {
+  if (typeof s === "number") {
+    if (!Number.isSafeInteger(s) || s <= 0) throw new VoltError(`Not a size: ${s}`, "usage");
+    return s;
+  }
+  const m = /^\s*(\d+)\s*([kmgt]?)(?:i?b)?\s*$/i.exec(s);
+  if (!m) throw new VoltError(`Not a size: "${s}" (try 128M or 1G)`, "usage");
+  const n = Number(m[1]) * UNITS[m[2].toLowerCase()];
+  if (!Number.isSafeInteger(n) || n <= 0) throw new VoltError(`Not a size: "${s}"`, "usage");
+  return n;
+}
+
+/** A validated configuration. */
+export interface ResolvedConfig
+  extends Required<Omit<VmConfig, "initrd" | "cmdline" | "append" | "memory">> {
+  initrd?: string;
+  cmdline?: string;
+  append?: string;
+  memory: number;
+}
+
+/** Checks ranges and fills defaults. */
+export function resolveConfig(c: VmConfig): ResolvedConfig {
+  if (!c.kernel) throw new VoltError("No kernel given (--kernel PATH)", "usage");
+  const memory = parseSize(c.memory ?? "128M");
+  if (memory < MIN_MEMORY) {
+    throw new VoltError(
+      `Memory ${memory} bytes is too small; the minimum is ${MIN_MEMORY >> 20} MiB`,
+      "usage",
+    );
+  }
+  if (memory > MAX_MEMORY) {
+    throw new VoltError(`Memory is too large; the maximum is 256 GiB`, "usage");
+  }
+  if (memory % 4096 !== 0) throw new VoltError("Memory must be a multiple of 4 KiB", "usage");
+  const cpus = c.cpus ?? 1;
+  if (!Number.isInteger(cpus) || cpus < 1 || cpus > MAX_CPUS) {
+    throw new VoltError(`vCPU count must be 1 to ${MAX_CPUS}, not ${c.cpus}`, "usage");
+  }
+  const bootProtocol = c.bootProtocol ?? "auto";
+  if (!["auto", "pvh", "linux64"].includes(bootProtocol)) {
+    throw new VoltError(`Unknown boot protocol: ${bootProtocol} (auto, pvh or linux64)`, "usage");
+  }
+  return {
+    kernel: c.kernel,
+    initrd: c.initrd,
+    cmdline: c.cmdline,
+    append: c.append,
+    memory,
+    cpus,
+    bootProtocol,
+    cpuTemplate: c.cpuTemplate ?? "auto",
+    console: c.console ?? "stdout",
+    stdin: c.stdin ?? false,
+  };
+}

@@ -1,0 +1,293 @@
+/**
+ * A running microVM: vCPU workers, host input to the UART, stop and kick.
+ *
+ * @module
+ */
+
+import { RUN } from "../../ffi/kvm.ts";
+import { libc } from "../../ffi/libc.ts";
+import { SERIAL_IRQ } from "../arch/x86_64/layout.ts";
+import { newSerialState, Serial } from "../devices/serial.ts";
+import { logger } from "../log.ts";
+import { buildVm, type BuiltVm } from "./builder.ts";
+import { resolveConfig, type VmConfig } from "./config.ts";
+import { type VmExit, vmExit } from "./exit_reason.ts";
+import { BootTrace, type Mark } from "./trace.ts";
+import { CTL } from "./vcpu_loop.ts";
+import type { VcpuEvent, VcpuStart } from "./worker_protocol.ts";
+
+const SIGUSR1 = 10;
+/** Ctrl-A, then `x`: leave the VM from a raw terminal. */
+const ESCAPE = 0x01;
+
+interface VcpuThread {
+  worker: Worker;
+  tid?: number;
+  run?: Uint8Array;
+  done: boolean;
+}
+
+const noop = () => {};
+
+/**
+ * One microVM.
+ *
+ * @example
+ * ```ts ignore
+ * import { Machine } from "./machine.ts";
+ * const vm = await Machine.create({ kernel: "vmlinux", console: "message" });
+ * vm.onConsole = (bytes) => Deno.stdout.writeSync(bytes);
+ * vm.start();
+ * const exit = await vm.wait();
+ * ```
+ */
+export class Machine {
+  /** Boot phases so far. */
+  readonly trace: BootTrace;
+  /** The built VM (memory, vCPUs, kernel facts). */
+  readonly built: BuiltVm;
+  /** Receives console bytes when `console` is `message`. */
+  onConsole: (bytes: Uint8Array) => void = noop;
+  /** Called once when the guest reports ready on the boot-timer port. */
+  onReady: (msSinceStart: number) => void = noop;
+
+  private readonly threads: VcpuThread[];
+  private readonly ctl = new SharedArrayBuffer(16);
+  private readonly serialState = newSerialState();
+  private readonly serial: Serial;
+  private readonly cfg: ReturnType<typeof resolveConfig>;
+  private exit?: VmExit;
+  private readonly exited: Promise<VmExit>;
+  private resolveExit!: (e: VmExit) => void;
+  private started = false;
+  private readonly cleanups: Array<() => void> = [];
+  private pendingInput: Uint8Array[] = [];
+  private inputTimer?: ReturnType<typeof setTimeout>;
+
+  private constructor(
+    cfg: ReturnType<typeof resolveConfig>,
+    trace: BootTrace,
+    threads: VcpuThread[],
+    built: BuiltVm,
+  ) {
+    this.cfg = cfg;
+    this.trace = trace;
+    this.threads = threads;
+    this.built = built;
+    this.exited = new Promise((r) => (this.resolveExit = r));
+    // Host input is injected from this thread: the IRQ line ioctl is VM-wide.
+    this.serial = new Serial(this.serialState, { writeSync: (d) => d.length }, {
+      trigger: () => {
+        built.vm.setIrqLine(SERIAL_IRQ, true);
+        built.vm.setIrqLine(SERIAL_IRQ, false);
+      },
+    });
+  }
+
+  /**
+   * Builds the VM: workers spawn first and load while the main thread opens
+   * KVM and loads the kernel.
+   */
+  static async create(config: VmConfig, onMark?: (m: Mark) => void): Promise<Machine> {
+    const trace = new BootTrace(onMark);
+    trace.mark("runtime up", 0);
+    const cfg = resolveConfig(config);
+    const threads: VcpuThread[] = [];
+    const loaded: Promise<void>[] = [];
+    for (let i = 0; i < cfg.cpus; i++) {
+      const worker = new Worker(new URL("./vcpu_worker.ts", import.meta.url), { type: "module" });
+      const t: VcpuThread = { worker, done: false };
+      threads.push(t);
+      loaded.push(
+        new Promise((resolve) => {
+          worker.onmessage = (e: MessageEvent<VcpuEvent>) => {
+            if (e.data.type === "loaded") resolve();
+          };
+        }),
+      );
+    }
+    let built: BuiltVm;
+    try {
+      built = buildVm(cfg, trace);
+    } catch (e) {
+      for (const t of threads) t.worker.terminate();
+      throw e;
+    }
+    const m = new Machine(cfg, trace, threads, built);
+    // A kick must interrupt KVM_RUN, not kill the process.
+    Deno.addSignalListener("SIGUSR1", noop);
+    m.cleanups.push(() => Deno.removeSignalListener("SIGUSR1", noop));
+    await Promise.all(loaded);
+    trace.mark("vcpu workers loaded");
+    return m;
+  }
+
+  /** Starts every vCPU. */
+  start(): void {
+    if (this.started) throw new Error("VM already started");
+    this.started = true;
+    const b = this.built;
+    this.threads.forEach((t, id) => {
+      const cpu = b.vcpus[id];
+      t.run = new Uint8Array(
+        Deno.UnsafePointerView.getArrayBuffer(Deno.UnsafePointer.create(cpu.runAddr)!, cpu.runSize),
+      );
+      t.worker.onmessage = (e: MessageEvent<VcpuEvent>) => this.onEvent(t, e.data);
+      t.worker.onerror = (e) => {
+        e.preventDefault();
+        this.finish(vmExit("monitor-error", `vCPU ${id} worker failed: ${e.message}`, id));
+      };
+      const msg: VcpuStart = {
+        type: "start",
+        id,
+        fd: cpu.fd,
+        vmFd: b.vm.fd,
+        runAddr: cpu.runAddr,
+        runSize: cpu.runSize,
+        memAddr: b.memory.hostAddr,
+        memSize: b.memory.size,
+        serialState: this.serialState,
+        ctl: this.ctl,
+        console: this.cfg.console,
+      };
+      t.worker.postMessage(msg);
+    });
+    this.trace.mark("vcpus started");
+    if (this.cfg.stdin) this.forwardStdin();
+  }
+
+  private onEvent(t: VcpuThread, e: VcpuEvent): void {
+    switch (e.type) {
+      case "running":
+        t.tid = e.tid;
+        // A stop may have been asked before this thread could be kicked.
+        if (this.exit) this.kick(t);
+        break;
+      case "ready": {
+        const ms = e.at - performance.timeOrigin;
+        this.trace.mark("guest ready", ms);
+        this.onReady(ms);
+        break;
+      }
+      case "console":
+        this.onConsole(e.data);
+        break;
+      case "exit":
+        t.done = true;
+        t.worker.terminate();
+        this.finish(e.exit);
+        if (this.threads.every((x) => x.done)) this.cleanup();
+        break;
+    }
+  }
+
+  private kick(t: VcpuThread): void {
+    if (t.done || !t.run || t.tid === undefined) return;
+    t.run[RUN.immediate_exit] = 1;
+    libc().tgkill(libc().getpid(), t.tid, SIGUSR1);
+  }
+
+  /** Records the first exit and stops every other vCPU. */
+  private finish(exit: VmExit): void {
+    if (this.exit) return;
+    this.exit = exit;
+    Atomics.store(new Int32Array(this.ctl), CTL.stop, 1);
+    for (const t of this.threads) this.kick(t);
+    logger("vmm").debug("VM stopped: {message}", { message: exit.message });
+    this.resolveExit(exit);
+    if (!this.started) this.cleanup();
+  }
+
+  /** Stops the VM from the host side. */
+  stop(exit: VmExit = vmExit("host-stop", "Stopped by the host")): void {
+    if (!this.started) {
+      for (const t of this.threads) t.worker.terminate();
+      this.threads.forEach((t) => (t.done = true));
+    }
+    this.finish(exit);
+  }
+
+  /** Resolves when the VM has stopped. */
+  wait(): Promise<VmExit> {
+    return this.exited;
+  }
+
+  /** Waits until every vCPU thread has left KVM_RUN. */
+  async settled(timeoutMs = 2000): Promise<boolean> {
+    const until = performance.now() + timeoutMs;
+    while (!this.threads.every((t) => t.done)) {
+      if (performance.now() > until) return false;
+      for (const t of this.threads) this.kick(t);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    return true;
+  }
+
+  /** Queues bytes for the guest's serial input. */
+  sendInput(data: Uint8Array): void {
+    this.pendingInput.push(data);
+    this.drainInput();
+  }
+
+  private drainInput(): void {
+    while (this.pendingInput.length > 0) {
+      const head = this.pendingInput[0];
+      const n = this.serial.enqueueInput(head);
+      if (n === head.length) this.pendingInput.shift();
+      else {
+        this.pendingInput[0] = head.subarray(n);
+        // The FIFO is full: try again when the guest has read some.
+        this.inputTimer ??= setTimeout(() => {
+          this.inputTimer = undefined;
+          this.drainInput();
+        }, 5);
+        return;
+      }
+    }
+  }
+
+  private forwardStdin(): void {
+    const tty = Deno.stdin.isTerminal();
+    if (tty) {
+      Deno.stdin.setRaw(true);
+      this.cleanups.push(() => Deno.stdin.setRaw(false));
+    }
+    let escape = false;
+    const buf = new Uint8Array(1024);
+    const pump = async () => {
+      while (!this.exit) {
+        const n = await Deno.stdin.read(buf).catch(() => null);
+        if (n === null || this.exit) return;
+        let chunk = buf.slice(0, n);
+        if (tty) {
+          // Ctrl-A x quits; Ctrl-A Ctrl-A sends one Ctrl-A.
+          const out: number[] = [];
+          for (const b of chunk) {
+            if (escape) {
+              escape = false;
+              if (b === 0x78) {
+                this.stop(vmExit("host-stop", "Stopped from the console (Ctrl-A x)"));
+                return;
+              }
+              out.push(b);
+            } else if (b === ESCAPE) escape = true;
+            else out.push(b);
+          }
+          chunk = new Uint8Array(out);
+        }
+        if (chunk.length) this.sendInput(chunk);
+      }
+    };
+    pump();
+  }
+
+  /** Releases host resources; safe to call twice. */
+  cleanup(): void {
+    if (this.inputTimer !== undefined) clearTimeout(this.inputTimer);
+    while (this.cleanups.length) {
+      try {
+        this.cleanups.pop()!();
+      } catch { /* best effort on the way out */ }
+    }
+  }
+}

@@ -1,0 +1,121 @@
+/**
+ * Guest RAM: one anonymous host mapping, never prefaulted, split around the
+ * MMIO gap below 4 GiB.
+ *
+ * @module
+ */
+
+import {
+  MAP_ANONYMOUS,
+  MAP_NORESERVE,
+  MAP_PRIVATE,
+  mmap,
+  PROT_READ,
+  PROT_WRITE,
+} from "../../ffi/libc.ts";
+import { MMIO_GAP_END, MMIO_GAP_START } from "../arch/x86_64/layout.ts";
+
+/** A guest-physical range backed by host memory at `hostOffset`. */
+export interface MemoryRegion {
+  /** Guest-physical start. */
+  guestAddr: number;
+  /** Length in bytes. */
+  size: number;
+  /** Offset into the host mapping. */
+  hostOffset: number;
+}
+
+/** The error for guest accesses outside RAM. */
+export class GuestMemoryError extends RangeError {
+  constructor(addr: number, len: number) {
+    super(`Guest range 0x${addr.toString(16)}+0x${len.toString(16)} is outside guest RAM`);
+    this.name = "GuestMemoryError";
+  }
+}
+
+/**
+ * Splits `size` bytes of RAM around the MMIO gap: low RAM up to the gap,
+ * the rest from 4 GiB.
+ *
+ * @example
+ * ```ts
+ * import { memoryRegions } from "./memory.ts";
+ * memoryRegions(128 << 20); // [{ guestAddr: 0, size: 134217728, hostOffset: 0 }]
+ * ```
+ */
+export function memoryRegions(size: number): MemoryRegion[] {
+  const low = Math.min(size, MMIO_GAP_START);
+  const regions: MemoryRegion[] = [{ guestAddr: 0, size: low, hostOffset: 0 }];
+  if (size > low) regions.push({ guestAddr: MMIO_GAP_END, size: size - low, hostOffset: low });
+  return regions;
+}
+
+/**
+ * Guest RAM as seen by the monitor. Views returned by {@linkcode bytes} alias
+ * guest memory: writes land in the guest.
+ *
+ * @example
+ * ```ts
+ * import { GuestMemory } from "./memory.ts";
+ * const mem = GuestMemory.fromBuffer(new ArrayBuffer(1 << 20));
+ * mem.write(0x1000, new Uint8Array([0xf4])); // hlt
+ * ```
+ */
+export class GuestMemory {
+  /** The whole host mapping. */
+  readonly host: Uint8Array;
+  /** Guest-physical regions. */
+  readonly regions: MemoryRegion[];
+  /** Host address of the mapping (0n for a plain buffer). */
+  readonly hostAddr: bigint;
+
+  private constructor(buffer: ArrayBuffer, hostAddr: bigint) {
+    this.host = new Uint8Array(buffer);
+    this.regions = memoryRegions(buffer.byteLength);
+    this.hostAddr = hostAddr;
+  }
+
+  /** Maps `size` bytes of anonymous memory, MAP_NORESERVE. */
+  static allocate(size: number): GuestMemory {
+    const ptr = mmap(size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE);
+    const buf = Deno.UnsafePointerView.getArrayBuffer(ptr, size);
+    return new GuestMemory(buf, BigInt(Deno.UnsafePointer.value(ptr)));
+  }
+
+  /** Wraps a buffer (tests, or a mapping made elsewhere). */
+  static fromBuffer(buffer: ArrayBuffer, hostAddr = 0n): GuestMemory {
+    return new GuestMemory(buffer, hostAddr);
+  }
+
+  /** Bytes of RAM. */
+  get size(): number {
+    return this.host.length;
+  }
+
+  /** End of RAM below the MMIO gap. */
+  get lowEnd(): number {
+    return this.regions[0].size;
+  }
+
+  /** A view of `len` bytes at guest address `addr`; throws outside RAM. */
+  bytes(addr: number, len: number): Uint8Array {
+    for (const r of this.regions) {
+      if (addr >= r.guestAddr && addr + len <= r.guestAddr + r.size) {
+        const off = r.hostOffset + addr - r.guestAddr;
+        return this.host.subarray(off, off + len);
+      }
+    }
+    throw new GuestMemoryError(addr, len);
+  }
+
+  /** A DataView of `len` bytes at `addr` (little-endian accessors). */
+  view(addr: number, len: number): DataView {
+    const b = this.bytes(addr, len);
+    return new DataView(b.buffer, b.byteOffset, b.byteLength);
+  }
+
+  /** Copies `data` into the guest at `addr`. */
+  write(addr: number, data: Uint8Array): void {
+    this.bytes(addr, data.length).set(data);
+  }
+}

@@ -1,0 +1,236 @@
+/**
+ * The synchronous KVM_RUN loop of one vCPU. Exits are handled in place on
+ * the vCPU's thread; nothing on the I/O path allocates or logs.
+ *
+ * @module
+ */
+
+import {
+  EXIT,
+  EXIT_IO_OUT,
+  INTERNAL_ERROR,
+  KVM,
+  REGS,
+  RUN,
+  SIZE,
+  SREGS,
+  SYSTEM_EVENT,
+} from "../../ffi/kvm.ts";
+import { errno, libc } from "../../ffi/libc.ts";
+import { errnoName } from "../../ffi/errno.ts";
+import { translate } from "../arch/x86_64/paging.ts";
+import type { Bus } from "../devices/bus.ts";
+import { type VmExit, vmExit } from "./exit_reason.ts";
+import type { GuestMemory } from "./memory.ts";
+
+const EINTR = 4;
+const EAGAIN = 11;
+const CR0_PG = 0x80000000n;
+
+/** Control words shared by the main thread and every vCPU. */
+export const CTL = { stop: 0 } as const;
+
+/** What a vCPU loop needs. */
+export interface VcpuLoopConfig {
+  id: number;
+  fd: number;
+  /** The vCPU's `kvm_run` mapping. */
+  run: Uint8Array;
+  pio: Bus;
+  mmio: Bus;
+  /** Int32 control block ({@linkcode CTL}). */
+  ctl: Int32Array;
+  /** Guest RAM, for naming the instruction at a failure. */
+  memory?: GuestMemory;
+}
+
+/**
+ * Runs one vCPU.
+ *
+ * @example
+ * ```ts ignore
+ * const loop = new VcpuLoop(cfg);
+ * const exit = loop.run(); // returns when the VM stops
+ * ```
+ */
+export class VcpuLoop {
+  private readonly c: VcpuLoopConfig;
+  private readonly dv: DataView;
+  private pending: VmExit | undefined;
+  /** Reusable views for single port accesses of 1, 2 and 4 bytes. */
+  private ioViews: Uint8Array[] = [];
+  private ioViewOffset = -1;
+
+  constructor(c: VcpuLoopConfig) {
+    this.c = c;
+    this.dv = new DataView(c.run.buffer, c.run.byteOffset, c.run.byteLength);
+  }
+
+  /** Ends the loop after the current exit (device callbacks use this). */
+  stopWith(exit: VmExit): void {
+    this.pending ??= exit;
+  }
+
+  /** Runs until the VM stops; returns why. */
+  run(): VmExit {
+    const l = libc();
+    const { fd, ctl, run } = this.c;
+    const dv = this.dv;
+    for (;;) {
+      if (Atomics.load(ctl, CTL.stop) !== 0) {
+        return vmExit("host-stop", "Stopped by the host", this.c.id);
+      }
+      const r = l.ioctl(fd, KVM.RUN, 0n);
+      if (r < 0) {
+        const e = errno();
+        if (e === EINTR || e === EAGAIN) {
+          run[RUN.immediate_exit] = 0;
+          continue;
+        }
+        return vmExit("monitor-error", `KVM_RUN failed: ${errnoName(e)}`, this.c.id);
+      }
+      const reason = dv.getUint32(RUN.exit_reason, true);
+      if (reason === EXIT.IO) this.io();
+      else if (reason === EXIT.MMIO) this.mmio();
+      else {
+        const exit = this.other(reason);
+        if (exit) return exit;
+      }
+      if (this.pending) return this.pending;
+    }
+  }
+
+  private io(): void {
+    const dv = this.dv;
+    const size = dv.getUint8(RUN.io_size);
+    const port = dv.getUint16(RUN.io_port, true);
+    const count = dv.getUint32(RUN.io_count, true);
+    const off = Number(dv.getBigUint64(RUN.io_data_offset, true));
+    const out = dv.getUint8(RUN.io_direction) === EXIT_IO_OUT;
+    const bus = this.c.pio;
+    if (count === 1) {
+      if (off !== this.ioViewOffset) {
+        this.ioViewOffset = off;
+        this.ioViews = [];
+        for (let s = 0; s <= 4; s++) this.ioViews.push(this.c.run.subarray(off, off + s));
+      }
+      const data = this.ioViews[size];
+      if (out) bus.write(port, data);
+      else bus.read(port, data);
+      return;
+    }
+    for (let i = 0; i < count; i++) {
+      const data = this.c.run.subarray(off + i * size, off + (i + 1) * size);
+      if (out) bus.write(port, data);
+      else bus.read(port, data);
+    }
+  }
+
+  private mmio(): void {
+    const dv = this.dv;
+    const addr = Number(dv.getBigUint64(RUN.mmio_phys_addr, true));
+    const len = dv.getUint32(RUN.mmio_len, true);
+    const data = this.c.run.subarray(RUN.mmio_data, RUN.mmio_data + Math.min(len, 8));
+    if (dv.getUint8(RUN.mmio_is_write)) this.c.mmio.write(addr, data);
+    else this.c.mmio.read(addr, data);
+  }
+
+  private other(reason: number): VmExit | undefined {
+    const dv = this.dv;
+    const id = this.c.id;
+    switch (reason) {
+      case EXIT.HLT:
+      case EXIT.IRQ_WINDOW_OPEN:
+      case EXIT.INTR:
+        return undefined;
+      case EXIT.SHUTDOWN:
+        return vmExit(
+          "triple-fault",
+          `Guest triple fault (KVM_EXIT_SHUTDOWN) at ${this.where()}`,
+          id,
+        );
+      case EXIT.FAIL_ENTRY: {
+        const hw = dv.getBigUint64(RUN.fail_entry_reason, true);
+        return vmExit(
+          "fail-entry",
+          `KVM could not enter the guest (KVM_EXIT_FAIL_ENTRY, hardware reason 0x${
+            hw.toString(16)
+          })`,
+          id,
+        );
+      }
+      case EXIT.INTERNAL_ERROR: {
+        const sub = dv.getUint32(RUN.internal_suberror, true);
+        if (sub === INTERNAL_ERROR.EMULATION) {
+          return vmExit(
+            "internal-error",
+            `KVM could not emulate the guest instruction at ${this.where()}: ${this.instruction()}`,
+            id,
+          );
+        }
+        return vmExit(
+          "internal-error",
+          `KVM internal error (suberror ${sub}) at ${this.where()}`,
+          id,
+        );
+      }
+      case EXIT.SYSTEM_EVENT: {
+        const type = dv.getUint32(RUN.system_event_type, true);
+        if (type === SYSTEM_EVENT.SHUTDOWN) return vmExit("power-off", "Guest powered off", id);
+        if (type === SYSTEM_EVENT.RESET) return vmExit("reset", "Guest reset", id);
+        if (type === SYSTEM_EVENT.CRASH) return vmExit("guest-crash", "Guest crashed", id);
+        return vmExit("unexpected-exit", `Unexpected system event ${type}`, id);
+      }
+      default:
+        return vmExit(
+          "unexpected-exit",
+          `Unexpected KVM exit reason ${reason} at ${this.where()}`,
+          id,
+        );
+    }
+  }
+
+  private regs(): { rip: bigint; cr0: bigint; cr3: bigint } | undefined {
+    const regs = new BigUint64Array(SIZE.kvm_regs / 8);
+    const sregs = new Uint8Array(SIZE.kvm_sregs);
+    const l = libc();
+    if (l.ioctl_buf(this.c.fd, KVM.GET_REGS, new Uint8Array(regs.buffer)) < 0) return undefined;
+    if (l.ioctl_buf(this.c.fd, KVM.GET_SREGS, sregs) < 0) return undefined;
+    const sv = new DataView(sregs.buffer);
+    return {
+      rip: regs[REGS.rip],
+      cr0: sv.getBigUint64(SREGS.cr0, true),
+      cr3: sv.getBigUint64(SREGS.cr3, true),
+    };
+  }
+
+  private where(): string {
+    const r = this.regs();
+    return r ? `rip 0x${r.rip.toString(16)}` : "an unknown rip";
+  }
+
+  /** The bytes at RIP: from KVM when it reports them, else read from guest RAM. */
+  private instruction(): string {
+    const dv = this.dv;
+    const ndata = dv.getUint32(RUN.internal_ndata, true);
+    const hex = (b: ArrayLike<number>) =>
+      Array.from(b, (x) => x.toString(16).padStart(2, "0")).join(" ");
+    if (ndata >= 3) {
+      // data[0] flags, data[1] length, data[2..] bytes (KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES)
+      const len = Math.min(Number(dv.getBigUint64(RUN.internal_data + 8, true)), 15);
+      if (len > 0) {
+        return hex(this.c.run.subarray(RUN.internal_data + 16, RUN.internal_data + 16 + len));
+      }
+    }
+    const r = this.regs();
+    const mem = this.c.memory;
+    if (!r || !mem) return "instruction bytes unavailable";
+    const phys = r.cr0 & CR0_PG ? translate(mem, Number(r.cr3), r.rip) : Number(r.rip);
+    if (phys === undefined) return "instruction at an unmapped address";
+    try {
+      return `bytes ${hex(mem.bytes(phys, 8))}`;
+    } catch {
+      return `instruction outside guest RAM (0x${phys.toString(16)})`;
+    }
+  }
+}

@@ -1,0 +1,33 @@
+/**
+ * Messages between the main thread and the vCPU workers.
+ *
+ * @module
+ */
+
+import type { VmExit } from "./exit_reason.ts";
+
+/** Where the guest console goes. */
+export type ConsoleSink = "stdout" | "message" | "none";
+
+/** Main → worker: everything a vCPU needs to run. */
+export interface VcpuStart {
+  type: "start";
+  id: number;
+  fd: number;
+  vmFd: number;
+  runAddr: bigint;
+  runSize: number;
+  memAddr: bigint;
+  memSize: number;
+  serialState: SharedArrayBuffer;
+  ctl: SharedArrayBuffer;
+  console: ConsoleSink;
+}
+
+/** Worker → main. */
+export type VcpuEvent =
+  | { type: "loaded" }
+  | { type: "running"; tid: number }
+  | { type: "ready"; at: number }
+  | { type: "console"; data: Uint8Array }
+  | { type: "exit"; exit: VmExit };
