@@ -21,7 +21,11 @@ export const LOG_LEVELS: readonly string[] = [...getLogLevels(), "off"];
 /** A log level or `off`. */
 export type Level = LogLevel | "off";
 
-const formatter = getTextFormatter({ timestamp: "none" });
+// Strings unquoted: messages read as sentences, not as inspected values.
+const formatter = getTextFormatter({
+  timestamp: "none",
+  value: (v, inspect) => (typeof v === "string" ? v : inspect(v)),
+});
 const encoder = new TextEncoder();
 
 /**

@@ -33,6 +33,7 @@ Run options:
   --cpus N             vCPUs, 1 to 32 (default 1)
   --boot PROTO         auto | pvh | linux64 (default auto)
   --cpu-template T     auto | none | pvm (default auto: pvm on PVM hosts)
+  --kvm PATH           the KVM device (default /dev/kvm)
   --log-level L        trace | debug | info | warning | error | fatal | off
                        (default warning)
 

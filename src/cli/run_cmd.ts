@@ -21,6 +21,7 @@ const OPTIONS = {
   boot: { type: "string" },
   "cpu-template": { type: "string" },
   "log-level": { type: "string" },
+  kvm: { type: "string" },
 } as const;
 
 /** Parses a whole number flag. */
@@ -55,6 +56,7 @@ export async function runCommand(args: string[]): Promise<number> {
     cpuTemplate: v["cpu-template"],
     console: "stdout",
     stdin: true,
+    kvmDevice: v.kvm,
   }, (m) => log.trace("{ms} ms {phase}", { ms: m.ms.toFixed(2), phase: m.phase }));
   const onSignal = (name: "SIGINT" | "SIGTERM", code: number) => () =>
     machine.stop(vmExit("host-signal", `Stopped by ${name}`, undefined, code));

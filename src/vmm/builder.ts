@@ -67,7 +67,10 @@ export function openImages(cfg: ResolvedConfig): { kernel: Image; initrd?: Image
   }
 }
 
-function writeBootStructures(b: BuiltVm, cpus: number): number {
+function writeBootStructures(
+  b: Pick<BuiltVm, "memory" | "kernel" | "cmdline" | "initrd">,
+  cpus: number,
+): number {
   const { memory: mem, kernel } = b;
   mem.write(GDT_ADDR, gdtBytes(bootGdt()));
   mem.bytes(IDT_ADDR, 8).fill(0);
@@ -125,29 +128,17 @@ function configureVcpu(
  */
 export function buildVm(cfg: ResolvedConfig, trace: BootTrace): BuiltVm {
   const template = selectTemplate(cfg.cpuTemplate);
+  // Guest memory and images first: a bad file fails before any KVM work.
   const images = openImages(cfg);
-  const kvm = Kvm.open();
-  trace.mark("kvm opened");
-  if (cfg.cpus > kvm.maxVcpus) {
-    throw new VoltError(`This host's KVM allows at most ${kvm.maxVcpus} vCPUs`, "usage");
-  }
-  const supported = kvm.supportedCpuid();
-  trace.mark("cpuid read");
-  const vm = Vm.create(kvm);
-  trace.mark("vm created");
   const memory = GuestMemory.allocate(cfg.memory);
-  vm.mapMemory(memory);
-  trace.mark("memory mapped");
-  const extra = template.name === "pvm" ? PVM_CMDLINE : [];
-  let b: BuiltVm;
+  trace.mark("memory allocated");
+  let loaded: Omit<BuiltVm, "kvm" | "vm" | "vcpus">;
   try {
     const kernel = loadKernel(memory, images.kernel, cfg.bootProtocol);
     const initrd = images.initrd ? loadInitrd(memory, kernel, images.initrd) : undefined;
-    b = {
-      kvm,
-      vm,
+    const extra = template.name === "pvm" ? PVM_CMDLINE : [];
+    loaded = {
       memory,
-      vcpus: [],
       kernel,
       initrd,
       template,
@@ -157,10 +148,19 @@ export function buildVm(cfg: ResolvedConfig, trace: BootTrace): BuiltVm {
     images.kernel.close();
     images.initrd?.close();
   }
-  trace.mark("kernel loaded");
-  const bootInfo = writeBootStructures(b, cfg.cpus);
+  const bootInfo = writeBootStructures(loaded, cfg.cpus);
   const cr3 = writeIdentityPageTables(memory);
-  trace.mark("boot structures written");
+  trace.mark("kernel loaded");
+  const kvm = Kvm.open(cfg.kvmDevice);
+  trace.mark("kvm opened");
+  if (cfg.cpus > kvm.maxVcpus) {
+    throw new VoltError(`This host's KVM allows at most ${kvm.maxVcpus} vCPUs`, "usage");
+  }
+  const supported = kvm.supportedCpuid();
+  const vm = Vm.create(kvm);
+  vm.mapMemory(memory);
+  trace.mark("vm created");
+  const b: BuiltVm = { ...loaded, kvm, vm, vcpus: [] };
   const mmapSize = kvm.vcpuMmapSize;
   for (let id = 0; id < cfg.cpus; id++) {
     const cpu = new Vcpu(vm.createVcpu(id), id, mmapSize);

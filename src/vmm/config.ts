@@ -30,6 +30,8 @@ export interface VmConfig {
   console?: ConsoleSink;
   /** Forward host stdin to the guest's serial port. */
   stdin?: boolean;
+  /** The KVM device. Default `/dev/kvm`. */
+  kvmDevice?: string;
 }
 
 /** Smallest guest we boot: the boot structures and a kernel need room. */
@@ -104,5 +106,6 @@ export function resolveConfig(c: VmConfig): ResolvedConfig {
     cpuTemplate: c.cpuTemplate ?? "auto",
     console: c.console ?? "stdout",
     stdin: c.stdin ?? false,
+    kvmDevice: c.kvmDevice ?? "/dev/kvm",
   };
 }

@@ -5,7 +5,8 @@
  */
 
 import { CAP, CPUID_ENTRY, KVM, KVM_API_VERSION, SIZE } from "../../ffi/kvm.ts";
-import { check, libc, O_RDWR, openPath, SysError } from "../../ffi/libc.ts";
+import { check, errno, libc, O_RDWR, openPath, SysError } from "../../ffi/libc.ts";
+import { errnoName } from "../../ffi/errno.ts";
 import type { CpuidEntry } from "../arch/x86_64/cpuid.ts";
 import { VoltError } from "../errors.ts";
 
@@ -63,6 +64,14 @@ export class Kvm {
     }
     const kvm = new Kvm(fd);
     const version = libc().ioctl(fd, KVM.GET_API_VERSION, 0n);
+    if (version < 0) {
+      const code = errnoName(errno());
+      libc().close(fd);
+      throw new VoltError(
+        `${path} is not a KVM device (KVM_GET_API_VERSION failed: ${code})`,
+        "kvm",
+      );
+    }
     if (version !== KVM_API_VERSION) {
       libc().close(fd);
       throw new VoltError(

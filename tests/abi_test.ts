@@ -1,0 +1,48 @@
+/**
+ * Checks every ioctl number and struct offset in ffi/ against the kernel's
+ * own headers, compiled by the C compiler on this machine.
+ */
+import assert from "node:assert/strict";
+import * as kvm from "../ffi/kvm.ts";
+import * as bp from "../ffi/bootparam.ts";
+import { ccAvailable, tmpDir } from "./helpers.ts";
+
+const tables: Record<string, Record<string, number>> = {
+  KVM: kvm.KVM,
+  SIZE: kvm.SIZE,
+  RUN: kvm.RUN,
+  SREGS: kvm.SREGS,
+  SEGMENT: kvm.SEGMENT,
+  CPUID_ENTRY: kvm.CPUID_ENTRY,
+  FPU: kvm.FPU,
+  REGS: kvm.REGS,
+  BOOT_PARAMS: bp.BOOT_PARAMS,
+  SETUP: bp.SETUP,
+};
+const scalars: Record<string, number> = {
+  BOOT_PARAMS_SIZE: bp.BOOT_PARAMS_SIZE,
+  E820_ENTRY_SIZE: bp.E820_ENTRY_SIZE,
+};
+
+Deno.test({
+  name: "ffi/ layouts and ioctl numbers equal <linux/kvm.h> and <asm/bootparam.h>",
+  ignore: !ccAvailable(),
+  fn() {
+    const dir = tmpDir();
+    const exe = `${dir}/abi_probe`;
+    const src = new URL("./fixtures/abi_probe.c", import.meta.url).pathname;
+    const cc = new Deno.Command("cc", { args: ["-o", exe, src] }).outputSync();
+    assert.equal(cc.code, 0, new TextDecoder().decode(cc.stderr));
+    const out = new Deno.Command(exe).outputSync();
+    const probe: Record<string, number> = JSON.parse(new TextDecoder().decode(out.stdout));
+    delete probe.end;
+    let checked = 0;
+    for (const [key, value] of Object.entries(probe)) {
+      const [table, field] = key.split(".");
+      const ours = field === undefined ? scalars[table] : tables[table]?.[field];
+      assert.equal(ours, value, `${key}: ours ${ours}, kernel ${value}`);
+      checked++;
+    }
+    assert.ok(checked > 100, `only ${checked} values checked`);
+  },
+});

@@ -1,0 +1,162 @@
+import assert from "node:assert/strict";
+import { Bus } from "../src/devices/bus.ts";
+import { newSerialState, RX_FIFO_SIZE, Serial } from "../src/devices/serial.ts";
+import { I8042 } from "../src/devices/i8042.ts";
+import { BootTimerPort, ExitPort } from "../src/devices/guest_ctl.ts";
+
+function uart() {
+  const out: number[] = [];
+  let irqs = 0;
+  const dev = new Serial(newSerialState(), { writeSync: (d) => (out.push(...d), d.length) }, {
+    trigger: () => void irqs++,
+  });
+  const r = (off: number) => {
+    const d = new Uint8Array(1);
+    dev.read(off, d);
+    return d[0];
+  };
+  const w = (off: number, v: number) => dev.write(off, new Uint8Array([v]));
+  return { dev, out, r, w, irqs: () => irqs };
+}
+
+Deno.test("UART: transmit goes to the writer; LSR says the transmitter is empty", () => {
+  const u = uart();
+  for (const c of "hi") u.w(0, c.charCodeAt(0));
+  assert.equal(new TextDecoder().decode(new Uint8Array(u.out)), "hi");
+  assert.equal(u.r(5) & 0x60, 0x60);
+  assert.equal(u.r(5) & 1, 0);
+});
+
+Deno.test("UART: scratch, divisor latch and the loopback probe the 8250 driver makes", () => {
+  const u = uart();
+  u.w(7, 0x5a);
+  assert.equal(u.r(7), 0x5a);
+  u.w(3, 0x80); // DLAB
+  u.w(0, 0x01);
+  u.w(1, 0x00);
+  assert.deepEqual([u.r(0), u.r(1)], [1, 0]);
+  u.w(3, 0x03);
+  u.w(4, 0x10 | 0x0a); // loopback, RTS, OUT2
+  assert.equal(u.r(6) & 0xf0, 0x90);
+  u.w(0, 0x41); // loops back into RX
+  assert.deepEqual(u.out, []);
+  assert.equal(u.r(5) & 1, 1);
+  assert.equal(u.r(0), 0x41);
+  u.w(4, 0x0b);
+  assert.equal(u.r(6) & 0xb0, 0xb0, "DCD DSR CTS outside loopback");
+});
+
+Deno.test("UART: FIFO enable shows in IIR; THRE interrupt on enable, cleared by reading IIR", () => {
+  const u = uart();
+  u.w(2, 0x01);
+  assert.equal(u.r(2) & 0xc0, 0xc0);
+  u.w(4, 0x08); // OUT2 gates the line
+  u.w(1, 0x02); // ETBEI
+  assert.equal(u.irqs(), 1);
+  assert.equal(u.r(2) & 0x0f, 0x02);
+  assert.equal(u.r(2) & 0x0f, 0x01, "acknowledged");
+  u.w(0, 0x41);
+  assert.equal(u.irqs(), 2, "THRE again after a write");
+});
+
+Deno.test("UART: host input raises RX interrupts and is read in order; the FIFO bounds it", () => {
+  const u = uart();
+  u.w(4, 0x08);
+  u.w(1, 0x01); // ERBFI
+  assert.equal(u.dev.enqueueInput(new TextEncoder().encode("ab")), 2);
+  assert.equal(u.irqs(), 1);
+  assert.equal(u.r(2) & 0x0f, 0x04);
+  assert.equal(u.r(5) & 1, 1);
+  assert.equal(String.fromCharCode(u.r(0), u.r(0)), "ab");
+  assert.equal(u.r(5) & 1, 0);
+  assert.equal(u.r(2) & 0x0f, 0x01);
+  assert.equal(u.dev.enqueueInput(new Uint8Array(RX_FIFO_SIZE + 10)), RX_FIFO_SIZE);
+  assert.equal(u.dev.rxSpace, 0);
+});
+
+Deno.test("UART: no interrupt without OUT2 or with the source disabled", () => {
+  const u = uart();
+  u.w(4, 0x00);
+  u.w(1, 0x03);
+  u.dev.enqueueInput(new Uint8Array([1]));
+  assert.equal(u.irqs(), 0);
+});
+
+Deno.test("UART: two views of one shared state act as one device", () => {
+  const state = newSerialState();
+  const a = new Serial(state, { writeSync: (d) => d.length }, { trigger() {} });
+  const b = new Serial(state, { writeSync: (d) => d.length }, { trigger() {} });
+  a.enqueueInput(new Uint8Array([0x42]));
+  const d = new Uint8Array(1);
+  b.read(0, d);
+  assert.equal(d[0], 0x42);
+});
+
+function kbc() {
+  let resets = 0;
+  const dev = new I8042(() => void resets++);
+  const r = (off: number) => {
+    const d = new Uint8Array(1);
+    dev.read(off, d);
+    return d[0];
+  };
+  const w = (off: number, v: number) => dev.write(off, new Uint8Array([v]));
+  return { r, w, resets: () => resets };
+}
+
+Deno.test("i8042: self test, interface test, command byte round trip, no AUX", () => {
+  const k = kbc();
+  assert.equal(k.r(4) & 1, 0);
+  k.w(4, 0xaa);
+  assert.equal(k.r(4) & 1, 1);
+  assert.equal(k.r(0), 0x55);
+  assert.equal(k.r(4) & 1, 0);
+  k.w(4, 0xab);
+  assert.equal(k.r(0), 0x00);
+  k.w(4, 0x60);
+  k.w(0, 0x47);
+  k.w(4, 0x20);
+  assert.equal(k.r(0), 0x47);
+  k.w(4, 0xd3);
+  k.w(0, 0x5a);
+  assert.notEqual(k.r(0), 0x5a, "AUX loop must not echo");
+  k.w(4, 0xa9);
+  assert.equal(k.r(0), 0x01);
+  assert.equal(k.resets(), 0);
+});
+
+Deno.test("i8042: 0xFE and an output-port write pulsing reset stop the VM", () => {
+  const k = kbc();
+  k.w(4, 0xfe);
+  assert.equal(k.resets(), 1);
+  k.w(4, 0xd1);
+  k.w(0, 0xfe);
+  assert.equal(k.resets(), 2);
+});
+
+Deno.test("bus: routes by range, refuses overlaps, unclaimed reads are all-ones", () => {
+  const bus = new Bus();
+  const seen: Array<[number, number]> = [];
+  bus.insert(0x60, 5, { read: (o, d) => d.fill(o), write: (o, d) => void seen.push([o, d[0]]) });
+  bus.insert(0x3f8, 8, { read: (o, d) => d.fill(0x30 + o), write: () => {} });
+  assert.throws(() => bus.insert(0x3fc, 8, { read() {}, write() {} }), /overlaps/);
+  const d = new Uint8Array(2);
+  assert.equal(bus.read(0x3fa, d), true);
+  assert.deepEqual([...d], [0x32, 0x32]);
+  assert.equal(bus.read(0x1234, d), false);
+  assert.deepEqual([...d], [0xff, 0xff]);
+  assert.equal(bus.write(0x64, new Uint8Array([9])), true);
+  assert.deepEqual(seen, [[4, 9]]);
+  assert.equal(bus.write(0x9999, new Uint8Array([1])), false);
+});
+
+Deno.test("guest control ports: exit status and the boot-ready marker", () => {
+  const got: string[] = [];
+  const h = {
+    exit: (s: number) => void got.push(`exit ${s}`),
+    ready: () => void got.push("ready"),
+  };
+  new ExitPort(h).write(0, new Uint8Array([42, 0, 0, 0]));
+  new BootTimerPort(h).write(0, new Uint8Array([1]));
+  assert.deepEqual(got, ["exit 42", "ready"]);
+});

@@ -1,0 +1,110 @@
+/**
+ * Shared test helpers: KVM detection with a reason, the CLI as a
+ * subprocess, and small guest programs assembled with binutils.
+ */
+
+export const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
+
+/** Why KVM tests cannot run here, or undefined when they can. */
+export function kvmUnavailable(): string | undefined {
+  try {
+    const f = Deno.openSync("/dev/kvm", { read: true, write: true });
+    f.close();
+    return undefined;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return "/dev/kvm is absent on this host";
+    return `/dev/kvm cannot be opened: ${(e as Error).message}`;
+  }
+}
+
+const reason = kvmUnavailable();
+if (reason) {
+  // Once per test process, so a skipped KVM test says why.
+  console.error(`KVM tests skipped: ${reason}`);
+}
+
+/** Test options that skip (with the reason printed above) without KVM. */
+export const needsKvm = { ignore: reason !== undefined };
+
+/** True when `cmd --version` runs. */
+function has(cmd: string): boolean {
+  try {
+    return new Deno.Command(cmd, { args: ["--version"], stdout: "null", stderr: "null" })
+      .outputSync().success;
+  } catch {
+    return false;
+  }
+}
+
+/** A C compiler is on PATH. */
+export function ccAvailable(): boolean {
+  return has("cc");
+}
+
+/** A fresh temporary directory. */
+export function tmpDir(): string {
+  return Deno.makeTempDirSync({ prefix: "volt-test-" });
+}
+
+/** Result of running the CLI. */
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `deno run -A mod.ts ...args` with a timeout (ms). */
+export async function runCli(
+  args: string[],
+  opts: { stdin?: string; timeout?: number } = {},
+): Promise<CliResult> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", `${ROOT}/mod.ts`, ...args],
+    stdin: opts.stdin === undefined ? "null" : "piped",
+    stdout: "piped",
+    stderr: "piped",
+    env: { DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1" },
+  }).spawn();
+  if (opts.stdin !== undefined) {
+    const w = child.stdin.getWriter();
+    await w.write(new TextEncoder().encode(opts.stdin));
+    await w.close();
+  }
+  const timer = setTimeout(() => child.kill("SIGKILL"), opts.timeout ?? 60_000);
+  const out = await child.output();
+  clearTimeout(timer);
+  return {
+    code: out.code,
+    stdout: new TextDecoder().decode(out.stdout),
+    stderr: new TextDecoder().decode(out.stderr),
+  };
+}
+
+/**
+ * Assembles 64-bit code (GNU as, Intel syntax) into a static ELF linked at
+ * `base`, the form `volt run --kernel` boots through the 64-bit entry.
+ */
+export function assembleElf(source: string, base = 0x200000): string {
+  const dir = tmpDir();
+  Deno.writeTextFileSync(
+    `${dir}/g.s`,
+    `.intel_syntax noprefix\n.code64\n.globl _start\n_start:\n${source}\n`,
+  );
+  const as = new Deno.Command("as", { args: ["--64", "-o", `${dir}/g.o`, `${dir}/g.s`] })
+    .outputSync();
+  if (!as.success) throw new Error(new TextDecoder().decode(as.stderr));
+  const ld = new Deno.Command("ld", {
+    args: [
+      "-static",
+      "-nostdlib",
+      `-Ttext=0x${base.toString(16)}`,
+      "-e",
+      "_start",
+      "-o",
+      `${dir}/g.elf`,
+      `${dir}/g.o`,
+    ],
+  }).outputSync();
+  if (!ld.success) throw new Error(new TextDecoder().decode(ld.stderr));
+  return `${dir}/g.elf`;
+}
