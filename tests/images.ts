@@ -78,7 +78,8 @@ export interface BzSpec {
 /** A bzImage: 4 setup sectors with a real setup header, then the payload. */
 export function makeBzImage(spec: BzSpec): Uint8Array {
   const setupSects = 4;
-  const pm = new Uint8Array(0x200 + spec.code.length);
+  // Real images pad the payload to whole 16-byte units, as syssize counts.
+  const pm = new Uint8Array(Math.ceil((0x200 + spec.code.length) / 16) * 16);
   pm.set(spec.code, 0x200);
   const out = new Uint8Array((setupSects + 1) * 512 + pm.length);
   const dv = new DataView(out.buffer);

@@ -14,8 +14,8 @@ import { VoltError } from "../errors.ts";
 export const DEFAULT_CMDLINE =
   "console=ttyS0 reboot=k panic=-1 pci=off nomodule i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd";
 
-/** COMMAND_LINE_SIZE of x86 kernels that do not say otherwise. */
-export const DEFAULT_CMDLINE_MAX = 2048;
+/** x86 COMMAND_LINE_SIZE (2048) less the terminator, for kernels that do not say. */
+export const DEFAULT_CMDLINE_MAX = 2047;
 
 /** How the user shapes the command line. */
 export interface CmdlineOptions {

@@ -15,7 +15,7 @@ import { VoltError } from "../errors.ts";
  * @example
  * ```ts
  * import type { CpioEntry } from "./cpio.ts";
- * const console: CpioEntry = { type: "chardev", path: "dev/console", major: 5, minor: 1 };
+ * const tty: CpioEntry = { type: "chardev", path: "dev/console", major: 5, minor: 1 };
  * ```
  */
 export type CpioEntry =

@@ -16,7 +16,11 @@ import { BootTrace, type Mark } from "./trace.ts";
 import { CTL } from "./vcpu_loop.ts";
 import type { VcpuEvent, VcpuStart } from "./worker_protocol.ts";
 
-const SIGUSR1 = 10;
+/**
+ * The kick signal. Not SIGUSR1: Deno opens its inspector on SIGUSR1 (as
+ * Node does), which would put a debugger port on every stop.
+ */
+const KICK_SIGNAL = 12; // SIGUSR2
 /** Ctrl-A, then `x`: leave the VM from a raw terminal. */
 const ESCAPE = 0x01;
 
@@ -115,8 +119,8 @@ export class Machine {
     }
     const m = new Machine(cfg, trace, threads, built);
     // A kick must interrupt KVM_RUN, not kill the process.
-    Deno.addSignalListener("SIGUSR1", noop);
-    m.cleanups.push(() => Deno.removeSignalListener("SIGUSR1", noop));
+    Deno.addSignalListener("SIGUSR2", noop);
+    m.cleanups.push(() => Deno.removeSignalListener("SIGUSR2", noop));
     await Promise.all(loaded);
     trace.mark("vcpu workers loaded");
     return m;
@@ -184,7 +188,7 @@ export class Machine {
   private kick(t: VcpuThread): void {
     if (t.done || !t.run || t.tid === undefined) return;
     t.run[RUN.immediate_exit] = 1;
-    libc().tgkill(libc().getpid(), t.tid, SIGUSR1);
+    libc().tgkill(libc().getpid(), t.tid, KICK_SIGNAL);
   }
 
   /** Records the first exit and stops every other vCPU. */

@@ -1,0 +1,187 @@
+/**
+ * Small guest programs for KVM tests, assembled with binutils. Each runs in
+ * microseconds of guest time, so they stay fast under emulated KVM.
+ */
+import { assembleElf, tmpDir } from "./helpers.ts";
+import { makeBzImage } from "./images.ts";
+
+/** Prints the NUL-terminated string at `label` on COM1 (clobbers rsi, dx, al). */
+const PRINT = (label: string) => `
+  lea rsi, [rip + ${label}]
+  mov dx, 0x3f8
+9: lodsb
+  test al, al
+  jz 8f
+  out dx, al
+  jmp 9b
+8:`;
+
+/** Reports `status` on the exit port. */
+const EXIT = (status: number) => `
+  mov dx, 0xf4
+  mov eax, ${status}
+  out dx, eax
+  hlt`;
+
+/** Prints a line and exits with 7. */
+export const hello = () =>
+  assembleElf(`${PRINT("msg")}${EXIT(7)}
+msg: .asciz "Hello from a volt guest\\n"`);
+
+/** Prints a marker, then resets through the i8042. */
+export const i8042Reset = () =>
+  assembleElf(`${PRINT("msg")}
+  mov al, 0xfe
+  out 0x64, al
+  hlt
+msg: .asciz "resetting\\n"`);
+
+/** Reads an unclaimed port (expects all-ones), floods port 0x80 and an unclaimed port. */
+export const unclaimedPorts = () =>
+  assembleElf(`
+  mov dx, 0x1234
+  in eax, dx
+  cmp eax, 0xffffffff
+  jne 1f
+  mov ecx, 2000
+2: out 0x80, al
+  mov dx, 0x2345
+  out dx, al
+  loop 2b
+${PRINT("ok")}${EXIT(0)}
+1:${PRINT("bad")}${EXIT(1)}
+ok: .asciz "unclaimed reads all-ones\\n"
+bad: .asciz "unclaimed read was not all-ones\\n"`);
+
+/** ud2 with no usable IDT: #UD, #GP, #DF, triple fault. */
+export const tripleFault = () => assembleElf(`${PRINT("msg")}\n  ud2\nmsg: .asciz "faulting\\n"`);
+
+/** Jumps into unbacked guest-physical memory: KVM cannot emulate the fetch. */
+export const emulationFailure = () =>
+  assembleElf(`${PRINT("msg")}
+  mov rax, 0x30000000
+  jmp rax
+msg: .asciz "jumping\\n"`);
+
+/** Prints a marker then spins forever (SIGTERM must still stop the monitor). */
+export const spin = () => assembleElf(`${PRINT("msg")}\n1: jmp 1b\nmsg: .asciz "spinning\\n"`);
+
+/**
+ * Echoes serial input using the RX interrupt through the in-kernel PIC:
+ * remaps the PIC to vector 0x20, unmasks IRQ 4 only, enables the UART's RX
+ * interrupt and halts; the handler echoes each byte and exits 0 on 'q'.
+ */
+export const serialEcho = () =>
+  assembleElf(`
+  # IDT gate for vector 0x24 (IRQ 4), selector 0x10 (64-bit code), present interrupt gate.
+  lea rdi, [rip + idt]
+  add rdi, 0x24 * 16
+  lea rax, [rip + handler]
+  mov word ptr [rdi], ax
+  mov word ptr [rdi + 2], 0x10
+  mov word ptr [rdi + 4], 0x8e00
+  shr rax, 16
+  mov word ptr [rdi + 6], ax
+  shr rax, 16
+  mov dword ptr [rdi + 8], eax
+  lidt [rip + idtr]
+  # 8259 initialization: ICW1..ICW4 on both chips.
+  mov al, 0x11
+  out 0x20, al
+  out 0xa0, al
+  mov al, 0x20
+  out 0x21, al
+  mov al, 0x28
+  out 0xa1, al
+  mov al, 4
+  out 0x21, al
+  mov al, 2
+  out 0xa1, al
+  mov al, 1
+  out 0x21, al
+  out 0xa1, al
+  mov al, 0xef
+  out 0x21, al
+  mov al, 0xff
+  out 0xa1, al
+  # UART: RX interrupt on, OUT2 gates the line.
+  mov dx, 0x3f9
+  mov al, 1
+  out dx, al
+  mov dx, 0x3fc
+  mov al, 0x08
+  out dx, al
+${PRINT("ready")}
+  sti
+1: hlt
+  jmp 1b
+handler:
+  mov dx, 0x3fd
+  in al, dx
+  test al, 1
+  jz 3f
+  mov dx, 0x3f8
+  in al, dx
+  cmp al, 'q'
+  je 4f
+  out dx, al
+  jmp handler
+3: mov al, 0x20
+  out 0x20, al
+  iretq
+4:${PRINT("bye")}${EXIT(0)}
+ready: .asciz "echo ready\\n"
+bye: .asciz "\\nbye\\n"
+.align 16
+idtr: .word 256 * 16 - 1
+  .quad idt
+.align 16
+idt: .fill 256 * 16, 1, 0`);
+
+/** A PVH kernel: a 32-bit entry named by the Xen ELF note, EBX = start info. */
+export const pvhKernel = () =>
+  assembleElf(`
+.section .note.Xen, "a", @note
+  .long 4, 8, 18
+  .asciz "Xen"
+  .quad pvh_entry
+.text
+.code32
+pvh_entry:
+  # The start info magic proves EBX points at it.
+  cmp dword ptr [ebx], 0x336ec578
+  jne 2f
+  mov esi, offset pvh_msg
+  mov dx, 0x3f8
+1: lodsb
+  test al, al
+  jz 3f
+  out dx, al
+  jmp 1b
+3: mov dx, 0xf4
+  mov eax, 0
+  out dx, eax
+  hlt
+2: mov dx, 0xf4
+  mov eax, 5
+  out dx, eax
+  hlt
+pvh_msg: .asciz "PVH entry, start info ok\\n"
+.code64`);
+
+/** A bzImage whose 64-bit entry checks RSI points at a zero page with "HdrS". */
+export function bzImageKernel(): string {
+  const elf = assembleElf(`
+  cmp dword ptr [rsi + 0x202], 0x53726448
+  jne 1f
+${PRINT("msg")}${EXIT(0)}
+1:${EXIT(6)}
+msg: .asciz "bzImage 64-bit entry, zero page ok\\n"`, 0x100200);
+  const dir = tmpDir();
+  const bin = `${dir}/code.bin`;
+  const r = new Deno.Command("objcopy", { args: ["-O", "binary", "-j", ".text", elf, bin] }).outputSync();
+  if (!r.success) throw new Error(new TextDecoder().decode(r.stderr));
+  const path = `${dir}/bzImage`;
+  Deno.writeFileSync(path, makeBzImage({ code: Deno.readFileSync(bin) }));
+  return path;
+}
