@@ -10,6 +10,7 @@ import { SysError } from "../../ffi/libc.ts";
 import { EXIT_CODE, VoltError } from "../errors.ts";
 import { configureLogging, type Level, LOG_LEVELS, logger } from "../log.ts";
 import { cpuidCommand } from "./cpuid_cmd.ts";
+import { guestCommand, initramfsCommand, kernelCommand } from "./guest_cmd.ts";
 import { runCommand } from "./run_cmd.ts";
 
 /** The version `volt --version` prints. */
@@ -18,14 +19,22 @@ export const VERSION: string = meta.version;
 const HELP = `volt ${VERSION}: a KVM microVM monitor
 
 Usage:
-  volt run --kernel PATH [options]   boot a microVM
+  volt run [--kernel PATH|debian] [options]
+                                     boot a microVM (no --kernel: the default
+                                     guest, built and cached on first use)
+  volt guest build                   build the default kernel and initramfs
+  volt kernel list | build | fetch debian
+                                     guest kernels in the cache
+  volt initramfs [--init FILE] [--add HOST:GUEST]... [--busybox] -o OUT[.gz]
+  volt initramfs --list FILE         write or list a cpio newc archive
   volt cpuid [--cpus N] [--cpu-template T]
                                      print the CPUID table a guest sees
   volt help | --help                 this text
   volt --version                     the version
 
 Run options:
-  --kernel PATH        vmlinux (ELF, PVH entry preferred) or bzImage
+  --kernel PATH        vmlinux (ELF, PVH entry preferred) or bzImage;
+                       "debian" fetches Debian's cloud kernel
   --initrd PATH        initial ramdisk
   --cmdline S          replace the default kernel command line
   --append S           append to the kernel command line
@@ -84,6 +93,12 @@ export async function main(args: string[]): Promise<number> {
         return await runCommand(rest);
       case "cpuid":
         return cpuidCommand(rest);
+      case "kernel":
+        return await kernelCommand(rest);
+      case "guest":
+        return await guestCommand(rest);
+      case "initramfs":
+        return await initramfsCommand(rest);
       case "help":
       case "--help":
       case "-h":

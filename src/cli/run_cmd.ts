@@ -9,6 +9,9 @@ import { configureLogging, logger } from "../log.ts";
 import type { BootProtocol } from "../boot/loader.ts";
 import { vmExit } from "../vmm/exit_reason.ts";
 import { Machine } from "../vmm/machine.ts";
+import { resolveConfig, type VmConfig } from "../vmm/config.ts";
+import { selectTemplate } from "../vmm/builder.ts";
+import { resolveGuest } from "./guest_cmd.ts";
 import { parse, parseLevel } from "./main.ts";
 
 const OPTIONS = {
@@ -45,8 +48,8 @@ export async function runCommand(args: string[]): Promise<number> {
   const level = parseLevel(v["log-level"]);
   configureLogging(level);
   const log = logger("vmm");
-  const machine = await Machine.create({
-    kernel: v.kernel!,
+  const config: VmConfig = {
+    kernel: v.kernel ?? "default",
     initrd: v.initrd,
     cmdline: v.cmdline,
     append: v.append,
@@ -57,7 +60,15 @@ export async function runCommand(args: string[]): Promise<number> {
     console: "stdout",
     stdin: true,
     kvmDevice: v.kvm,
-  }, (m) => log.trace("{ms} ms {phase}", { ms: m.ms.toFixed(2), phase: m.phase }));
+  };
+  // Flags are checked before a default guest is built or fetched.
+  resolveConfig(config);
+  selectTemplate(config.cpuTemplate ?? "auto");
+  const guest = await resolveGuest(v.kernel, v.initrd);
+  const machine = await Machine.create(
+    { ...config, ...guest },
+    (m) => log.trace("{ms} ms {phase}", { ms: m.ms.toFixed(2), phase: m.phase }),
+  );
   const onSignal = (name: "SIGINT" | "SIGTERM", code: number) => () =>
     machine.stop(vmExit("host-signal", `Stopped by ${name}`, undefined, code));
   const sigint = onSignal("SIGINT", EXIT_CODE.sigint);
@@ -66,7 +77,7 @@ export async function runCommand(args: string[]): Promise<number> {
   Deno.addSignalListener("SIGTERM", sigterm);
   try {
     log.info("Booting {kernel} ({format}, {mode} entry), {mem} MiB, {cpus} vCPU, template {t}", {
-      kernel: v.kernel,
+      kernel: guest.kernel,
       format: machine.built.kernel.format,
       mode: machine.built.kernel.mode,
       mem: machine.built.memory.size >> 20,

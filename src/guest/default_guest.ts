@@ -1,0 +1,218 @@
+/**
+ * The default guest: the project's microVM kernel and an initramfs of
+ * volt-init plus busybox, built or fetched on first use and cached by the
+ * hash of their inputs.
+ *
+ * @module
+ */
+
+import { VoltError } from "../errors.ts";
+import { fetchAndUnpack } from "./apt.ts";
+import { cacheDir, exists, writeAtomic } from "./cache.ts";
+import { type CpioEntry, gzip, writeCpio } from "./cpio.ts";
+import { hasTool, runTool } from "./host_tools.ts";
+import type { KernelPaths } from "./kernels.ts";
+
+/** Repository root (guest/ sources live there). */
+const ROOT = new URL("../..", import.meta.url).pathname.replace(/\/$/, "");
+/** Where the guest sources live. */
+export const GUEST_DIR = `${ROOT}/guest`;
+/** Debian package with the kernel source tarball. */
+export const KERNEL_SOURCE_PKG = "linux-source-6.1";
+
+/** Reports a long step. */
+export type Progress = (line: string) => void;
+
+/** Short content hash of files and strings, for cache keys. */
+export async function contentHash(parts: Array<string | Uint8Array>): Promise<string> {
+  const enc = new TextEncoder();
+  const chunks = parts.map((p) => (typeof p === "string" ? enc.encode(p) : p));
+  const all = new Uint8Array(chunks.reduce((n, c) => n + c.length + 1, 0));
+  let o = 0;
+  for (const c of chunks) {
+    all.set(c, o);
+    o += c.length + 1; // a separator byte keeps ["ab","c"] apart from ["a","bc"]
+  }
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", all));
+  return Array.from(digest.subarray(0, 8), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/**
+ * Builds volt-init with musl-gcc (cached by source hash); returns its path.
+ *
+ * @example
+ * ```ts ignore
+ * import { buildVoltInit } from "./default_guest.ts";
+ * console.log(await buildVoltInit());
+ * ```
+ */
+export async function buildVoltInit(progress: Progress = () => {}): Promise<string> {
+  const src = `${GUEST_DIR}/init/volt-init.c`;
+  const hash = await contentHash([Deno.readFileSync(src)]);
+  const out = cacheDir("init", `volt-init-${hash}`);
+  if (exists(out)) return out;
+  if (!hasTool("musl-gcc")) {
+    throw new VoltError("musl-gcc is not installed (apt-get install musl-tools)", "noinput");
+  }
+  progress("Building volt-init with musl-gcc");
+  Deno.mkdirSync(cacheDir("init"), { recursive: true });
+  const tmp = `${out}.tmp-${Deno.pid}`;
+  runTool("musl-gcc", ["-static", "-Os", "-s", "-Wall", "-Wextra", "-o", tmp, src], {
+    pkg: "musl-tools",
+  });
+  Deno.renameSync(tmp, out);
+  return out;
+}
+
+/** Fetches Debian's static busybox (never installed); returns its path. */
+export function fetchBusybox(progress: Progress = () => {}): string {
+  const dir = cacheDir("busybox");
+  const bin = `${dir}/bin/busybox`;
+  if (exists(bin)) return bin;
+  progress("Fetching busybox-static with apt-get download");
+  const unpack = `${dir}.unpack-${Deno.pid}`;
+  fetchAndUnpack("busybox-static", unpack);
+  Deno.mkdirSync(`${dir}/bin`, { recursive: true });
+  Deno.renameSync(`${unpack}/bin/busybox`, bin);
+  Deno.removeSync(unpack, { recursive: true });
+  return bin;
+}
+
+/** busybox's applet names, from the binary itself. */
+export function busyboxApplets(busybox: string): string[] {
+  return runTool(busybox, ["--list"]).split("\n").map((s) => s.trim()).filter((s) =>
+    /^[\w.[-]+$/.test(s) && s !== "busybox"
+  );
+}
+
+/** The initramfs entries of the default guest. */
+export function defaultGuestEntries(
+  init: Uint8Array,
+  busybox: Uint8Array,
+  applets: string[],
+): CpioEntry[] {
+  const entries: CpioEntry[] = [
+    { type: "file", path: "init", data: init, mode: 0o755 },
+    { type: "file", path: "bin/busybox", data: busybox, mode: 0o755 },
+    { type: "chardev", path: "dev/console", major: 5, minor: 1, mode: 0o600 },
+    { type: "dir", path: "proc" },
+    { type: "dir", path: "sys" },
+    { type: "dir", path: "tmp", mode: 0o1777 },
+    { type: "dir", path: "root", mode: 0o700 },
+  ];
+  for (const a of applets) entries.push({ type: "symlink", path: `bin/${a}`, target: "busybox" });
+  return entries;
+}
+
+/** Builds (or reuses) the default initramfs; returns its path. */
+export async function buildDefaultInitramfs(progress: Progress = () => {}): Promise<string> {
+  const initPath = await buildVoltInit(progress);
+  const bbPath = fetchBusybox(progress);
+  const init = Deno.readFileSync(initPath);
+  const busybox = Deno.readFileSync(bbPath);
+  const hash = await contentHash([init, busybox, "initramfs-v1"]);
+  const out = cacheDir("initramfs", `default-${hash}.cpio.gz`);
+  if (exists(out)) return out;
+  progress("Writing the initramfs (volt-init + busybox)");
+  const archive = writeCpio(defaultGuestEntries(init, busybox, busyboxApplets(bbPath)));
+  Deno.mkdirSync(cacheDir("initramfs"), { recursive: true });
+  writeAtomic(out, await gzip(archive));
+  return out;
+}
+
+/** The cache key of the microVM kernel: config fragment, patches, build script. */
+async function kernelHash(): Promise<string> {
+  const k = `${GUEST_DIR}/kernel`;
+  const patches = [...Deno.readDirSync(`${k}/patches`)].map((e) => e.name).filter((n) =>
+    n.endsWith(".patch")
+  ).sort();
+  return await contentHash([
+    KERNEL_SOURCE_PKG,
+    Deno.readFileSync(`${k}/microvm.config`),
+    Deno.readFileSync(`${k}/build.sh`),
+    ...patches.flatMap((p) => [p, Deno.readFileSync(`${k}/patches/${p}`)]),
+  ]);
+}
+
+/** The cached microVM kernel for the current sources, if built. */
+export async function microvmKernelPaths(): Promise<KernelPaths | undefined> {
+  const dir = cacheDir("kernels", `microvm-${await kernelHash()}`);
+  const p = { vmlinux: `${dir}/vmlinux`, bzImage: `${dir}/bzImage` };
+  return exists(p.vmlinux) && exists(p.bzImage) ? p : undefined;
+}
+
+/** The kernel source tarball: the installed one, else fetched unpacked into the cache. */
+function kernelSource(progress: Progress): string {
+  const installed = `/usr/src/${KERNEL_SOURCE_PKG}.tar.xz`;
+  if (exists(installed)) return installed;
+  const dir = cacheDir("src", KERNEL_SOURCE_PKG);
+  const tarball = `${dir}/usr/src/${KERNEL_SOURCE_PKG}.tar.xz`;
+  if (exists(tarball)) return tarball;
+  progress(`Fetching ${KERNEL_SOURCE_PKG} with apt-get download`);
+  const unpack = `${dir}.unpack-${Deno.pid}`;
+  fetchAndUnpack(KERNEL_SOURCE_PKG, unpack);
+  try {
+    Deno.removeSync(dir, { recursive: true });
+  } catch { /* first fetch */ }
+  Deno.renameSync(unpack, dir);
+  return tarball;
+}
+
+/**
+ * Builds the microVM kernel (about 9 minutes on 2 cores; progress goes to
+ * stderr) unless the cache has it for the current sources.
+ *
+ * @example
+ * ```ts ignore
+ * import { buildMicrovmKernel } from "./default_guest.ts";
+ * const { vmlinux } = await buildMicrovmKernel(console.error);
+ * ```
+ */
+export async function buildMicrovmKernel(progress: Progress = () => {}): Promise<KernelPaths> {
+  const cached = await microvmKernelPaths();
+  if (cached) return cached;
+  for (
+    const [tool, pkg] of [["make", "make"], ["gcc", "gcc"], ["flex", "flex"], ["bison", "bison"], [
+      "bc",
+      "bc",
+    ]]
+  ) {
+    if (!hasTool(tool)) {
+      throw new VoltError(`${tool} is not installed (apt-get install ${pkg})`, "noinput");
+    }
+  }
+  const source = kernelSource(progress);
+  const dir = cacheDir("kernels", `microvm-${await kernelHash()}`);
+  const work = cacheDir("build", "kernel");
+  progress(`Building the microVM kernel from ${KERNEL_SOURCE_PKG} (about 9 minutes on 2 cores)`);
+  runTool("bash", [`${GUEST_DIR}/kernel/build.sh`, source, `${dir}.tmp`, work], { inherit: true });
+  try {
+    Deno.removeSync(dir, { recursive: true });
+  } catch { /* first build */ }
+  Deno.renameSync(`${dir}.tmp`, dir);
+  try {
+    Deno.removeSync(work, { recursive: true });
+  } catch { /* already gone */ }
+  return (await microvmKernelPaths())!;
+}
+
+/** Everything `volt run` needs when given no kernel. */
+export interface DefaultGuest {
+  kernel: string;
+  initrd: string;
+}
+
+/**
+ * Builds or reuses the default guest.
+ *
+ * @example
+ * ```ts ignore
+ * import { ensureDefaultGuest } from "./default_guest.ts";
+ * const { kernel, initrd } = await ensureDefaultGuest((s) => console.error(s));
+ * ```
+ */
+export async function ensureDefaultGuest(progress: Progress = () => {}): Promise<DefaultGuest> {
+  const initrd = await buildDefaultInitramfs(progress);
+  const kernel = await buildMicrovmKernel(progress);
+  return { kernel: kernel.vmlinux, initrd };
+}

@@ -1,0 +1,57 @@
+/**
+ * A real Linux kernel booted by the monitor: its console must prove that it
+ * read what we gave it (command line, e820 map, initrd address), then the
+ * VM is stopped.
+ */
+import assert from "node:assert/strict";
+import { createVm } from "../mod.ts";
+import { e820Map } from "../src/arch/x86_64/e820.ts";
+import { E820_RAM } from "../ffi/bootparam.ts";
+import { writeCpio } from "../src/guest/cpio.ts";
+import { needsKvm, tmpDir } from "./helpers.ts";
+import { debianKernel } from "./kernels.ts";
+
+const hex = (n: number) => `0x${n.toString(16).padStart(16, "0")}`;
+
+/** Boots until every pattern matched (or the kernel reached init), then stops. */
+async function bootLinux(kernel: string, initrd: string, done: RegExp, timeoutMs: number) {
+  const vm = await createVm({ kernel, initrd, memory: "256M", console: "message", append: "ignore_loglevel" });
+  let out = "";
+  const dec = new TextDecoder();
+  vm.onConsole = (b) => {
+    out += dec.decode(b, { stream: true });
+    if (done.test(out)) vm.stop();
+  };
+  vm.start();
+  const timer = setTimeout(() => vm.stop(), timeoutMs);
+  const exit = await vm.wait();
+  clearTimeout(timer);
+  await vm.settled();
+  vm.cleanup();
+  return { vm, out, exit };
+}
+
+Deno.test({
+  ...needsKvm,
+  name: "Linux (Debian cloud kernel, PVH entry): command line, e820 and initrd as we set them",
+  async fn() {
+    const kernel = debianKernel()!;
+    const initrd = `${tmpDir()}/initrd.cpio`;
+    Deno.writeFileSync(initrd, writeCpio([{ type: "file", path: "init", data: new Uint8Array(64), mode: 0o755 }]));
+    const { vm, out } = await bootLinux(kernel.vmlinux, initrd, /Run \/init as init process|Kernel panic/, 240_000);
+    assert.match(out, /Linux version 6\.\d+/);
+    const cmd = /Command line: (.*)\r?\n/.exec(out);
+    assert.equal(cmd?.[1], vm.built.cmdline);
+    const e820 = [...out.matchAll(/BIOS-e820: \[mem (0x[0-9a-f]+)-(0x[0-9a-f]+)\] (\w+)/g)].map((m) => m.slice(1));
+    const ours = e820Map(vm.built.memory).map((e) => [
+      hex(e.addr),
+      hex(e.addr + e.size - 1),
+      e.type === E820_RAM ? "usable" : "reserved",
+    ]);
+    assert.deepEqual(e820, ours);
+    const rd = /RAMDISK: \[mem (0x[0-9a-f]+)-/.exec(out);
+    assert.ok(rd, "no RAMDISK line");
+    assert.equal(Number(rd[1]), vm.built.initrd!.addr);
+    assert.match(out, /Run \/init as init process/);
+  },
+});
