@@ -18,6 +18,7 @@ export const EXIT_CODE = {
   internalError: 82,
   guestCrash: 83,
   unexpectedExit: 84,
+  noUserspace: 85,
   sigint: 130,
   sigterm: 143,
 } as const;

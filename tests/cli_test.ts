@@ -18,25 +18,60 @@ const bigElf = makeElf({ code: new Uint8Array(8192) });
 const cases: Array<[string, string[], number, RegExp]> = [
   ["missing kernel", ["--kernel", `${dir}/nope`], 66, /^Kernel not found: .*nope$/],
   ["kernel is a directory", ["--kernel", dir], 66, /is not a regular file$/],
-  ["not a kernel", ["--kernel", file("text", new TextEncoder().encode("x".repeat(5000)))], 65, /is not a kernel image/],
+  [
+    "not a kernel",
+    ["--kernel", file("text", new TextEncoder().encode("x".repeat(5000)))],
+    65,
+    /is not a kernel image/,
+  ],
   ["empty file", ["--kernel", file("empty", new Uint8Array())], 65, /truncated or not a kernel/],
-  ["truncated ELF", ["--kernel", file("t.elf", bigElf.subarray(0, bigElf.length - 100))], 65, /is truncated$/],
-  ["truncated bzImage", [
-    "--kernel",
-    file("t.bz", makeBzImage({ code: new Uint8Array(8192) }).subarray(0, 4000)),
-  ], 65, /is truncated$/],
+  [
+    "truncated ELF",
+    ["--kernel", file("t.elf", bigElf.subarray(0, bigElf.length - 100))],
+    65,
+    /is truncated$/,
+  ],
+  [
+    "truncated bzImage",
+    [
+      "--kernel",
+      file("t.bz", makeBzImage({ code: new Uint8Array(8192) }).subarray(0, 4000)),
+    ],
+    65,
+    /is truncated$/,
+  ],
   ["missing initrd", ["--kernel", elf, "--initrd", `${dir}/none`], 66, /^Initrd not found/],
-  ["initrd larger than RAM", ["--kernel", elf, "--memory", "32M", "--initrd", file("big", new Uint8Array(33 << 20))], 65, /does not fit in guest memory/],
+  [
+    "initrd larger than RAM",
+    ["--kernel", elf, "--memory", "32M", "--initrd", file("big", new Uint8Array(33 << 20))],
+    65,
+    /does not fit in guest memory/,
+  ],
   ["memory not a size", ["--kernel", elf, "--memory", "lots"], 64, /^Not a size: "lots"/],
   ["memory too small", ["--kernel", elf, "--memory", "2M"], 64, /too small/],
   ["cpus not a number", ["--kernel", elf, "--cpus", "two"], 64, /--cpus must be a whole number/],
   ["too many cpus", ["--kernel", elf, "--cpus", "64"], 64, /1 to 32/],
-  ["cmdline too long", ["--kernel", elf, "--cmdline", "x".repeat(3000)], 64, /^Kernel command line is \d+ bytes; this kernel takes at most 2047$/],
+  [
+    "cmdline too long",
+    ["--kernel", elf, "--cmdline", "x".repeat(3000)],
+    64,
+    /^Kernel command line is \d+ bytes; this kernel takes at most 2047$/,
+  ],
   ["unknown flag", ["--kernel", elf, "--frobnicate"], 64, /^Unknown option '--frobnicate'/],
   ["unknown log level", ["--kernel", elf, "--log-level", "loud"], 64, /^Unknown log level: loud/],
   ["unknown template", ["--kernel", elf, "--cpu-template", "m5"], 64, /^Unknown CPU template: m5/],
-  ["no KVM device", ["--kernel", elf, "--kvm", `${dir}/kvm`], 69, /^Cannot open .*kvm: it does not exist/],
-  ["not a KVM device", ["--kernel", elf, "--kvm", "/dev/null"], 69, /is not a KVM device \(KVM_GET_API_VERSION failed: ENOTTY\)$/],
+  [
+    "no KVM device",
+    ["--kernel", elf, "--kvm", `${dir}/kvm`],
+    69,
+    /^Cannot open .*kvm: it does not exist/,
+  ],
+  [
+    "not a KVM device",
+    ["--kernel", elf, "--kvm", "/dev/null"],
+    69,
+    /is not a KVM device \(KVM_GET_API_VERSION failed: ENOTTY\)$/,
+  ],
 ];
 
 for (const [name, args, code, re] of cases) {

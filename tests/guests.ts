@@ -171,15 +171,19 @@ pvh_msg: .asciz "PVH entry, start info ok\\n"
 
 /** A bzImage whose 64-bit entry checks RSI points at a zero page with "HdrS". */
 export function bzImageKernel(): string {
-  const elf = assembleElf(`
+  const elf = assembleElf(
+    `
   cmp dword ptr [rsi + 0x202], 0x53726448
   jne 1f
 ${PRINT("msg")}${EXIT(0)}
 1:${EXIT(6)}
-msg: .asciz "bzImage 64-bit entry, zero page ok\\n"`, 0x100200);
+msg: .asciz "bzImage 64-bit entry, zero page ok\\n"`,
+    0x100200,
+  );
   const dir = tmpDir();
   const bin = `${dir}/code.bin`;
-  const r = new Deno.Command("objcopy", { args: ["-O", "binary", "-j", ".text", elf, bin] }).outputSync();
+  const r = new Deno.Command("objcopy", { args: ["-O", "binary", "-j", ".text", elf, bin] })
+    .outputSync();
   if (!r.success) throw new Error(new TextDecoder().decode(r.stderr));
   const path = `${dir}/bzImage`;
   Deno.writeFileSync(path, makeBzImage({ code: Deno.readFileSync(bin) }));

@@ -107,7 +107,10 @@ Deno.test({
     const r = await runCli(["run", "--kernel", g.emulationFailure()]);
     assert.equal(r.stdout, "jumping\n");
     assert.equal(r.code, 82, r.stderr);
-    assert.match(r.stderr, /^volt: KVM could not emulate the guest instruction at rip 0x30000000: .+\n$/);
+    assert.match(
+      r.stderr,
+      /^volt: KVM could not emulate the guest instruction at rip 0x30000000: .+\n$/,
+    );
   },
 });
 
@@ -140,4 +143,3 @@ for (const [signal, code] of [["SIGTERM", 143], ["SIGINT", 130]] as const) {
     },
   });
 }
-

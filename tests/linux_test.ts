@@ -15,7 +15,13 @@ const hex = (n: number) => `0x${n.toString(16).padStart(16, "0")}`;
 
 /** Boots until every pattern matched (or the kernel reached init), then stops. */
 async function bootLinux(kernel: string, initrd: string, done: RegExp, timeoutMs: number) {
-  const vm = await createVm({ kernel, initrd, memory: "256M", console: "message", append: "ignore_loglevel" });
+  const vm = await createVm({
+    kernel,
+    initrd,
+    memory: "256M",
+    console: "message",
+    append: "ignore_loglevel",
+  });
   let out = "";
   const dec = new TextDecoder();
   vm.onConsole = (b) => {
@@ -37,12 +43,22 @@ Deno.test({
   async fn() {
     const kernel = debianKernel()!;
     const initrd = `${tmpDir()}/initrd.cpio`;
-    Deno.writeFileSync(initrd, writeCpio([{ type: "file", path: "init", data: new Uint8Array(64), mode: 0o755 }]));
-    const { vm, out } = await bootLinux(kernel.vmlinux, initrd, /Run \/init as init process|Kernel panic/, 240_000);
+    Deno.writeFileSync(
+      initrd,
+      writeCpio([{ type: "file", path: "init", data: new Uint8Array(64), mode: 0o755 }]),
+    );
+    const { vm, out } = await bootLinux(
+      kernel.vmlinux,
+      initrd,
+      /Run \/init as init process|Kernel panic/,
+      240_000,
+    );
     assert.match(out, /Linux version 6\.\d+/);
     const cmd = /Command line: (.*)\r?\n/.exec(out);
     assert.equal(cmd?.[1], vm.built.cmdline);
-    const e820 = [...out.matchAll(/BIOS-e820: \[mem (0x[0-9a-f]+)-(0x[0-9a-f]+)\] (\w+)/g)].map((m) => m.slice(1));
+    const e820 = [...out.matchAll(/BIOS-e820: \[mem (0x[0-9a-f]+)-(0x[0-9a-f]+)\] (\w+)/g)].map((
+      m,
+    ) => m.slice(1));
     const ours = e820Map(vm.built.memory).map((e) => [
       hex(e.addr),
       hex(e.addr + e.size - 1),

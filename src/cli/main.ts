@@ -49,7 +49,8 @@ Run options:
 Exit status: the guest's status when it reports one, 0 on guest reset or
 power-off, 64 usage, 65 bad input file, 66 missing file, 69 no usable KVM,
 70 monitor failure, 80 triple fault, 81 entry failure, 82 KVM internal
-error, 130 SIGINT, 143 SIGTERM. In a terminal, Ctrl-A x stops the VM.
+error, 85 guest userspace cannot run on this host (PVM), 130 SIGINT,
+143 SIGTERM. In a terminal, Ctrl-A x stops the VM.
 `;
 
 /** Parses `args` against `options`, turning parser errors into usage errors. */

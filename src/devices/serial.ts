@@ -138,6 +138,11 @@ export class Serial implements BusDevice {
     return n;
   }
 
+  /** The guest's driver has enabled the receive interrupt: input will be read. */
+  get rxReady(): boolean {
+    return (Atomics.load(this.s, S_IER) & IER_RDA) !== 0;
+  }
+
   /** Free space in the receive FIFO. */
   get rxSpace(): number {
     return RX_FIFO_SIZE - Atomics.load(this.s, S_RX_COUNT);

@@ -15,6 +15,7 @@ export type StopCause =
   | "fail-entry"
   | "internal-error"
   | "guest-crash"
+  | "guest-userspace-unsupported"
   | "unexpected-exit"
   | "host-signal"
   | "host-stop"
@@ -54,6 +55,7 @@ export function vmExit(
     "fail-entry": EXIT_CODE.failEntry,
     "internal-error": EXIT_CODE.internalError,
     "guest-crash": EXIT_CODE.guestCrash,
+    "guest-userspace-unsupported": EXIT_CODE.noUserspace,
     "unexpected-exit": EXIT_CODE.unexpectedExit,
     "host-signal": status ?? EXIT_CODE.sigterm,
     "host-stop": status ?? EXIT_CODE.ok,

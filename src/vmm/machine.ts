@@ -33,6 +33,16 @@ interface VcpuThread {
 
 const noop = () => {};
 
+let workerUrl: URL = new URL("./vcpu_worker.ts", import.meta.url);
+
+/**
+ * Points vCPU workers at another module (a single-file bundle serves as its
+ * own worker).
+ */
+export function setVcpuWorkerUrl(url: URL): void {
+  workerUrl = url;
+}
+
 /**
  * One microVM.
  *
@@ -99,7 +109,7 @@ export class Machine {
     const threads: VcpuThread[] = [];
     const loaded: Promise<void>[] = [];
     for (let i = 0; i < cfg.cpus; i++) {
-      const worker = new Worker(new URL("./vcpu_worker.ts", import.meta.url), { type: "module" });
+      const worker = new Worker(workerUrl, { type: "module" });
       const t: VcpuThread = { worker, done: false };
       threads.push(t);
       loaded.push(
@@ -153,6 +163,7 @@ export class Machine {
         serialState: this.serialState,
         ctl: this.ctl,
         console: this.cfg.console,
+        pvm: b.template.name === "pvm",
       };
       t.worker.postMessage(msg);
     });
@@ -234,6 +245,8 @@ export class Machine {
   }
 
   private drainInput(): void {
+    // Input before the guest's driver listens would be lost in a FIFO reset.
+    if (!this.serial.rxReady && this.pendingInput.length > 0) return this.retryInput(20);
     while (this.pendingInput.length > 0) {
       const head = this.pendingInput[0];
       const n = this.serial.enqueueInput(head);
@@ -241,13 +254,17 @@ export class Machine {
       else {
         this.pendingInput[0] = head.subarray(n);
         // The FIFO is full: try again when the guest has read some.
-        this.inputTimer ??= setTimeout(() => {
-          this.inputTimer = undefined;
-          this.drainInput();
-        }, 5);
-        return;
+        return this.retryInput(5);
       }
     }
+  }
+
+  private retryInput(ms: number): void {
+    if (this.exit) return;
+    this.inputTimer ??= setTimeout(() => {
+      this.inputTimer = undefined;
+      this.drainInput();
+    }, ms);
   }
 
   private forwardStdin(): void {

@@ -22,6 +22,8 @@ export interface VcpuStart {
   serialState: SharedArrayBuffer;
   ctl: SharedArrayBuffer;
   console: ConsoleSink;
+  /** The host is PVM: watch for the userspace fault it causes. */
+  pvm: boolean;
 }
 
 /** Worker → main. */

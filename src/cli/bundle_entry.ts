@@ -1,0 +1,24 @@
+/**
+ * Entry of the single-file bundle: the same file runs the CLI on the main
+ * thread and a vCPU in each worker.
+ *
+ * @module
+ */
+
+/// <reference lib="deno.worker" />
+
+import { main } from "./main.ts";
+import { setVcpuWorkerUrl } from "../vmm/machine.ts";
+import { installVcpuThread } from "../vmm/vcpu_thread.ts";
+
+// deno-lint-ignore no-explicit-any
+const inWorker = typeof (globalThis as any).WorkerGlobalScope !== "undefined" &&
+  // deno-lint-ignore no-explicit-any
+  self instanceof (globalThis as any).WorkerGlobalScope;
+
+if (inWorker) {
+  installVcpuThread();
+} else {
+  setVcpuWorkerUrl(new URL(import.meta.url));
+  Deno.exit(await main(Deno.args));
+}

@@ -1,0 +1,141 @@
+/**
+ * The vCPU thread: builds its view of the shared devices, reports its thread
+ * id (so the main thread can kick it), then runs the KVM_RUN loop.
+ *
+ * @module
+ */
+
+/// <reference lib="deno.worker" />
+
+import { libc } from "../../ffi/libc.ts";
+import * as L from "../arch/x86_64/layout.ts";
+import { Bus, type BusDevice } from "../devices/bus.ts";
+import { BootTimerPort, ExitPort } from "../devices/guest_ctl.ts";
+import { I8042 } from "../devices/i8042.ts";
+import { Serial, type Writer } from "../devices/serial.ts";
+import { vmExit } from "./exit_reason.ts";
+import { GuestMemory } from "./memory.ts";
+import { VcpuLoop } from "./vcpu_loop.ts";
+import { Vm } from "./vm.ts";
+import type { VcpuEvent, VcpuStart } from "./worker_protocol.ts";
+
+const post = (e: VcpuEvent) => self.postMessage(e);
+
+/** Reads as zero, ignores writes: Linux's I/O-delay port. */
+const silent: BusDevice = { read: (_o, d) => d.fill(0), write() {} };
+
+/** Batches console bytes to the main thread, a line or 256 bytes at a time. */
+class MessageWriter implements Writer {
+  private buf = new Uint8Array(256);
+  private n = 0;
+  writeSync(data: Uint8Array): number {
+    for (const b of data) {
+      this.buf[this.n++] = b;
+      if (b === 10 || this.n === this.buf.length) this.flush();
+    }
+    return data.length;
+  }
+  flush(): void {
+    if (this.n === 0) return;
+    post({ type: "console", data: this.buf.slice(0, this.n) });
+    this.n = 0;
+  }
+}
+
+function consoleWriter(sink: VcpuStart["console"]): Writer & { flush?(): void } {
+  if (sink === "stdout") return Deno.stdout;
+  if (sink === "message") return new MessageWriter();
+  return { writeSync: (d) => d.length };
+}
+
+/**
+ * Under PVM, guest userspace cannot run: the first syscall of init faults
+ * (DESIGN.md §5). Spotting the kernel's report of that fault turns a guest
+ * that would hang or panic into one clear stop.
+ */
+class PvmUserspaceWatch implements Writer {
+  private line = "";
+  constructor(private readonly inner: Writer, private readonly onFault: (line: string) => void) {}
+  writeSync(data: Uint8Array): number {
+    for (const b of data) {
+      if (b === 10) {
+        if (/\binit\[1\]: segfault at /.test(this.line)) this.onFault(this.line.trim());
+        this.line = "";
+      } else if (this.line.length < 200) this.line += String.fromCharCode(b);
+    }
+    return this.inner.writeSync(data);
+  }
+  flush(): void {
+    (this.inner as { flush?(): void }).flush?.();
+  }
+}
+
+function start(m: VcpuStart): void {
+  const vm = new Vm(m.vmFd);
+  const memPtr = Deno.UnsafePointer.create(m.memAddr)!;
+  const memory = GuestMemory.fromBuffer(
+    Deno.UnsafePointerView.getArrayBuffer(memPtr, m.memSize),
+    m.memAddr,
+  );
+  const run = new Uint8Array(
+    Deno.UnsafePointerView.getArrayBuffer(Deno.UnsafePointer.create(m.runAddr)!, m.runSize),
+  );
+  const pio = new Bus();
+  const mmio = new Bus();
+  let out = consoleWriter(m.console);
+  if (m.pvm) {
+    out = new PvmUserspaceWatch(out, () =>
+      loop!.stopWith(vmExit(
+        "guest-userspace-unsupported",
+        "The kernel reached init, but this host's KVM (PVM) cannot run guest userspace: init's first syscall faulted",
+        m.id,
+      )));
+  }
+  const serialIrq = {
+    trigger() {
+      vm.setIrqLine(L.SERIAL_IRQ, true);
+      vm.setIrqLine(L.SERIAL_IRQ, false);
+    },
+  };
+  let loop: VcpuLoop | undefined = undefined;
+  const ctlHandler = {
+    exit: (status: number) =>
+      loop!.stopWith(vmExit("guest-exit", `Guest exited with status ${status}`, m.id, status)),
+    ready: () => post({ type: "ready", at: performance.timeOrigin + performance.now() }),
+  };
+  pio.insert(L.SERIAL_PORT, 8, new Serial(m.serialState, out, serialIrq));
+  pio.insert(
+    L.I8042_DATA_PORT,
+    5,
+    new I8042(() => loop!.stopWith(vmExit("reset", "Guest reset", m.id))),
+  );
+  pio.insert(L.POST_PORT, 1, silent);
+  pio.insert(L.EXIT_PORT, 4, new ExitPort(ctlHandler));
+  pio.insert(L.BOOT_TIMER_PORT, 1, new BootTimerPort(ctlHandler));
+  loop = new VcpuLoop({ id: m.id, fd: m.fd, run, pio, mmio, ctl: new Int32Array(m.ctl), memory });
+  post({ type: "running", tid: libc().gettid() });
+  let exit;
+  try {
+    exit = loop.run();
+  } catch (e) {
+    exit = vmExit("monitor-error", `vCPU ${m.id}: ${(e as Error).message}`, m.id);
+  }
+  out.flush?.();
+  post({ type: "exit", exit });
+}
+
+/**
+ * Makes the current worker a vCPU thread: waits for its start message.
+ *
+ * @example
+ * ```ts ignore
+ * import { installVcpuThread } from "./vcpu_thread.ts";
+ * installVcpuThread();
+ * ```
+ */
+export function installVcpuThread(): void {
+  self.onmessage = (e: MessageEvent<VcpuStart>) => {
+    if (e.data.type === "start") start(e.data);
+  };
+  post({ type: "loaded" });
+}

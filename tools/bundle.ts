@@ -1,0 +1,34 @@
+/**
+ * Builds the offline single-file program: `dist/volt.js` (deno bundle) and
+ * `dist/volt`, a launcher carrying the permission flags. `deno compile`
+ * needs a runtime download this host cannot reach; the release workflow
+ * does that part.
+ *
+ * Usage: deno run -A tools/bundle.ts
+ */
+
+const root = new URL("..", import.meta.url).pathname;
+const dist = `${root}dist`;
+Deno.mkdirSync(dist, { recursive: true });
+const out = new Deno.Command(Deno.execPath(), {
+  args: ["bundle", "--platform", "deno", "-o", `${dist}/volt.js`, `${root}src/cli/bundle_entry.ts`],
+  stdout: "inherit",
+  stderr: "inherit",
+}).outputSync();
+if (!out.success) Deno.exit(out.code);
+
+// The guest files are named on the command line, so reads stay broad here.
+// FFI cannot be scoped to libc: Deno 2.9 refuses pointer views (guest RAM,
+// kvm_run) under a path-scoped --allow-ffi. Writes go to the guest cache only.
+const launcher = `#!/bin/sh
+# Volt launcher: runs the bundled monitor with its permission flags.
+here=$(dirname "$(readlink -f "$0")")
+cache="\${XDG_CACHE_HOME:-$HOME/.cache}/volt"
+exec env DENO_NO_UPDATE_CHECK=1 deno run --quiet --no-prompt \\
+  --allow-ffi --allow-read --allow-write="$cache" \\
+  --allow-env --allow-run --allow-sys \\
+  "$here/volt.js" "$@"
+`;
+Deno.writeTextFileSync(`${dist}/volt`, launcher, { mode: 0o755 });
+const size = Deno.statSync(`${dist}/volt.js`).size;
+console.log(`dist/volt.js ${(size / 1024).toFixed(0)} KiB, launcher dist/volt`);
