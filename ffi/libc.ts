@@ -33,6 +33,21 @@ const symbols = {
     parameters: ["i64", "i64", "i64", "buffer"],
     result: "i64",
   },
+  // syscall is variadic too: aliases for the sandbox's pointer positions
+  // (landlock_create_ruleset takes it first, landlock_add_rule third).
+  syscall3_buf1: {
+    name: "syscall",
+    parameters: ["i64", "buffer", "i64", "i64"],
+    result: "i64",
+  },
+  syscall4_buf3: {
+    name: "syscall",
+    parameters: ["i64", "i64", "i64", "buffer", "i64"],
+    result: "i64",
+  },
+  capget: { parameters: ["buffer", "buffer"], result: "i32" },
+  capset: { parameters: ["buffer", "buffer"], result: "i32" },
+  execve: { parameters: ["buffer", "buffer", "buffer"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
   gettid: { parameters: [], result: "i32" },
   getpid: { parameters: [], result: "i32" },

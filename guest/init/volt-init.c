@@ -230,11 +230,13 @@ int main(int argc, char **argv)
 	setenv("PATH", "/sbin:/usr/sbin:/bin:/usr/bin", 0);
 
 	print_ready();
-	/* Without port access (no CAP_SYS_RAWIO, odd kernel) an out would
-	 * fault and kill PID 1: only touch ports once ioperm succeeded. */
+	/* Without port access (kernel built without X86_IOPL_IOPERM) an out
+	 * would fault and kill PID 1: only touch ports once ioperm succeeded. */
 	have_ports = ioperm(PORT_EXIT, 8, 1) == 0;
 	if (have_ports)
 		outb(1, PORT_READY);
+	else
+		warn("ioperm failed, no ready/exit ports:", "0xf4-0xfb");
 
 	pid_t pid = -1;
 	if (c.cmd) {

@@ -12,11 +12,30 @@ import { VoltError } from "../../src/errors.ts";
 import { candidateVersion, fetchAndUnpack, resolveMeta } from "../../src/guest/apt.ts";
 import { cacheDir, exists, writeAtomic } from "../../src/guest/cache.ts";
 import { type CpioEntry, gunzip, gzip, writeCpio } from "../../src/guest/cpio.ts";
+import { extractVmlinux } from "../../src/guest/kernels.ts";
+import { bytesImage } from "../../src/boot/image.ts";
+import { parseElf } from "../../src/boot/elf.ts";
 
-/** Debian's meta package for the generic kernel (the cloud kernel has no 9p). */
+/**
+ * Debian's meta package for the generic kernel (the cloud kernel has no 9p).
+ *
+ * @example
+ * ```ts
+ * import { KERNEL_META } from "./l1.ts";
+ * console.log(`apt-cache depends ${KERNEL_META}`);
+ * ```
+ */
 export const KERNEL_META = "linux-image-amd64";
 
-/** Debian's statically linked busybox. */
+/**
+ * Debian's statically linked busybox, fetched (never installed).
+ *
+ * @example
+ * ```ts
+ * import { BUSYBOX_PKG } from "./l1.ts";
+ * console.log(`apt-get download ${BUSYBOX_PKG}`);
+ * ```
+ */
 export const BUSYBOX_PKG = "busybox-static";
 
 /**
@@ -25,16 +44,14 @@ export const BUSYBOX_PKG = "busybox-static";
  */
 const ROOT_MODULES = ["kvm_amd", "virtio_pci", "9pnet_virtio", "9p"];
 
-/** Busybox applets the init uses (and a few for debugging with `--verbose`). */
+/** Busybox applets the init uses. */
 const APPLETS = [
   "sh",
   "cat",
   "chroot",
-  "dmesg",
   "env",
   "insmod",
   "ln",
-  "ls",
   "mkdir",
   "mount",
   "poweroff",
@@ -45,12 +62,25 @@ const APPLETS = [
 /**
  * The line the init prints just before the command starts: everything
  * before it is boot noise.
+ *
+ * @example
+ * ```ts
+ * import { START_MARKER } from "./l1.ts";
+ * const boot = "[ 1.0] Run /init\nvolt-nested: command start\nhello\n";
+ * console.log(boot.slice(boot.indexOf(START_MARKER) + START_MARKER.length + 1)); // "hello\n"
+ * ```
  */
 export const START_MARKER = "volt-nested: command start";
 
 /**
  * Files the host writes into the control share (mounted at /ctl) and the
  * init reads or writes back.
+ *
+ * @example
+ * ```ts ignore
+ * import { CTL } from "./l1.ts";
+ * const status = Number(Deno.readTextFileSync(`/tmp/volt-nested-x/${CTL.status}`));
+ * ```
  */
 export const CTL = {
   /** Shell script run by `/bin/sh -c` inside the chroot. */
@@ -69,13 +99,30 @@ export const CTL = {
   times: "times",
 } as const;
 
-/** The 9p mount tags the init expects. */
+/**
+ * The 9p mount tags the init expects: the read-only host root, the control
+ * share and the writable shares by index.
+ *
+ * @example
+ * ```ts
+ * import { TAGS } from "./l1.ts";
+ * console.log(TAGS.root, TAGS.ctl, TAGS.share(0)); // hostroot voltctl voltrw0
+ * ```
+ */
 export const TAGS = { root: "hostroot", ctl: "voltctl", share: (i: number) => `voltrw${i}` };
 
-// `die` reports through the control share when it is mounted (before that, the
-// host sees only the console). The command runs under `env -i`: its whole
-// environment comes from command.sh.
-const INIT = `#!/bin/sh
+/**
+ * The L1's /init (busybox sh). `die` reports through the control share once
+ * it is mounted (before that, only the console shows it); the command runs
+ * under `env -i`, so its whole environment comes from command.sh.
+ *
+ * @example
+ * ```ts
+ * import { INIT_SCRIPT } from "./l1.ts";
+ * console.log(INIT_SCRIPT.split("\n")[0]); // "#!/bin/sh"
+ * ```
+ */
+export const INIT_SCRIPT = `#!/bin/sh
 export PATH=/bin
 NINEP=trans=virtio,version=9p2000.L,msize=512000
 stamp() { read -r up _ </proc/uptime; echo "$1 $up" >>/ctl/${CTL.times}; }
@@ -100,9 +147,9 @@ mount -t proc proc /mnt/proc || die "cannot mount /proc in the host root"
 mount -t sysfs sysfs /mnt/sys || die "cannot mount /sys in the host root"
 mount -t devtmpfs devtmpfs /mnt/dev || die "cannot mount /dev in the host root"
 mount -t tmpfs -o mode=1777 tmpfs /mnt/tmp || die "cannot mount /tmp in the host root"
-mkdir -p /dev/pts /dev/shm
-mount -t devpts devpts /dev/pts
-mount -t tmpfs -o mode=1777 tmpfs /dev/shm
+mkdir -p /mnt/dev/pts /mnt/dev/shm
+mount -t devpts devpts /mnt/dev/pts
+mount -t tmpfs -o mode=1777 tmpfs /mnt/dev/shm
 ln -sf /proc/self/fd /dev/fd
 ln -sf /proc/self/fd/0 /dev/stdin
 ln -sf /proc/self/fd/1 /dev/stdout
@@ -134,11 +181,20 @@ poweroff -f
  * Bumped when the image's layout changes in a way the inputs above do not
  * show.
  */
-const FORMAT = 1;
+const FORMAT = 2;
 
-/** A built L1 image. */
+/**
+ * A built L1 image.
+ *
+ * @example
+ * ```ts ignore
+ * import { ensureL1, type L1Image } from "./l1.ts";
+ * const img: L1Image = await ensureL1();
+ * console.log(["-kernel", img.kernel, "-initrd", img.initrd]);
+ * ```
+ */
 export interface L1Image {
-  /** The kernel (bzImage). */
+  /** The kernel: a vmlinux QEMU boots through its PVH entry, else the bzImage. */
   kernel: string;
   /** The gzip-compressed initramfs. */
   initrd: string;
@@ -146,11 +202,22 @@ export interface L1Image {
   manifest: L1Manifest;
 }
 
-/** What an image was built from (`manifest.json` next to it). */
+/**
+ * What an image was built from (`manifest.json` next to it).
+ *
+ * @example
+ * ```ts ignore
+ * import { ensureL1 } from "./l1.ts";
+ * const { manifest } = await ensureL1();
+ * console.log(manifest.kernelRelease, manifest.modules.join(" "));
+ * ```
+ */
 export interface L1Manifest {
   kernelPackage: string;
   kernelPackageVersion: string;
   kernelRelease: string;
+  /** "pvh" (vmlinux) or "bzImage". */
+  kernelFormat: "pvh" | "bzImage";
   busyboxVersion: string;
   /** Module load order. */
   modules: string[];
@@ -169,7 +236,16 @@ interface Versions {
 /** How long resolved package versions are trusted (apt-cache costs seconds). */
 const RECHECK_MS = 7 * 24 * 3600 * 1000;
 
-/** Options of {@linkcode ensureL1}. */
+/**
+ * Options of {@linkcode ensureL1}.
+ *
+ * @example
+ * ```ts ignore
+ * import { ensureL1, type EnsureL1Options } from "./l1.ts";
+ * const opts: EnsureL1Options = { refresh: true, progress: (s) => console.error(s) };
+ * await ensureL1(opts);
+ * ```
+ */
 export interface EnsureL1Options {
   /** Progress lines (fetching, building). */
   progress?: (line: string) => void;
@@ -183,7 +259,7 @@ async function sha256(text: string): Promise<string> {
 }
 
 function recipeText(): string {
-  return JSON.stringify({ FORMAT, INIT, ROOT_MODULES, APPLETS });
+  return JSON.stringify({ FORMAT, INIT_SCRIPT, ROOT_MODULES, APPLETS });
 }
 
 function readJson<T>(path: string): T | undefined {
@@ -219,7 +295,14 @@ function resolveVersions(refresh: boolean, progress: (s: string) => void): Versi
 
 /**
  * The key/value strings of a kernel module's `.modinfo` section
- * (`depends=kvm,ccp`, `name=kvm_amd`, ...).
+ * (`depends=kvm,ccp`, `name=kvm_amd`, ...), values by key.
+ *
+ * @example
+ * ```ts ignore
+ * import { modinfo } from "./l1.ts";
+ * const info = modinfo(Deno.readFileSync("kvm-amd.ko"), "kvm-amd");
+ * console.log(info.get("depends")); // ["kvm,ccp"]
+ * ```
  */
 export function modinfo(ko: Uint8Array, name = "module"): Map<string, string[]> {
   const dv = new DataView(ko.buffer, ko.byteOffset, ko.byteLength);
@@ -360,7 +443,7 @@ async function build(dir: string, v: Versions, recipe: string, progress: (s: str
     const busybox = Deno.readFileSync(`${work}/busybox/bin/busybox`);
 
     const entries: CpioEntry[] = [
-      textFile("init", INIT, 0o755),
+      textFile("init", INIT_SCRIPT, 0o755),
       { type: "file", path: "bin/busybox", data: busybox, mode: 0o755 },
       ...APPLETS.map((a): CpioEntry => ({ type: "symlink", path: `bin/${a}`, target: "busybox" })),
       // The kernel opens it for init's stdio before /init can mount devtmpfs.
@@ -374,17 +457,24 @@ async function build(dir: string, v: Versions, recipe: string, progress: (s: str
       })),
     ];
     const initrd = await gzip(writeCpio(entries));
+    // QEMU boots a vmlinux through its PVH note directly: no firmware
+    // bzImage loader and no decompression, seconds faster under TCG.
+    progress("Extracting vmlinux (for QEMU's PVH boot)");
+    const bz = Deno.readFileSync(`${work}/kernel/boot/${vmlinuz.name}`);
+    const elf = await extractVmlinux(bz, vmlinuz.name);
+    const pvh = parseElf(bytesImage("vmlinux", elf)).pvhEntry !== undefined;
 
     const manifest: L1Manifest = {
       kernelPackage: v.kernelPackage,
       kernelPackageVersion: v.kernelPackageVersion,
       kernelRelease: release,
+      kernelFormat: pvh ? "pvh" : "bzImage",
       busyboxVersion: v.busyboxVersion,
       modules: modules.map((m) => m.name),
       recipe,
     };
     Deno.mkdirSync(dir, { recursive: true });
-    writeAtomic(`${dir}/vmlinuz`, Deno.readFileSync(`${work}/kernel/boot/${vmlinuz.name}`));
+    writeAtomic(`${dir}/kernel`, pvh ? elf : bz);
     writeAtomic(`${dir}/initrd.gz`, initrd);
     // Written last: its presence marks a complete image.
     writeAtomic(
@@ -396,7 +486,7 @@ async function build(dir: string, v: Versions, recipe: string, progress: (s: str
   }
 }
 
-/** Removes images other than `keep` (each is ~20 MB); a build in progress elsewhere is left alone. */
+/** Removes images other than `keep` (each is ~70 MB); a build in progress elsewhere is left alone. */
 function prune(keep: string): void {
   const root = cacheDir("nested");
   for (const e of Deno.readDirSync(root)) {
@@ -434,5 +524,5 @@ export async function ensureL1(opts: EnsureL1Options = {}): Promise<L1Image> {
   }
   const manifest = readJson<L1Manifest>(`${dir}/manifest.json`);
   if (!manifest) throw new VoltError(`Corrupt nested-KVM image manifest in ${dir}`, "internal");
-  return { kernel: `${dir}/vmlinuz`, initrd: `${dir}/initrd.gz`, manifest };
+  return { kernel: `${dir}/kernel`, initrd: `${dir}/initrd.gz`, manifest };
 }

@@ -14,7 +14,15 @@ import { VoltError } from "../../src/errors.ts";
 import { hasTool } from "../../src/guest/host_tools.ts";
 import { CTL, ensureL1, START_MARKER, TAGS } from "./l1.ts";
 
-/** Options of {@linkcode runNested}. */
+/**
+ * Options of {@linkcode runNested}.
+ *
+ * @example
+ * ```ts
+ * import type { NestedOptions } from "./run.ts";
+ * const opts: NestedOptions = { cwd: ".", env: { CI: "true" }, timeoutMs: 600_000 };
+ * ```
+ */
 export interface NestedOptions {
   /** Working directory of the command (absolute, or relative to ours); writable inside. */
   cwd: string;
@@ -31,16 +39,36 @@ export interface NestedOptions {
   cpus?: number;
   /** Kill the VM after this long (default 30 minutes). */
   timeoutMs?: number;
-  /** Show the boot log and the boot timings on stderr. */
+  /** Show the boot log, and the timings at the end, on stderr. */
   verbose?: boolean;
+  /** Print one line of boot and run timings on stderr at the end. */
+  timings?: boolean;
   /** Progress of the one-time image build (default: lines on stderr). */
   progress?: (line: string) => void;
+  /** Re-resolve the Debian package versions of the image now (else weekly). */
+  refresh?: boolean;
 }
 
-/** Status returned when the VM is killed for taking too long (as timeout(1)). */
+/**
+ * Status returned when the VM is killed for taking too long (as timeout(1)).
+ *
+ * @example
+ * ```ts ignore
+ * import { runNested, TIMEOUT_STATUS } from "./run.ts";
+ * const rc = await runNested(["sleep", "99"], { cwd: ".", timeoutMs: 1000 });
+ * console.log(rc === TIMEOUT_STATUS); // true
+ * ```
+ */
 export const TIMEOUT_STATUS = 124;
 
 const QEMU = "qemu-system-x86_64";
+
+/**
+ * The L1 kernel's command line. TCG's TSC follows the host clock on every
+ * vCPU, so trusting it keeps the kernel off the HPET, whose every read is
+ * an emulated MMIO access; mitigations only slow down a throwaway VM.
+ */
+const KERNEL_ARGS = "console=ttyS0 panic=-1 tsc=reliable mitigations=off";
 
 /**
  * True when this host's /dev/kvm opens for reading and writing: then KVM
@@ -66,7 +94,7 @@ export function hostHasKvm(): boolean {
  * home cache directory).
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { denoDir } from "./run.ts";
  * console.log(denoDir()); // e.g. /root/.cache/deno
  * ```
@@ -95,8 +123,20 @@ function shq(s: string): string {
   return `'${s.replaceAll("'", `'\\''`)}'`;
 }
 
-/** The script the init runs with `sh -c` inside the chroot. */
-function commandScript(cmd: string[], cwd: string, env: Record<string, string>): string {
+/**
+ * The script the init runs with `sh -c` inside the chroot: cd, exports,
+ * then `exec` of the command, every word single-quoted.
+ *
+ * @example
+ * ```ts
+ * import { commandScript } from "./run.ts";
+ * console.log(commandScript(["echo", "it's"], "/repo", { CI: "true" }));
+ * // cd '/repo' || exit 125
+ * // export CI='true'
+ * // exec 'echo' 'it'\''s'
+ * ```
+ */
+export function commandScript(cmd: string[], cwd: string, env: Record<string, string>): string {
   const lines = [`cd ${shq(cwd)} || exit 125`];
   for (const [k, v] of Object.entries(env)) {
     if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) {
@@ -108,25 +148,40 @@ function commandScript(cmd: string[], cwd: string, env: Record<string, string>):
   return lines.join("\n") + "\n";
 }
 
-/** Writable directories, outermost only (a share covers its subdirectories). */
-function writableDirs(dirs: string[]): string[] {
-  const abs = [...new Set(dirs.map(absolute))].sort();
+/**
+ * The directories to share writable: existing, resolved through symlinks
+ * (the init mounts each at its real path, where the chroot's lookups land),
+ * outermost only (a share covers its subdirectories). The root, and paths
+ * the init's line-based list cannot carry, are rejected.
+ *
+ * @example
+ * ```ts ignore
+ * import { writableDirs } from "./run.ts";
+ * console.log(writableDirs(["/tmp", "/tmp/x/..", "/usr"])); // ["/tmp", "/usr"]
+ * ```
+ */
+export function writableDirs(dirs: string[]): string[] {
+  const real = dirs.map((d) => {
+    const abs = absolute(d);
+    let st: Deno.FileInfo;
+    try {
+      st = Deno.statSync(abs);
+    } catch {
+      throw new VoltError(`Writable directory not found: ${abs}`, "noinput");
+    }
+    if (!st.isDirectory) throw new VoltError(`Not a directory: ${abs}`, "usage");
+    return Deno.realPathSync(abs);
+  });
   const out: string[] = [];
-  for (const d of abs) {
+  for (const d of [...new Set(real)].sort()) {
     if (d === "/") throw new VoltError("The host root cannot be shared writable", "usage");
-    if (/[\n,]/.test(d)) {
+    // The init reads the list with `read -r tag dir`, which trims trailing blanks.
+    if (/[\n\r]|\s$/.test(d)) {
       throw new VoltError(
         `Unsupported character in a writable path: ${JSON.stringify(d)}`,
         "usage",
       );
     }
-    let st: Deno.FileInfo;
-    try {
-      st = Deno.statSync(d);
-    } catch {
-      throw new VoltError(`Writable directory not found: ${d}`, "noinput");
-    }
-    if (!st.isDirectory) throw new VoltError(`Not a directory: ${d}`, "usage");
     if (!out.some((o) => d.startsWith(`${o}/`))) out.push(d);
   }
   return out;
@@ -134,16 +189,12 @@ function writableDirs(dirs: string[]): string[] {
 
 /** Guest uptimes the init recorded, by step. */
 function readTimes(ctl: string): Record<string, number> {
-  try {
-    const t: Record<string, number> = {};
-    for (const l of Deno.readTextFileSync(`${ctl}/${CTL.times}`).trim().split("\n")) {
-      const [k, v] = l.split(" ");
-      t[k] = Number(v);
-    }
-    return t;
-  } catch {
-    return {};
+  const t: Record<string, number> = {};
+  for (const l of (readText(`${ctl}/${CTL.times}`) ?? "").split("\n")) {
+    const [k, v] = l.split(" ");
+    if (k && v) t[k] = Number(v);
   }
+  return t;
 }
 
 function readText(path: string): string | undefined {
@@ -154,19 +205,25 @@ function readText(path: string): string | undefined {
   }
 }
 
-async function writeAll(
-  w: { write(p: Uint8Array): Promise<number> },
-  data: Uint8Array,
-): Promise<void> {
+async function writeAll(w: { write(p: Uint8Array): Promise<number> }, data: Uint8Array) {
   let off = 0;
   while (off < data.length) off += await w.write(data.subarray(off));
 }
 
 /**
- * Console output filter: drops the boot log up to the start marker (kept
- * for error reports) and turns "\r\n" into "\n".
+ * Console output filter: holds back the boot log up to the init's start
+ * marker (kept for error reports, or passed on when asked) and turns
+ * "\r\n" into "\n"; a lone "\r" (a progress line) is kept.
+ *
+ * @example
+ * ```ts
+ * import { ConsoleFilter } from "./run.ts";
+ * const f = new ConsoleFilter(false);
+ * const out = f.push(new TextEncoder().encode("[ 1.0] boot\r\nvolt-nested: command start\nhi\r\n"));
+ * console.log(new TextDecoder().decode(out)); // "hi\n"
+ * ```
  */
-class ConsoleFilter {
+export class ConsoleFilter {
   /** The start marker was seen. */
   started = false;
   /** When it was seen (performance.now()). */
@@ -174,40 +231,38 @@ class ConsoleFilter {
   /** The last lines before the marker. */
   bootLog: string[] = [];
   #passBoot: boolean;
-  #pending = "";
+  #pending = new Uint8Array();
   #cr = false;
 
+  /** `passBoot`: pass the boot log on too (the marker line itself never is). */
   constructor(passBoot: boolean) {
     this.#passBoot = passBoot;
   }
 
   /** The bytes to show for `chunk`. */
   push(chunk: Uint8Array): Uint8Array {
-    if (!this.started) {
-      // windows-1252 maps each byte to one UTF-16 unit, so string offsets are byte offsets.
-      this.#pending += new TextDecoder("windows-1252").decode(chunk);
-      const at = this.#pending.indexOf(START_MARKER);
-      const nl = at < 0 ? -1 : this.#pending.indexOf("\n", at);
-      if (nl < 0) {
-        const lines = this.#pending.split("\n");
-        this.#pending = lines.pop()!;
-        this.#log(lines);
-        const seen = this.#passBoot
-          ? this.#crlf(latin1(lines.map((l) => l + "\n").join("")))
-          : new Uint8Array();
-        return seen;
-      }
-      this.#log(this.#pending.slice(0, at).split("\n").slice(0, -1));
-      const rest = chunk.subarray(chunk.length - (this.#pending.length - nl - 1));
-      this.#pending = "";
-      this.started = true;
-      this.startedAt = performance.now();
-      return this.#crlf(rest);
+    if (this.started) return this.#crlf(chunk);
+    const buf = concat(this.#pending, chunk);
+    const at = indexOf(buf, MARKER);
+    const nl = at < 0 ? -1 : buf.indexOf(0x0a, at);
+    // Whole lines before the marker (or all of them while it has not come).
+    const end = at >= 0 ? buf.lastIndexOf(0x0a, at) + 1 : buf.lastIndexOf(0x0a) + 1;
+    const boot = buf.subarray(0, end);
+    this.#log(boot);
+    const shown = this.#passBoot ? this.#crlf(boot) : new Uint8Array();
+    if (nl < 0) {
+      this.#pending = buf.slice(end);
+      return shown;
     }
-    return this.#crlf(chunk);
+    this.#pending = new Uint8Array();
+    this.started = true;
+    this.startedAt = performance.now();
+    return concat(shown, this.#crlf(buf.subarray(nl + 1)));
   }
 
-  #log(lines: string[]) {
+  #log(b: Uint8Array) {
+    if (b.length === 0) return;
+    const lines = new TextDecoder().decode(b).split("\n").slice(0, -1);
     this.bootLog.push(...lines.map((l) => l.replace(/\r$/, "")));
     if (this.bootLog.length > 200) this.bootLog.splice(0, this.bootLog.length - 200);
   }
@@ -224,10 +279,26 @@ class ConsoleFilter {
   }
 }
 
-function latin1(s: string): Uint8Array {
-  const b = new Uint8Array(s.length);
-  for (let i = 0; i < s.length; i++) b[i] = s.charCodeAt(i) & 0xff;
-  return b;
+const MARKER = new TextEncoder().encode(START_MARKER);
+
+function indexOf(hay: Uint8Array, needle: Uint8Array): number {
+  outer: for (
+    let i = hay.indexOf(needle[0]);
+    i >= 0 && i + needle.length <= hay.length;
+    i = hay.indexOf(needle[0], i + 1)
+  ) {
+    for (let j = 1; j < needle.length; j++) if (hay[i + j] !== needle[j]) continue outer;
+    return i;
+  }
+  return -1;
+}
+
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  if (a.length === 0) return b;
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
 }
 
 /** QEMU's option syntax doubles commas inside values. */
@@ -235,11 +306,24 @@ function qopt(v: string): string {
   return v.replaceAll(",", ",,");
 }
 
+function virtfs(path: string, tag: string, readonly = false): string[] {
+  const ro = readonly ? ",readonly=on" : "";
+  return [
+    "-virtfs",
+    `local,path=${qopt(path)},mount_tag=${tag},security_model=none,multidevs=remap${ro}`,
+  ];
+}
+
+function seconds(ms: number): string {
+  return (ms / 1000).toFixed(2);
+}
+
 /**
  * Runs `cmd` inside the nested-KVM helper VM and returns its exit status.
  * Its output (stdout and stderr, merged) streams to our stdout. A timeout
- * kills the VM and returns {@linkcode TIMEOUT_STATUS}; a VM that fails to
- * run the command throws a {@linkcode VoltError}.
+ * kills the VM and returns {@linkcode TIMEOUT_STATUS}; SIGINT/SIGTERM kill
+ * it and return 130/143; a VM that fails to run the command throws a
+ * {@linkcode VoltError}.
  *
  * @example
  * ```ts ignore
@@ -266,40 +350,36 @@ export async function runNested(cmd: string[], opts: NestedOptions): Promise<num
   if (!hasTool(QEMU)) {
     throw new VoltError(`${QEMU} is not installed (apt-get install qemu-system-x86)`, "noinput");
   }
-
-  const progress = opts.progress ?? ((s: string) => console.error(s));
-  const img = await ensureL1({ progress });
+  const img = await ensureL1({
+    progress: opts.progress ?? ((s) => console.error(s)),
+    refresh: opts.refresh,
+  });
 
   const tty = Deno.stdout.isTerminal();
+  const term = Deno.env.get("TERM");
   const env: Record<string, string> = {
     PATH: Deno.env.get("PATH") ?? "/usr/local/bin:/usr/bin:/bin",
     HOME: Deno.env.get("HOME") ?? "/root",
     DENO_DIR: dd,
-    ...(tty && Deno.env.get("TERM") ? { TERM: Deno.env.get("TERM")! } : {}),
+    ...(tty && term ? { TERM: term } : {}),
     ...opts.env,
   };
 
   const ctl = await Deno.makeTempDir({ prefix: "volt-nested-" });
   try {
     await Deno.writeTextFile(`${ctl}/${CTL.command}`, commandScript(cmd, cwd, env));
-    await Deno.writeTextFile(
-      `${ctl}/${CTL.shares}`,
-      shares.map((d, i) => `${TAGS.share(i)} ${d}\n`).join(""),
-    );
+    const list = shares.map((d, i) => `${TAGS.share(i)} ${d}\n`).join("");
+    await Deno.writeTextFile(`${ctl}/${CTL.shares}`, list);
+    // Page-cached like the root: only this VM writes there while it runs,
+    // and the init syncs before powering off.
     await Deno.writeTextFile(`${ctl}/${CTL.shareOptions}`, ",cache=loose\n");
     if (tty) await Deno.writeTextFile(`${ctl}/${CTL.tty}`, "");
 
-    const virtfs = (path: string, tag: string, ro = false) => [
-      "-virtfs",
-      `local,path=${qopt(path)},mount_tag=${tag},security_model=none,multidevs=remap${
-        ro ? ",readonly=on" : ""
-      }`,
-    ];
     const args = [
       ...["-accel", "tcg,thread=multi", "-cpu", "max", "-smp", String(cpus), "-m", memory],
       ...["-nographic", "-no-reboot", "-nic", "none"],
       ...["-kernel", img.kernel, "-initrd", img.initrd],
-      ...["-append", `console=ttyS0 panic=-1 ${opts.verbose ? "loglevel=7" : "quiet loglevel=0"}`],
+      ...["-append", `${KERNEL_ARGS} ${opts.verbose ? "loglevel=7" : "quiet loglevel=0"}`],
       ...virtfs("/", TAGS.root, true),
       ...virtfs(ctl, TAGS.ctl),
       ...shares.flatMap((d, i) => virtfs(d, TAGS.share(i))),
@@ -308,62 +388,63 @@ export async function runNested(cmd: string[], opts: NestedOptions): Promise<num
     const t0 = performance.now();
     const child = new Deno.Command(QEMU, { args, stdin: "null", stdout: "piped", stderr: "piped" })
       .spawn();
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
+    let stopped: "timeout" | Deno.Signal | undefined;
+    const stop = (why: "timeout" | Deno.Signal) => {
+      stopped ??= why;
       child.kill("SIGKILL");
-    }, timeoutMs);
-    const onSignal = () => child.kill("SIGKILL");
-    Deno.addSignalListener("SIGINT", onSignal);
-    Deno.addSignalListener("SIGTERM", onSignal);
+    };
+    const timer = setTimeout(() => stop("timeout"), timeoutMs);
+    const onInt = () => stop("SIGINT");
+    const onTerm = () => stop("SIGTERM");
+    Deno.addSignalListener("SIGINT", onInt);
+    Deno.addSignalListener("SIGTERM", onTerm);
 
     const filter = new ConsoleFilter(opts.verbose ?? false);
-    const pumpOut = (async () => {
-      for await (const chunk of child.stdout) await writeAll(Deno.stdout, filter.push(chunk));
-    })();
     const stderr = new Response(child.stderr).text();
-    const status = await child.status;
-    await pumpOut;
+    let status: Deno.CommandStatus;
+    try {
+      for await (const chunk of child.stdout) await writeAll(Deno.stdout, filter.push(chunk));
+      status = await child.status;
+    } finally {
+      clearTimeout(timer);
+      Deno.removeSignalListener("SIGINT", onInt);
+      Deno.removeSignalListener("SIGTERM", onTerm);
+    }
     const qemuErr = (await stderr).trim();
-    clearTimeout(timer);
-    Deno.removeSignalListener("SIGINT", onSignal);
-    Deno.removeSignalListener("SIGTERM", onSignal);
-    const t1 = performance.now();
 
-    if (opts.verbose) {
+    if (opts.verbose || opts.timings) {
       const t = readTimes(ctl);
-      const boot = filter.started ? ((filter.startedAt - t0) / 1000).toFixed(2) : "?";
+      const boot = filter.started ? seconds(filter.startedAt - t0) : "?";
       console.error(
-        `volt nested: QEMU start to command start ${boot} s wall (guest uptime: /init ${t.init}, ` +
-          `modules ${t.modules}, ready ${t.ready}, done ${t.done}); total ${
-            ((t1 - t0) / 1000).toFixed(2)
-          } s`,
+        `volt nested: QEMU start to command start ${boot} s, total ${
+          seconds(performance.now() - t0)
+        } s (guest uptime at /init ${t.init}, modules loaded ${t.modules}, ` +
+          `command start ${t.ready}, command end ${t.done})`,
       );
     }
-    if (timedOut) {
+    if (stopped === "timeout") {
       console.error(
         `volt nested: timed out after ${Math.round(timeoutMs / 1000)} s; the helper VM was killed`,
       );
       return TIMEOUT_STATUS;
     }
-    if (status.signal) throw new VoltError(`${QEMU} was killed by ${status.signal}`, "internal");
+    if (stopped) {
+      console.error(`volt nested: ${stopped}; the helper VM was killed`);
+      return stopped === "SIGINT" ? 130 : 143;
+    }
     const rc = readText(`${ctl}/${CTL.status}`);
     if (rc !== undefined && /^[0-9]+$/.test(rc)) return Number(rc);
 
+    // No status: show what the console and QEMU said before failing.
     const initError = readText(`${ctl}/${CTL.error}`);
     if (!opts.verbose) {
-      const tail = [
-        ...filter.bootLog.slice(-30),
-        ...(qemuErr ? qemuErr.split("\n").slice(-10) : []),
-      ];
-      if (tail.length) console.error(tail.join("\n"));
+      const tail = [...filter.bootLog.slice(-30), ...qemuErr.split("\n").slice(-10)];
+      if (tail.some((l) => l)) console.error(tail.filter((l) => l).join("\n"));
     }
     if (initError) throw new VoltError(`Nested VM: ${initError}`, "internal");
     if (!status.success) {
-      throw new VoltError(
-        `${QEMU} failed (exit ${status.code}): ${qemuErr.split("\n").pop()}`,
-        "internal",
-      );
+      const why = status.signal ? `killed by ${status.signal}` : `exit ${status.code}`;
+      throw new VoltError(`${QEMU} failed (${why}): ${qemuErr.split("\n").pop()}`, "internal");
     }
     throw new VoltError(
       "The nested VM stopped without reporting the command's exit status",
@@ -386,7 +467,9 @@ Options:
   --memory SIZE     guest RAM (default 2G)
   --cpus N          vCPUs (default 2)
   --timeout SECS    kill the VM after SECS seconds (default 1800)
-  --verbose         show the boot log and timings
+  --verbose         show the boot log (and the timings)
+  --timings         print boot and run timings at the end
+  --refresh-image   re-resolve the image's Debian package versions now
 `;
 
 /**
@@ -416,6 +499,8 @@ export async function main(args: string[]): Promise<number> {
         cpus: { type: "string" },
         timeout: { type: "string" },
         verbose: { type: "boolean" },
+        timings: { type: "boolean" },
+        "refresh-image": { type: "boolean" },
         help: { type: "boolean", short: "h" },
       },
     }));
@@ -448,6 +533,8 @@ export async function main(args: string[]): Promise<number> {
     cpus: num(values.cpus, "vCPU count"),
     timeoutMs: timeout === undefined ? undefined : timeout * 1000,
     verbose: values.verbose,
+    timings: values.timings,
+    refresh: values["refresh-image"],
   });
 }
 

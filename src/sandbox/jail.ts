@@ -1,0 +1,107 @@
+/**
+ * The jail step: restrict the calling thread, then `execve` the monitor.
+ *
+ * Capabilities and Landlock bind the thread that applies them, and Deno
+ * runs several threads before user code, so applying them in place leaves
+ * those threads free. Everything set before an `execve` is inherited by the
+ * new image, and all its threads start from that one: restricting, then
+ * executing, is what makes these per-thread layers process-wide.
+ *
+ * @module
+ */
+
+import { errnoName } from "../../ffi/errno.ts";
+import { cstr, errno, libc } from "../../ffi/libc.ts";
+import { PR_SET_NO_NEW_PRIVS } from "../../ffi/prctl.ts";
+import { VoltError } from "../errors.ts";
+import { dropCapabilities } from "./caps.ts";
+import { applyLandlock, type LandlockRule } from "./landlock.ts";
+
+/** The program the jail becomes. */
+export interface JailExec {
+  /** Absolute path of the executable (no PATH search). */
+  execPath: string;
+  /** Arguments after argv[0]; argv[0] is `execPath`. */
+  args: readonly string[];
+  /** The whole environment of the new program (default: the current one). */
+  env?: Readonly<Record<string, string>>;
+}
+
+/** Options of {@linkcode enterJail}. */
+export interface JailOptions {
+  /**
+   * Paths the program may open. Without this, Landlock is not applied; an
+   * empty list denies every path (and so the exec itself).
+   */
+  landlockRules?: readonly LandlockRule[];
+  /** Fail instead of going on when the kernel lacks Landlock (default false). */
+  requireLandlock?: boolean;
+  /** Receives one line when Landlock is skipped (default: stderr). */
+  warn?: (line: string) => void;
+  /** What to execute once restricted. */
+  then: JailExec;
+}
+
+// The kernel reads argv and envp during execve; these keep every C string
+// and pointer array reachable until then.
+const pinned = new Set<unknown>();
+
+/**
+ * A NULL-terminated array of C string pointers, with the strings it points
+ * to (which must outlive the call).
+ */
+function cArray(
+  strings: readonly string[],
+): { array: BigUint64Array<ArrayBuffer>; keep: unknown[] } {
+  const keep: unknown[] = [];
+  const array = new BigUint64Array(strings.length + 1);
+  strings.forEach((s, i) => {
+    if (s.includes("\0")) throw new VoltError(`Jail argument contains a NUL byte: ${s}`, "usage");
+    const c = cstr(s);
+    keep.push(c);
+    array[i] = BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(c)));
+  });
+  keep.push(array);
+  return { array, keep };
+}
+
+/**
+ * On the calling thread: sets no_new_privs, applies Landlock, drops every
+ * capability, then executes `then`, which inherits all of it on every
+ * thread it will ever have. Returns only by throwing.
+ *
+ * @example
+ * ```ts ignore
+ * import { enterJail } from "./jail.ts";
+ * enterJail({
+ *   landlockRules: [{ path: "/usr", access: "exec-read" }, { path: "/dev/kvm", access: "readwrite" }],
+ *   then: { execPath: Deno.execPath(), args: ["run", "-A", "mod.ts", "run", "--kernel", "k"] },
+ * });
+ * ```
+ */
+export function enterJail(opts: JailOptions): never {
+  const l = libc();
+  if (l.prctl(PR_SET_NO_NEW_PRIVS, 1n, 0n, 0n, 0n) !== 0) {
+    throw new VoltError(`Setting no_new_privs failed: ${errnoName(errno())}`, "internal");
+  }
+  if (opts.landlockRules) {
+    const r = applyLandlock(opts.landlockRules);
+    if ("unsupported" in r) {
+      if (opts.requireLandlock) throw new VoltError(r.unsupported, "internal");
+      (opts.warn ?? ((line: string) => console.error(line)))(`${r.unsupported}; going on`);
+    }
+  }
+  dropCapabilities();
+
+  const { execPath, args } = opts.then;
+  const env = opts.then.env ?? Deno.env.toObject();
+  const path = cstr(execPath);
+  const argv = cArray([execPath, ...args]);
+  const envp = cArray(Object.entries(env).map(([k, v]) => `${k}=${v}`));
+  const keep = [path, argv.keep, envp.keep];
+  pinned.add(keep);
+  l.execve(path, argv.array, envp.array);
+  const e = errno();
+  pinned.delete(keep);
+  throw new VoltError(`Executing ${execPath} in the jail failed: ${errnoName(e)}`, "internal");
+}
