@@ -189,3 +189,86 @@ msg: .asciz "bzImage 64-bit entry, zero page ok\\n"`,
   Deno.writeFileSync(path, makeBzImage({ code: Deno.readFileSync(bin) }));
   return path;
 }
+
+/** Where the SMP guest's application processors start (SIPI vector 0x10). */
+const AP_START = 0x10000;
+
+/**
+ * Brings up every AP with INIT-SIPI-SIPI through the in-kernel x2APIC; each
+ * AP prints its APIC id (from CPUID) under a spin lock and counts itself in;
+ * the BSP waits for all of them and exits 0.
+ */
+export const smp = () =>
+  assembleElf(
+    `
+  mov ecx, 0x1b
+  rdmsr
+  or eax, 0xc00
+  wrmsr
+  mov ecx, 0x830
+  xor edx, edx
+  mov eax, 0x000c4500
+  wrmsr
+  mov eax, 100000
+1: dec eax
+  jnz 1b
+  mov ecx, 0x830
+  mov eax, 0x000c4600 | (${AP_START} >> 12)
+  wrmsr
+  mov eax, 0x000c4600 | (${AP_START} >> 12)
+  wrmsr
+  mov eax, 1
+  cpuid
+  shr ebx, 16
+  and ebx, 0xff
+  dec ebx
+2: pause
+  movzx eax, word ptr [ap_count]
+  cmp eax, ebx
+  jne 2b
+${PRINT("done")}${EXIT(0)}
+done: .asciz "all APs up\\n"
+
+.section .ap, "ax"
+.code16
+ap_start:
+  cli
+  mov ax, cs
+  mov ds, ax
+3: mov al, 1
+  xchg al, [ap_lock - ap_start]
+  test al, al
+  jnz 3b
+  mov eax, 1
+  cpuid
+  shr ebx, 24
+  mov dx, 0x3f8
+  mov al, 'A'
+  out dx, al
+  mov al, 'P'
+  out dx, al
+  mov al, ' '
+  out dx, al
+  mov ax, bx
+  mov cl, 10
+  div cl
+  test al, al
+  jz 4f
+  add al, '0'
+  out dx, al
+4: mov al, ah
+  add al, '0'
+  out dx, al
+  mov al, 10
+  out dx, al
+  mov byte ptr [ap_lock - ap_start], 0
+  lock inc word ptr [ap_count - ap_start]
+5: hlt
+  jmp 5b
+ap_lock: .byte 0
+.align 2
+ap_count: .word 0
+`,
+    0x200000,
+    [`--section-start=.ap=0x${AP_START.toString(16)}`],
+  );

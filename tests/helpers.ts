@@ -84,7 +84,7 @@ export async function runCli(
  * Assembles 64-bit code (GNU as, Intel syntax) into a static ELF linked at
  * `base`, the form `volt run --kernel` boots through the 64-bit entry.
  */
-export function assembleElf(source: string, base = 0x200000): string {
+export function assembleElf(source: string, base = 0x200000, ldArgs: string[] = []): string {
   const dir = tmpDir();
   Deno.writeTextFileSync(
     `${dir}/g.s`,
@@ -98,6 +98,7 @@ export function assembleElf(source: string, base = 0x200000): string {
       "-static",
       "-nostdlib",
       `-Ttext=0x${base.toString(16)}`,
+      ...ldArgs,
       "-e",
       "_start",
       "-o",

@@ -114,6 +114,20 @@ Deno.test({
   },
 });
 
+Deno.test({
+  ...needsKvm,
+  name: "KVM SMP: the BSP starts every AP with INIT-SIPI-SIPI; each reports its APIC id",
+  async fn() {
+    for (const cpus of [2, 4]) {
+      const { exit, out } = await boot({ kernel: g.smp(), cpus });
+      const aps = [...out.matchAll(/^AP (\d+)$/gm)].map((m) => Number(m[1])).sort((a, b) => a - b);
+      assert.deepEqual(aps, Array.from({ length: cpus - 1 }, (_, i) => i + 1), out);
+      assert.match(out, /all APs up\n$/);
+      assert.equal(exit.code, 0, exit.message);
+    }
+  },
+});
+
 for (const [signal, code] of [["SIGTERM", 143], ["SIGINT", 130]] as const) {
   Deno.test({
     ...needsKvm,

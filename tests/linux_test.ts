@@ -10,14 +10,22 @@ import { E820_RAM } from "../ffi/bootparam.ts";
 import { writeCpio } from "../src/guest/cpio.ts";
 import { needsKvm, tmpDir } from "./helpers.ts";
 import { debianKernel } from "./kernels.ts";
+import { microvmKernelPaths } from "../src/guest/default_guest.ts";
 
 const hex = (n: number) => `0x${n.toString(16).padStart(16, "0")}`;
 
 /** Boots until every pattern matched (or the kernel reached init), then stops. */
-async function bootLinux(kernel: string, initrd: string, done: RegExp, timeoutMs: number) {
+async function bootLinux(
+  kernel: string,
+  initrd: string,
+  done: RegExp,
+  timeoutMs: number,
+  cpus = 1,
+) {
   const vm = await createVm({
     kernel,
     initrd,
+    cpus,
     memory: "256M",
     console: "message",
     append: "ignore_loglevel",
@@ -69,5 +77,32 @@ Deno.test({
     assert.ok(rd, "no RAMDISK line");
     assert.equal(Number(rd[1]), vm.built.initrd!.addr);
     assert.match(out, /Run \/init as init process/);
+  },
+});
+
+const microvm = await microvmKernelPaths();
+
+Deno.test({
+  ...needsKvm,
+  ignore: needsKvm.ignore || (!microvm && Deno.env.get("CI") !== "true"),
+  name: "Linux (the project's kernel, 2 vCPUs): the MP table is found and both CPUs come up",
+  async fn() {
+    assert.ok(microvm, "CI must build the microVM kernel first");
+    const initrd = `${tmpDir()}/initrd.cpio`;
+    Deno.writeFileSync(
+      initrd,
+      writeCpio([{ type: "file", path: "init", data: new Uint8Array(64), mode: 0o755 }]),
+    );
+    const { vm, out } = await bootLinux(
+      microvm.vmlinux,
+      initrd,
+      /Run \/init as init process|Kernel panic/,
+      240_000,
+      2,
+    );
+    assert.equal(/Command line: (.*)\r?\n/.exec(out)?.[1], vm.built.cmdline);
+    assert.match(out, /found SMP MP-table at \[mem 0x0009fc00-0x0009fc0f\]/);
+    assert.match(out, /smp: Brought up 1 node, 2 CPUs/);
+    assert.equal(Number(/RAMDISK: \[mem (0x[0-9a-f]+)-/.exec(out)?.[1]), vm.built.initrd!.addr);
   },
 });

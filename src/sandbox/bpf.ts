@@ -372,7 +372,8 @@ const addr = (n: number) => n.toString().padStart(4, "0");
  * ```ts
  * import { Assembler, disassemble } from "./bpf.ts";
  * const p = new Assembler().ld("arch").ret(0).assemble();
- * console.log(disassemble(p)); // "0000: ld [4]  ; arch\n0001: ret #0x0"
+ * console.log(disassemble(p)); // 0000: ld [4]   ...   ; arch
+ * //                               0001: ret #0x0
  * ```
  */
 export function disassemble(

@@ -121,6 +121,7 @@ export class Ruleset {
   readonly handledFs: bigint;
   #fd: number;
 
+  /** Creates the ruleset for `abi`; throws a one-line error if the kernel refuses. */
   constructor(abi: number, opts: RulesetOptions = {}) {
     this.abi = abi;
     this.handledFs = fsRightsForAbi(abi);
