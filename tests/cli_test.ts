@@ -104,3 +104,18 @@ Deno.test("volt --version, help and unknown commands", async () => {
   assert.equal(u.code, 64);
   assert.equal(u.stderr, "volt: Unknown command: launch (try volt help)\n");
 });
+
+Deno.test("volt initramfs writes a gzip cpio that --list reads back", async () => {
+  const out = `${dir}/i.cpio.gz`;
+  const w = await runCli(["initramfs", "--init", elf, "--add", `${elf}:/opt/k.elf`, "-o", out]);
+  assert.equal(w.code, 0, w.stderr);
+  const l = await runCli(["initramfs", "--list", out]);
+  assert.equal(l.code, 0, l.stderr);
+  const size = Deno.statSync(elf).size;
+  assert.match(l.stdout, new RegExp(`^file +init ${size}$`, "m"));
+  assert.match(l.stdout, new RegExp(`^file +opt/k.elf ${size}$`, "m"));
+  assert.match(l.stdout, /^dir +opt$/m);
+  const bad = await runCli(["initramfs", "--add", "nocolon", "-o", out]);
+  assert.equal(bad.code, 64);
+  assert.equal(bad.stderr, 'volt: --add takes HOST:GUEST, not "nocolon"\n');
+});

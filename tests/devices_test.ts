@@ -160,3 +160,24 @@ Deno.test("guest control ports: exit status and the boot-ready marker", () => {
   new BootTimerPort(h).write(0, new Uint8Array([1]));
   assert.deepEqual(got, ["exit 42", "ready"]);
 });
+
+Deno.test("console ring: partial lines arrive at once, in order, across writers", async () => {
+  const { ConsoleRingReader, ConsoleRingWriter, newConsoleRing, CONSOLE_RING_BYTES } = await import(
+    "../src/devices/console_ring.ts"
+  );
+  const sab = newConsoleRing();
+  const a = new ConsoleRingWriter(sab);
+  const b = new ConsoleRingWriter(sab);
+  const reader = new ConsoleRingReader(sab);
+  a.writeSync(new TextEncoder().encode("/ # "));
+  assert.equal(new TextDecoder().decode(reader.drain()), "/ # ");
+  b.writeSync(new Uint8Array([1, 2]));
+  a.writeSync(new Uint8Array([3]));
+  assert.deepEqual([...reader.drain()], [1, 2, 3]);
+  // Wrapping past the end keeps bytes in order.
+  const big = new Uint8Array(CONSOLE_RING_BYTES - 10).map((_, i) => i & 0xff);
+  a.writeSync(big);
+  assert.deepEqual(reader.drain(), big);
+  a.writeSync(new Uint8Array([9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 42]));
+  assert.deepEqual([...reader.drain()], [9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 42]);
+});

@@ -55,7 +55,7 @@ Deno.test({
       initrd,
       writeCpio([{ type: "file", path: "init", data: new Uint8Array(64), mode: 0o755 }]),
     );
-    const { vm, out } = await bootLinux(
+    const { vm, out, exit } = await bootLinux(
       kernel.vmlinux,
       initrd,
       /Run \/init as init process|Kernel panic/,
@@ -76,7 +76,7 @@ Deno.test({
     const rd = /RAMDISK: \[mem (0x[0-9a-f]+)-/.exec(out);
     assert.ok(rd, "no RAMDISK line");
     assert.equal(Number(rd[1]), vm.built.initrd!.addr);
-    assert.match(out, /Run \/init as init process/);
+    assert.match(out, /Run \/init as init process/, `${exit.message}\n${out.slice(-3000)}`);
   },
 });
 

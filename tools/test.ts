@@ -104,7 +104,10 @@ export async function main(extra: string[]): Promise<number> {
     if (v !== undefined) env[k] = v;
   }
   const timings = Deno.env.get("VOLT_NESTED_TIMINGS") === "1";
-  return await runNested([deno, ...args], { cwd: ROOT, env, timings });
+  // One test file at a time in the helper VM: its 2 emulated CPUs are slow,
+  // and two nested guests booting at once starved each other into timeouts.
+  const serial = args.filter((a) => a !== "--parallel");
+  return await runNested([deno, ...serial], { cwd: ROOT, env, timings, memory: "3G" });
 }
 
 if (import.meta.main) {

@@ -8,6 +8,7 @@ import { RUN } from "../../ffi/kvm.ts";
 import { libc } from "../../ffi/libc.ts";
 import { SERIAL_IRQ } from "../arch/x86_64/layout.ts";
 import { newSerialState, Serial } from "../devices/serial.ts";
+import { ConsoleRingReader, newConsoleRing } from "../devices/console_ring.ts";
 import { logger } from "../log.ts";
 import { buildVm, type BuiltVm } from "./builder.ts";
 import { resolveConfig, type VmConfig } from "./config.ts";
@@ -68,6 +69,9 @@ export class Machine {
   private readonly threads: VcpuThread[];
   private readonly ctl = new SharedArrayBuffer(16);
   private readonly serialState = newSerialState();
+  private readonly consoleRing = newConsoleRing();
+  private readonly consoleReader = new ConsoleRingReader(this.consoleRing);
+  private consolePump?: Promise<void>;
   private readonly serial: Serial;
   private readonly cfg: ReturnType<typeof resolveConfig>;
   private exit?: VmExit;
@@ -163,11 +167,15 @@ export class Machine {
         serialState: this.serialState,
         ctl: this.ctl,
         console: this.cfg.console,
+        consoleRing: this.consoleRing,
         pvm: b.template.name === "pvm",
       };
       t.worker.postMessage(msg);
     });
     this.trace.mark("vcpus started");
+    if (this.cfg.console === "message") {
+      this.consolePump = this.consoleReader.pump((b) => this.onConsole(b));
+    }
     if (this.cfg.stdin) this.forwardStdin();
   }
 
@@ -184,9 +192,6 @@ export class Machine {
         this.onReady(ms);
         break;
       }
-      case "console":
-        this.onConsole(e.data);
-        break;
       case "exit":
         t.done = true;
         t.worker.terminate();
@@ -227,7 +232,7 @@ export class Machine {
     return this.exited;
   }
 
-  /** Waits until every vCPU thread has left KVM_RUN. */
+  /** Waits until every vCPU thread has left KVM_RUN and the console is drained. */
   async settled(timeoutMs = 2000): Promise<boolean> {
     const until = performance.now() + timeoutMs;
     while (!this.threads.every((t) => t.done)) {
@@ -235,6 +240,8 @@ export class Machine {
       for (const t of this.threads) this.kick(t);
       await new Promise((r) => setTimeout(r, 5));
     }
+    this.consoleReader.stop();
+    await this.consolePump;
     return true;
   }
 
@@ -305,6 +312,7 @@ export class Machine {
   /** Releases host resources; safe to call twice. */
   cleanup(): void {
     if (this.inputTimer !== undefined) clearTimeout(this.inputTimer);
+    this.consoleReader.stop();
     while (this.cleanups.length) {
       try {
         this.cleanups.pop()!();

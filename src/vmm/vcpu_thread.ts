@@ -13,6 +13,7 @@ import { Bus, type BusDevice } from "../devices/bus.ts";
 import { BootTimerPort, ExitPort } from "../devices/guest_ctl.ts";
 import { I8042 } from "../devices/i8042.ts";
 import { Serial, type Writer } from "../devices/serial.ts";
+import { ConsoleRingWriter } from "../devices/console_ring.ts";
 import { vmExit } from "./exit_reason.ts";
 import { GuestMemory } from "./memory.ts";
 import { VcpuLoop } from "./vcpu_loop.ts";
@@ -24,27 +25,9 @@ const post = (e: VcpuEvent) => self.postMessage(e);
 /** Reads as zero, ignores writes: Linux's I/O-delay port. */
 const silent: BusDevice = { read: (_o, d) => d.fill(0), write() {} };
 
-/** Batches console bytes to the main thread, a line or 256 bytes at a time. */
-class MessageWriter implements Writer {
-  private buf = new Uint8Array(256);
-  private n = 0;
-  writeSync(data: Uint8Array): number {
-    for (const b of data) {
-      this.buf[this.n++] = b;
-      if (b === 10 || this.n === this.buf.length) this.flush();
-    }
-    return data.length;
-  }
-  flush(): void {
-    if (this.n === 0) return;
-    post({ type: "console", data: this.buf.slice(0, this.n) });
-    this.n = 0;
-  }
-}
-
-function consoleWriter(sink: VcpuStart["console"]): Writer & { flush?(): void } {
-  if (sink === "stdout") return Deno.stdout;
-  if (sink === "message") return new MessageWriter();
+function consoleWriter(m: VcpuStart): Writer {
+  if (m.console === "stdout") return Deno.stdout;
+  if (m.console === "message") return new ConsoleRingWriter(m.consoleRing);
   return { writeSync: (d) => d.length };
 }
 
@@ -65,9 +48,6 @@ class PvmUserspaceWatch implements Writer {
     }
     return this.inner.writeSync(data);
   }
-  flush(): void {
-    (this.inner as { flush?(): void }).flush?.();
-  }
 }
 
 function start(m: VcpuStart): void {
@@ -82,7 +62,7 @@ function start(m: VcpuStart): void {
   );
   const pio = new Bus();
   const mmio = new Bus();
-  let out = consoleWriter(m.console);
+  let out = consoleWriter(m);
   if (m.pvm) {
     out = new PvmUserspaceWatch(out, () =>
       loop!.stopWith(vmExit(
@@ -120,7 +100,6 @@ function start(m: VcpuStart): void {
   } catch (e) {
     exit = vmExit("monitor-error", `vCPU ${m.id}: ${(e as Error).message}`, m.id);
   }
-  out.flush?.();
   post({ type: "exit", exit });
 }
 

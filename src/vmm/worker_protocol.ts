@@ -22,6 +22,8 @@ export interface VcpuStart {
   serialState: SharedArrayBuffer;
   ctl: SharedArrayBuffer;
   console: ConsoleSink;
+  /** Console bytes for `message` mode. */
+  consoleRing: SharedArrayBuffer;
   /** The host is PVM: watch for the userspace fault it causes. */
   pvm: boolean;
 }
@@ -31,5 +33,4 @@ export type VcpuEvent =
   | { type: "loaded" }
   | { type: "running"; tid: number }
   | { type: "ready"; at: number }
-  | { type: "console"; data: Uint8Array }
   | { type: "exit"; exit: VmExit };
