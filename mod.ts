@@ -7,8 +7,7 @@
  * ```ts ignore
  * import { createVm } from "jsr:@volt/vmm";
  * const vm = await createVm({ kernel: "vmlinux", initrd: "initrd.cpio", memory: "128M" });
- * vm.start();
- * const exit = await vm.wait();
+ * const exit = await vm.run();
  * console.log(exit.message, exit.code);
  * ```
  *
@@ -36,8 +35,7 @@ export { main } from "./src/cli/main.ts";
  * import { createVm } from "./mod.ts";
  * const vm = await createVm({ kernel: "vmlinux", console: "message" });
  * vm.onConsole = (b) => Deno.stdout.writeSync(b);
- * vm.start();
- * await vm.wait();
+ * await vm.run();
  * ```
  */
 export function createVm(config: VmConfig): Promise<Machine> {

@@ -69,12 +69,7 @@ Deno.test({
         vm.sendInput(new TextEncoder().encode("echo volt-$((40+2))\nexit 5\n"));
       }
     };
-    vm.start();
-    const timer = setTimeout(() => vm.stop(), 120_000);
-    const exit = await vm.wait();
-    clearTimeout(timer);
-    await vm.settled();
-    vm.cleanup();
+    const exit = await vm.run(120_000);
     assert.match(out, /\nvolt-42\r?\n/, out.slice(-2000));
     assert.equal(exit.code, 5, exit.message);
   },

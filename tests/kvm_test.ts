@@ -18,12 +18,7 @@ async function boot(config: VmConfig, input?: string, timeoutMs = 60_000) {
       input = "";
     }
   };
-  vm.start();
-  const timer = setTimeout(() => vm.stop(), timeoutMs);
-  const exit = await vm.wait();
-  clearTimeout(timer);
-  await vm.settled();
-  vm.cleanup();
+  const exit = await vm.run(timeoutMs);
   return { exit, out };
 }
 

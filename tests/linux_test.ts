@@ -36,12 +36,7 @@ async function bootLinux(
     out += dec.decode(b, { stream: true });
     if (done.test(out)) vm.stop();
   };
-  vm.start();
-  const timer = setTimeout(() => vm.stop(), timeoutMs);
-  const exit = await vm.wait();
-  clearTimeout(timer);
-  await vm.settled();
-  vm.cleanup();
+  const exit = await vm.run(timeoutMs);
   return { vm, out, exit };
 }
 

@@ -11,6 +11,7 @@
  */
 
 import { VoltError } from "../src/errors.ts";
+import { exists } from "../src/guest/cache.ts";
 import { ensureDefaultGuest } from "../src/guest/default_guest.ts";
 import { fetchDebianKernel } from "../src/guest/kernels.ts";
 import { hostHasKvm, runNested } from "./nested/run.ts";
@@ -20,15 +21,6 @@ const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 
 /** Environment variables the tests read, passed into the helper VM when set. */
 const PASS_ENV = ["CI", "NO_COLOR", "XDG_CACHE_HOME"];
-
-function existsAt(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /**
  * The `deno test` arguments for `extra` (given in `cwd`): paths are made
@@ -49,7 +41,7 @@ export function testArgs(extra: string[], cwd: string = Deno.cwd()): string[] {
   const args = own.map((a) => {
     if (a.startsWith("-")) return a;
     const abs = a.startsWith("/") ? a : `${cwd}/${a}`;
-    if (!existsAt(abs)) return a;
+    if (!exists(abs)) return a;
     paths++;
     return a.startsWith("/") || cwd === ROOT ? a : abs;
   });
@@ -84,20 +76,28 @@ export async function main(extra: string[]): Promise<number> {
     const child = new Deno.Command(deno, { args, cwd: ROOT, stdin: "inherit" }).spawn();
     return (await child.status).code;
   }
-  const why = existsAt("/dev/kvm") ? "is not usable" : "is absent";
+  const why = exists("/dev/kvm") ? "is not usable" : "is absent";
   console.error(
     `/dev/kvm ${why} here: the tests run inside a nested-KVM helper VM (QEMU TCG with SVM)`,
   );
-  // Type checking and fetching on the host fill DENO_DIR's caches, which the
-  // VM reuses: tsc under TCG costs far more, and the VM has no network.
-  const prep = await new Deno.Command(deno, {
-    args: ["test", "--no-run", ...args.slice(1)],
-    cwd: ROOT,
-    stdin: "null",
-    stdout: "null",
-    stderr: "inherit",
-  }).output();
-  if (!prep.success) return prep.code;
+  // Type checking and fetching happen on the host (tsc under TCG costs
+  // minutes, and the VM has no network); the VM then runs with --no-check.
+  // The vCPU worker is checked too: `deno test` would check it at spawn.
+  for (
+    const check of [
+      ["test", "--no-run", ...args.slice(1)],
+      ["check", `${ROOT}/src/vmm/vcpu_worker.ts`],
+    ]
+  ) {
+    const prep = await new Deno.Command(deno, {
+      args: check,
+      cwd: ROOT,
+      stdin: "null",
+      stdout: "null",
+      stderr: "inherit",
+    }).output();
+    if (!prep.success) return prep.code;
+  }
   const env: Record<string, string> = { DENO_NO_UPDATE_CHECK: "1" };
   for (const k of PASS_ENV) {
     const v = Deno.env.get(k);
@@ -106,7 +106,7 @@ export async function main(extra: string[]): Promise<number> {
   const timings = Deno.env.get("VOLT_NESTED_TIMINGS") === "1";
   // One test file at a time in the helper VM: its 2 emulated CPUs are slow,
   // and two nested guests booting at once starved each other into timeouts.
-  const serial = args.filter((a) => a !== "--parallel");
+  const serial = ["test", "--no-check", ...args.slice(1).filter((a) => a !== "--parallel")];
   return await runNested([deno, ...serial], { cwd: ROOT, env, timings, memory: "3G" });
 }
 

@@ -12,6 +12,7 @@ import { configureLogging, type Level, LOG_LEVELS, logger } from "../log.ts";
 import { cpuidCommand } from "./cpuid_cmd.ts";
 import { guestCommand, initramfsCommand, kernelCommand } from "./guest_cmd.ts";
 import { runCommand } from "./run_cmd.ts";
+import { formatPolicy, MONITOR_POLICY } from "../sandbox/seccomp.ts";
 
 /** The version `volt --version` prints. */
 export const VERSION: string = meta.version;
@@ -27,6 +28,7 @@ Usage:
                                      guest kernels in the cache
   volt initramfs [--init FILE] [--add HOST:GUEST]... [--busybox] -o OUT[.gz]
   volt initramfs --list FILE         write or list a cpio newc archive
+  volt sandbox --print               the seccomp allow-list and its BPF
   volt cpuid [--cpus N] [--cpu-template T]
                                      print the CPUID table a guest sees
   volt help | --help                 this text
@@ -43,6 +45,8 @@ Run options:
   --boot PROTO         auto | pvh | linux64 (default auto)
   --cpu-template T     auto | none | pvm (default auto: pvm on PVM hosts)
   --kvm PATH           the KVM device (default /dev/kvm)
+  --seccomp            install the seccomp allow-list before the first
+                       KVM_RUN (experimental: not yet on by default)
   --log-level L        trace | debug | info | warning | error | fatal | off
                        (default warning)
 
@@ -94,6 +98,10 @@ export async function main(args: string[]): Promise<number> {
         return await runCommand(rest);
       case "cpuid":
         return cpuidCommand(rest);
+      case "sandbox":
+        parse(rest, { print: { type: "boolean" } });
+        console.log(formatPolicy(MONITOR_POLICY));
+        return EXIT_CODE.ok;
       case "kernel":
         return await kernelCommand(rest);
       case "guest":

@@ -227,6 +227,27 @@ export class Machine {
     this.finish(exit);
   }
 
+  /**
+   * Starts the VM and resolves with how it ended, once every vCPU has left
+   * KVM_RUN and host resources are released. After `timeoutMs` the host
+   * stops it.
+   */
+  async run(timeoutMs?: number): Promise<VmExit> {
+    this.start();
+    const timer = timeoutMs === undefined ? undefined : setTimeout(
+      () => this.stop(vmExit("host-stop", `Stopped after ${timeoutMs} ms`)),
+      timeoutMs,
+    );
+    try {
+      const exit = await this.wait();
+      await this.settled();
+      return exit;
+    } finally {
+      clearTimeout(timer);
+      this.cleanup();
+    }
+  }
+
   /** Resolves when the VM has stopped. */
   wait(): Promise<VmExit> {
     return this.exited;
