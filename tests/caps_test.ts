@@ -1,9 +1,7 @@
 import assert from "node:assert/strict";
 import { CAP_SETPCAP } from "../ffi/capability.ts";
 import { capLastCap, parseStatus, readThreadStatus } from "../src/sandbox/caps.ts";
-import { ROOT } from "./helpers.ts";
-
-const CHILD = `${ROOT}/tests/fixtures/sandbox_jail_child.ts`;
+import { jailChild } from "./helpers.ts";
 
 /** Why the capability tests cannot show anything here, if they cannot. */
 function unprivileged(): string | undefined {
@@ -26,19 +24,7 @@ interface Thread {
   seccomp: number;
 }
 
-/** Runs the fixture in `mode` and parses its last stdout line. */
-async function child(mode: string): Promise<Record<string, unknown>> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", CHILD, mode],
-    stdout: "piped",
-    stderr: "piped",
-    env: { DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1" },
-  }).output();
-  const stdout = new TextDecoder().decode(out.stdout).trim();
-  const stderr = new TextDecoder().decode(out.stderr);
-  assert.equal(out.code, 0, `${mode}: ${stderr}`);
-  return JSON.parse(stdout.split("\n").at(-1)!);
-}
+const child = (mode: string) => jailChild([mode]);
 
 Deno.test("caps: status lines parse to masks", () => {
   const s = parseStatus(

@@ -109,3 +109,23 @@ export function assembleElf(source: string, base = 0x200000, ldArgs: string[] = 
   if (!ld.success) throw new Error(new TextDecoder().decode(ld.stderr));
   return `${dir}/g.elf`;
 }
+
+/** The jail fixture: runs sandboxing steps in a child process. */
+export const JAIL_CHILD = `${ROOT}/tests/fixtures/sandbox_jail_child.ts`;
+
+/**
+ * Runs the jail fixture with `args`, requires exit 0, and parses the JSON of
+ * its last stdout line.
+ */
+export async function jailChild(args: string[]): Promise<Record<string, unknown>> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", JAIL_CHILD, ...args],
+    stdout: "piped",
+    stderr: "piped",
+    env: { DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1" },
+  }).output();
+  const stdout = new TextDecoder().decode(out.stdout).trim();
+  const stderr = new TextDecoder().decode(out.stderr);
+  if (out.code !== 0) throw new Error(`${args[0]} exited ${out.code}: ${stderr}`);
+  return JSON.parse(stdout.split("\n").at(-1)!);
+}

@@ -1,9 +1,7 @@
 import assert from "node:assert/strict";
 import { ACCESS_FS, fsRightsForAbi } from "../ffi/landlock.ts";
 import { accessRights, landlockAbi } from "../src/sandbox/landlock.ts";
-import { ROOT, tmpDir } from "./helpers.ts";
-
-const CHILD = `${ROOT}/tests/fixtures/sandbox_jail_child.ts`;
+import { jailChild, tmpDir } from "./helpers.ts";
 
 const abi = landlockAbi();
 const reason = typeof abi === "number" ? undefined : abi.unsupported;
@@ -20,18 +18,7 @@ function forbiddenFile(): string {
   throw new Error("No readable file under /etc to probe with");
 }
 
-async function child(args: string[]): Promise<Record<string, unknown>> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", CHILD, ...args],
-    stdout: "piped",
-    stderr: "piped",
-    env: { DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1" },
-  }).output();
-  const stdout = new TextDecoder().decode(out.stdout).trim();
-  const stderr = new TextDecoder().decode(out.stderr);
-  assert.equal(out.code, 0, `${args[0]}: ${stderr}`);
-  return JSON.parse(stdout.split("\n").at(-1)!);
-}
+const child = jailChild;
 
 Deno.test("landlock: rights follow the ABI", () => {
   assert.equal(fsRightsForAbi(0), 0n);

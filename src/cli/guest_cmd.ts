@@ -5,7 +5,7 @@
  */
 
 import { EXIT_CODE, VoltError } from "../errors.ts";
-import { cacheDir, exists, writeAtomic } from "../guest/cache.ts";
+import { writeAtomic } from "../guest/cache.ts";
 import { type CpioEntry, gunzip, gzip, readCpio, writeCpio } from "../guest/cpio.ts";
 import {
   buildDefaultInitramfs,
@@ -159,10 +159,4 @@ function readInput(path: string, what: string): Uint8Array {
     }
     throw new VoltError(`${what} ${path} cannot be read: ${(e as Error).message}`, "noinput");
   }
-}
-
-/** Where guest artifacts are cached. */
-export function cacheLocation(): string {
-  const dir = cacheDir();
-  return exists(dir) ? dir : `${dir} (empty)`;
 }
