@@ -70,7 +70,7 @@ Deno.test({
       }
     };
     const exit = await vm.run(120_000);
-    assert.match(out, /\nvolt-42\r?\n/, out.slice(-2000));
+    assert.match(out, /\nvolt-42\r?\n/, `${exit.message}\n${out.slice(-2000)}`);
     assert.equal(exit.code, 5, exit.message);
   },
 });
