@@ -14,6 +14,12 @@ import { I8042 } from "../src/devices/i8042.ts";
 import { writeCpio } from "../src/guest/cpio.ts";
 import { debianKernelPaths } from "../src/guest/kernels.ts";
 import { makeBzImage, makeElf } from "../tests/images.ts";
+import { buildFilter, MONITOR_POLICY } from "../src/sandbox/seccomp.ts";
+import { run as runBpf } from "../src/sandbox/bpf.ts";
+import { AUDIT_ARCH_X86_64 } from "../ffi/seccomp.ts";
+import { SYSCALLS } from "../ffi/syscalls.ts";
+import { EXIT, RUN } from "../ffi/kvm.ts";
+import { VcpuLoop } from "../src/vmm/vcpu_loop.ts";
 
 const deb = debianKernelPaths();
 const vmlinux = deb
@@ -64,4 +70,41 @@ const files = Array.from({ length: 400 }, (_, i) => ({
 }));
 Deno.bench("cpio: 400 files of 1 KiB", () => {
   writeCpio(files);
+});
+
+Deno.bench("seccomp: build the monitor's BPF program", { group: "sandbox" }, () => {
+  buildFilter(MONITOR_POLICY);
+});
+
+const program = buildFilter(MONITOR_POLICY);
+const futex = {
+  nr: SYSCALLS.futex,
+  arch: AUDIT_ARCH_X86_64,
+  ip: 0n,
+  args: [0n, 0n, 0n, 0n, 0n, 0n],
+};
+Deno.bench("seccomp: emulate the filter on futex (last plain entry)", { group: "sandbox" }, () => {
+  runBpf(program, futex);
+});
+
+// A kvm_run page holding a 1-byte OUT to the UART, dispatched as the vCPU
+// loop does after KVM_RUN returns (without the ioctl).
+const runPage = new Uint8Array(4096);
+const rv = new DataView(runPage.buffer);
+rv.setUint32(RUN.exit_reason, EXIT.IO, true);
+rv.setUint8(RUN.io_direction, 1);
+rv.setUint8(RUN.io_size, 1);
+rv.setUint16(RUN.io_port, 0x3f8, true);
+rv.setUint32(RUN.io_count, 1, true);
+rv.setBigUint64(RUN.io_data_offset, 2048n, true);
+const loop = new VcpuLoop({
+  id: 0,
+  fd: -1,
+  run: runPage,
+  pio: bus,
+  mmio: new Bus(),
+  ctl: new Int32Array(new SharedArrayBuffer(16)),
+});
+Deno.bench("exit dispatch: kvm_run IO exit → UART THR", { group: "exit" }, () => {
+  loop.dispatch();
 });

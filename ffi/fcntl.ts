@@ -8,3 +8,9 @@
 export const O_PATH = 0o10000000;
 /** Fail unless the path is a directory. */
 export const O_DIRECTORY = 0o200000;
+/** Open for writing only. */
+export const O_WRONLY = 0o1;
+/** Create the file if it does not exist. */
+export const O_CREAT = 0o100;
+/** Truncate an existing file to length 0. */
+export const O_TRUNC = 0o1000;

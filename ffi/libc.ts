@@ -18,6 +18,8 @@ export const LIBC_CANDIDATES = [
 const symbols = {
   open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
   close: { parameters: ["i32"], result: "i32" },
+  write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  madvise: { parameters: ["usize", "usize", "i32"], result: "i32" },
   // ioctl is variadic: one fixed-arity alias per argument kind.
   ioctl: { parameters: ["i32", "u32", "usize"], result: "i32" },
   ioctl_buf: { name: "ioctl", parameters: ["i32", "u32", "buffer"], result: "i32" },
@@ -141,6 +143,11 @@ export const MAP_PRIVATE = 0x02;
 export const MAP_ANONYMOUS = 0x20;
 /** Do not reserve swap: guest RAM is touched lazily. */
 export const MAP_NORESERVE = 0x4000;
+/**
+ * `madvise(2)`: fault a range in, writable, in one call (Linux 5.14;
+ * include/uapi/asm-generic/mman-common.h).
+ */
+export const MADV_POPULATE_WRITE = 23;
 
 /**
  * Opens `path` with libc (Deno's own open would need broad permissions for

@@ -13,6 +13,7 @@ export const EXIT_CODE = {
   noinput: 66,
   kvm: 69,
   internal: 70,
+  cantCreate: 73,
   tripleFault: 80,
   failEntry: 81,
   internalError: 82,
@@ -24,7 +25,7 @@ export const EXIT_CODE = {
 } as const;
 
 /** A cause of failure. */
-export type ErrorKind = "usage" | "input" | "noinput" | "kvm" | "internal";
+export type ErrorKind = "usage" | "input" | "noinput" | "kvm" | "internal" | "cantCreate";
 
 /**
  * An expected failure: the CLI prints its message alone and exits with the

@@ -5,6 +5,8 @@
 import assert from "node:assert/strict";
 import * as kvm from "../ffi/kvm.ts";
 import * as bp from "../ffi/bootparam.ts";
+import * as fcntl from "../ffi/fcntl.ts";
+import * as libc from "../ffi/libc.ts";
 import { ccAvailable, tmpDir } from "./helpers.ts";
 
 const tables: Record<string, Record<string, number>> = {
@@ -18,6 +20,14 @@ const tables: Record<string, Record<string, number>> = {
   REGS: kvm.REGS,
   BOOT_PARAMS: bp.BOOT_PARAMS,
   SETUP: bp.SETUP,
+  FCNTL: { ...fcntl, O_CLOEXEC: libc.O_CLOEXEC, O_RDWR: libc.O_RDWR },
+  MMAN: {
+    MADV_POPULATE_WRITE: libc.MADV_POPULATE_WRITE,
+    MAP_NORESERVE: libc.MAP_NORESERVE,
+    MAP_ANONYMOUS: libc.MAP_ANONYMOUS,
+    MAP_PRIVATE: libc.MAP_PRIVATE,
+    MAP_SHARED: libc.MAP_SHARED,
+  },
 };
 const scalars: Record<string, number> = {
   BOOT_PARAMS_SIZE: bp.BOOT_PARAMS_SIZE,
@@ -25,7 +35,7 @@ const scalars: Record<string, number> = {
 };
 
 Deno.test({
-  name: "ffi/ layouts and ioctl numbers equal <linux/kvm.h> and <asm/bootparam.h>",
+  name: "ffi/ layouts and ioctl numbers equal <linux/kvm.h>, <asm/bootparam.h> and <fcntl.h>",
   ignore: !ccAvailable(),
   fn() {
     const dir = tmpDir();

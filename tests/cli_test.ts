@@ -58,6 +58,30 @@ const cases: Array<[string, string[], number, RegExp]> = [
     /^Kernel command line is \d+ bytes; this kernel takes at most 2047$/,
   ],
   ["unknown flag", ["--kernel", elf, "--frobnicate"], 64, /^Unknown option '--frobnicate'/],
+  [
+    "a required sandbox turned off",
+    ["--kernel", elf, "--require-sandbox", "--no-landlock"],
+    64,
+    /^--require-sandbox conflicts with --no-landlock$/,
+  ],
+  [
+    "seccomp logging without seccomp",
+    ["--kernel", elf, "--no-seccomp", "--seccomp-log"],
+    64,
+    /^--seccomp-log conflicts with --no-seccomp$/,
+  ],
+  [
+    "metrics file in a missing directory",
+    ["--kernel", elf, "--metrics-json", `${dir}/no/such/dir/m.json`],
+    73,
+    /^Cannot write metrics to .*m\.json: ENOENT$/,
+  ],
+  [
+    "a forged jail state",
+    ["--kernel", elf, "--jail-state", "e30="],
+    64,
+    /^--jail-state is internal to volt and this value is damaged$/,
+  ],
   ["unknown log level", ["--kernel", elf, "--log-level", "loud"], 64, /^Unknown log level: loud/],
   ["unknown template", ["--kernel", elf, "--cpu-template", "m5"], 64, /^Unknown CPU template: m5/],
   [

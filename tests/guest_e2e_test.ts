@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { microvmKernelPaths } from "../src/guest/default_guest.ts";
 import { isPvmHost } from "../src/vmm/host.ts";
-import { needsKvm, ROOT, runCli } from "./helpers.ts";
+import { needsKvm, ROOT, runCli, tmpDir } from "./helpers.ts";
 
 const built = await microvmKernelPaths();
 if (!built && Deno.env.get("CI") === "true") {
@@ -37,11 +37,35 @@ Deno.test({
 Deno.test({
   ...opts,
   ignore: opts.ignore || pvm,
-  name: "default guest: a failing guest command's status is the monitor's exit code",
+  name: "default guest: a failing command's status is volt's; --metrics-json has the boot time",
   async fn() {
-    const r = await runCli(["run", "--append", 'volt.cmd="exit 3"'], { timeout: 300_000 });
+    const metrics = `${tmpDir()}/boot.json`;
+    const r = await runCli(
+      ["run", "--append", 'volt.cmd="exit 3"', "--metrics-json", metrics, "--log-level", "info"],
+      { timeout: 300_000 },
+    );
     assert.match(r.stdout, /VOLT VM READY/, `${r.stderr}\n${r.stdout.slice(-2000)}`);
     assert.equal(r.code, 3, r.stderr);
+    const m = JSON.parse(Deno.readTextFileSync(metrics));
+    assert.deepEqual(m.exit, {
+      cause: "guest-exit",
+      code: 3,
+      message: "Guest exited with status 3",
+    });
+    const phases = m.phases.map((p: { phase: string }) => p.phase);
+    for (
+      const p of ["runtime up", "jail entered", "kvm opened", "seccomp installed", "first KVM_RUN"]
+    ) {
+      assert.ok(phases.includes(p), `no "${p}" in ${phases.join(", ")}`);
+    }
+    // Phases are in order, and the guest's boot-timer write comes last.
+    const times = m.phases.map((p: { ms: number }) => p.ms);
+    assert.deepEqual(times, [...times].sort((a: number, b: number) => a - b));
+    assert.ok(m.vmmInitMs > 0 && m.guestBootMs > m.vmmInitMs, JSON.stringify(m));
+    assert.equal(m.guestKernelMs, m.guestBootMs - m.vmmInitMs);
+    assert.equal(m.guest.memoryMiB, 128);
+    // The same moment in the info log, from the boot-timer port.
+    assert.match(r.stderr, new RegExp(`Guest boot time: ${m.guestBootMs.toFixed(1)} ms`));
   },
 });
 

@@ -63,6 +63,31 @@ export const emulationFailure = () =>
   jmp rax
 msg: .asciz "jumping\\n"`);
 
+/**
+ * A hostile guest: floods the POST port, an unclaimed port and the i8042
+ * data port, writes and reads unbacked guest-physical memory (MMIO exits
+ * nothing claims), prints a marker, then does all of it forever.
+ */
+export const hostile = () =>
+  assembleElf(`
+  mov rdi, 0x30000000
+  mov ecx, 3000
+2: out 0x80, al
+  mov dx, 0x2345
+  out dx, al
+  out 0x60, al
+  mov dword ptr [rdi], 0xdeadbeef
+  mov ebx, dword ptr [rdi + 8]
+  loop 2b
+${PRINT("msg")}
+1: out 0x80, al
+  mov dx, 0x2345
+  in al, dx
+  mov dword ptr [rdi], ecx
+  inc ecx
+  jmp 1b
+msg: .asciz "hostile\n"`);
+
 /** Prints a marker then spins forever (SIGTERM must still stop the monitor). */
 export const spin = () => assembleElf(`${PRINT("msg")}\n1: jmp 1b\nmsg: .asciz "spinning\\n"`);
 

@@ -80,6 +80,53 @@ export async function runCli(
   };
 }
 
+/** A CLI run in progress, stopped at a marker on its stdout. */
+export interface CliChild {
+  child: Deno.ChildProcess;
+  /** stdout up to and including the marker. */
+  seen: string;
+  /** Sends `signal` (if given) and collects the rest, killing after `timeout` ms. */
+  finish(signal?: Deno.Signal, timeout?: number): Promise<CliResult>;
+}
+
+/**
+ * Starts `deno run -A mod.ts ...args` and resolves once `marker` appears on
+ * its stdout (or the output ends).
+ */
+export async function startCliUntil(args: string[], marker: string): Promise<CliChild> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", `${ROOT}/mod.ts`, ...args],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    env: { DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1" },
+  }).spawn();
+  const reader = child.stdout.getReader();
+  const dec = new TextDecoder();
+  let seen = "";
+  while (!seen.includes(marker)) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    seen += dec.decode(value, { stream: true });
+  }
+  reader.releaseLock();
+  return {
+    child,
+    seen,
+    async finish(signal?: Deno.Signal, timeout = 30_000) {
+      if (signal) child.kill(signal);
+      const timer = setTimeout(() => child.kill("SIGKILL"), timeout);
+      const out = await child.output();
+      clearTimeout(timer);
+      return {
+        code: out.code,
+        stdout: seen + dec.decode(out.stdout),
+        stderr: dec.decode(out.stderr),
+      };
+    },
+  };
+}
+
 /**
  * Assembles 64-bit code (GNU as, Intel syntax) into a static ELF linked at
  * `base`, the form `volt run --kernel` boots through the 64-bit entry.

@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { createVm, type VmConfig } from "../mod.ts";
-import { needsKvm, runCli } from "./helpers.ts";
+import { needsKvm, runCli, startCliUntil } from "./helpers.ts";
 import * as g from "./guests.ts";
 
 async function boot(config: VmConfig, input?: string, timeoutMs = 60_000) {
@@ -128,27 +128,10 @@ for (const [signal, code] of [["SIGTERM", 143], ["SIGINT", 130]] as const) {
     ...needsKvm,
     name: `KVM: ${signal} stops a spinning guest with exit ${code}`,
     async fn() {
-      const { ROOT } = await import("./helpers.ts");
-      const child = new Deno.Command(Deno.execPath(), {
-        args: ["run", "-A", `${ROOT}/mod.ts`, "run", "--kernel", g.spin()],
-        stdin: "null",
-        stdout: "piped",
-        stderr: "piped",
-      }).spawn();
-      const reader = child.stdout.getReader();
-      let seen = "";
-      while (!seen.includes("spinning\n")) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        seen += new TextDecoder().decode(value);
-      }
-      reader.releaseLock();
-      child.kill(signal);
-      const timer = setTimeout(() => child.kill("SIGKILL"), 20_000);
-      const out = await child.output();
-      clearTimeout(timer);
+      const run = await startCliUntil(["run", "--kernel", g.spin()], "spinning\n");
+      const out = await run.finish(signal, 20_000);
       assert.equal(out.code, code);
-      assert.equal(new TextDecoder().decode(out.stderr), `volt: Stopped by ${signal}\n`);
+      assert.equal(out.stderr, `volt: Stopped by ${signal}\n`);
     },
   });
 }

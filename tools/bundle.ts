@@ -4,11 +4,14 @@
  * needs a runtime download this host cannot reach; the release workflow
  * does that part.
  *
- * Usage: deno run -A tools/bundle.ts
+ * Usage: deno run -A tools/bundle.ts [--out DIR]   (default dist/)
  */
 
+import { parseArgs } from "node:util";
+
 const root = new URL("..", import.meta.url).pathname;
-const dist = `${root}dist`;
+const { values } = parseArgs({ options: { out: { type: "string" } } });
+const dist = values.out ?? `${root}dist`;
 Deno.mkdirSync(dist, { recursive: true });
 const out = new Deno.Command(Deno.execPath(), {
   args: ["bundle", "--platform", "deno", "-o", `${dist}/volt.js`, `${root}src/cli/bundle_entry.ts`],
@@ -17,9 +20,12 @@ const out = new Deno.Command(Deno.execPath(), {
 }).outputSync();
 if (!out.success) Deno.exit(out.code);
 
-// The guest files are named on the command line, so reads stay broad here.
+// These flags are the outer step's, which builds or fetches the guest: the
+// guest files are named on the command line, so reads stay broad, and
+// writes go to the guest cache only. The monitor itself re-executes in its
+// jail with --allow-ffi and reads of this file, libc and the guest files.
 // FFI cannot be scoped to libc: Deno 2.9 refuses pointer views (guest RAM,
-// kvm_run) under a path-scoped --allow-ffi. Writes go to the guest cache only.
+// kvm_run) under a path-scoped --allow-ffi.
 const launcher = `#!/bin/sh
 # Volt launcher: runs the bundled monitor with its permission flags.
 here=$(dirname "$(readlink -f "$0")")
@@ -31,4 +37,4 @@ exec env DENO_NO_UPDATE_CHECK=1 deno run --quiet --no-prompt \\
 `;
 Deno.writeTextFileSync(`${dist}/volt`, launcher, { mode: 0o755 });
 const size = Deno.statSync(`${dist}/volt.js`).size;
-console.log(`dist/volt.js ${(size / 1024).toFixed(0)} KiB, launcher dist/volt`);
+console.log(`${dist}/volt.js ${(size / 1024).toFixed(0)} KiB, launcher ${dist}/volt`);

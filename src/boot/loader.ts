@@ -77,6 +77,7 @@ function loadElf(mem: GuestMemory, img: Image, protocol: BootProtocol): LoadedKe
   let end = 0;
   for (const s of elf.segments) {
     const dest = fits(mem, s.paddr, s.memsz, "The kernel");
+    mem.prefault(s.paddr, s.filesz);
     img.readAt(s.offset, dest.subarray(0, s.filesz));
     dest.subarray(s.filesz).fill(0);
     end = Math.max(end, s.paddr + s.memsz);
@@ -100,7 +101,9 @@ function loadBzImage(mem: GuestMemory, img: Image, bz: BzImage): LoadedKernel {
   // for a relocatable kernel at or below it, else the load address).
   const runAt = Math.max(HIMEM_START, bz.prefAddress);
   fits(mem, runAt, bz.initSize, "The kernel");
-  img.readAt(bz.pmOffset, fits(mem, HIMEM_START, bz.pmSize, "The kernel"));
+  const dest = fits(mem, HIMEM_START, bz.pmSize, "The kernel");
+  mem.prefault(HIMEM_START, bz.pmSize);
+  img.readAt(bz.pmOffset, dest);
   return {
     format: "bzimage",
     mode: "linux64",
@@ -143,6 +146,8 @@ export function loadInitrd(
       "input",
     );
   }
-  img.readAt(0, mem.bytes(addr, img.size));
+  const dest = mem.bytes(addr, img.size);
+  mem.prefault(addr, img.size);
+  img.readAt(0, dest);
   return { addr, size: img.size };
 }

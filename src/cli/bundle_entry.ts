@@ -10,6 +10,7 @@
 import { main } from "./main.ts";
 import { setVcpuWorkerUrl } from "../vmm/machine.ts";
 import { installVcpuThread } from "../vmm/vcpu_thread.ts";
+import { markStandalone } from "../sandbox/monitor.ts";
 
 // deno-lint-ignore no-explicit-any
 const inWorker = typeof (globalThis as any).WorkerGlobalScope !== "undefined" &&
@@ -20,5 +21,6 @@ if (inWorker) {
   installVcpuThread();
 } else {
   setVcpuWorkerUrl(new URL(import.meta.url));
+  markStandalone();
   Deno.exit(await main(Deno.args));
 }

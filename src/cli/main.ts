@@ -45,14 +45,21 @@ Run options:
   --boot PROTO         auto | pvh | linux64 (default auto)
   --cpu-template T     auto | none | pvm (default auto: pvm on PVM hosts)
   --kvm PATH           the KVM device (default /dev/kvm)
-  --seccomp            install the seccomp allow-list before the first
-                       KVM_RUN (experimental: not yet on by default)
+  --no-seccomp         skip the seccomp allow-list (on by default: any
+                       other syscall kills the monitor)
+  --seccomp-log        log syscalls outside the allow-list instead of
+                       killing (to calibrate it on a new host)
+  --no-landlock        skip Landlock (on by default: the monitor opens only
+                       the guest's files, /dev/kvm and Deno's own)
+  --require-sandbox    refuse to boot when a layer cannot be applied
+  --metrics-json PATH  write the boot phases, VMM init and guest boot time
+                       (volt-init's boot-timer write) as JSON at exit
   --log-level L        trace | debug | info | warning | error | fatal | off
                        (default warning)
 
 Exit status: the guest's status when it reports one, 0 on guest reset or
 power-off, 64 usage, 65 bad input file, 66 missing file, 69 no usable KVM,
-70 monitor failure, 80 triple fault, 81 entry failure, 82 KVM internal
+70 monitor failure, 73 cannot write an output file, 80 triple fault, 81 entry failure, 82 KVM internal
 error, 85 guest userspace cannot run on this host (PVM), 130 SIGINT,
 143 SIGTERM. In a terminal, Ctrl-A x stops the VM.
 `;

@@ -1,6 +1,11 @@
 /**
  * `volt run`: boot a microVM and wait for it.
  *
+ * It runs in two steps: the outer process resolves the guest (building or
+ * fetching it on first use), checks the inputs, jails itself and executes
+ * the jailed monitor, which boots the VM under every sandbox layer
+ * (src/sandbox/monitor.ts).
+ *
  * @module
  */
 
@@ -10,7 +15,22 @@ import type { BootProtocol } from "../boot/loader.ts";
 import { vmExit } from "../vmm/exit_reason.ts";
 import { Machine } from "../vmm/machine.ts";
 import { resolveConfig, type VmConfig } from "../vmm/config.ts";
-import { selectTemplate } from "../vmm/builder.ts";
+import { openImages, selectTemplate } from "../vmm/builder.ts";
+import { BootTrace } from "../vmm/trace.ts";
+import { bootMetrics, openMetricsFile, writeMetrics } from "../vmm/metrics.ts";
+import { enterJail } from "../sandbox/jail.ts";
+import { pathExists } from "../sandbox/landlock.ts";
+import {
+  decodeJailState,
+  encodeJailState,
+  JAIL_STATE_OPTION,
+  type JailState,
+  planJail,
+  programLocation,
+  type SandboxOptions,
+  sandboxSummary,
+  verifyJailed,
+} from "../sandbox/monitor.ts";
 import { buildFilter, installFilter, MONITOR_POLICY } from "../sandbox/seccomp.ts";
 import { resolveGuest } from "./guest_cmd.ts";
 import { parse, parseLevel } from "./main.ts";
@@ -26,8 +46,15 @@ const OPTIONS = {
   "cpu-template": { type: "string" },
   "log-level": { type: "string" },
   kvm: { type: "string" },
-  seccomp: { type: "boolean" },
+  "no-seccomp": { type: "boolean" },
+  "no-landlock": { type: "boolean" },
+  "require-sandbox": { type: "boolean" },
+  "seccomp-log": { type: "boolean" },
+  "metrics-json": { type: "string" },
+  [JAIL_STATE_OPTION]: { type: "string" },
 } as const;
+
+type Values = ReturnType<typeof parse<typeof OPTIONS>>["values"];
 
 /** Parses a whole number flag. */
 export function parseCount(s: string | undefined, what: string): number | undefined {
@@ -36,8 +63,28 @@ export function parseCount(s: string | undefined, what: string): number | undefi
   return Number(s);
 }
 
+/** The sandbox layers `v` asks for; contradictions are usage errors. */
+export function sandboxOptions(v: Partial<Values>): SandboxOptions {
+  const opts: SandboxOptions = {
+    seccomp: !v["no-seccomp"],
+    landlock: !v["no-landlock"],
+    require: !!v["require-sandbox"],
+    seccompLog: !!v["seccomp-log"],
+  };
+  if (opts.require) {
+    const off = ["no-seccomp", "no-landlock", "seccomp-log"].find((k) => v[k as keyof Values]);
+    if (off) throw new VoltError(`--require-sandbox conflicts with --${off}`, "usage");
+  }
+  if (opts.seccompLog && !opts.seccomp) {
+    throw new VoltError("--seccomp-log conflicts with --no-seccomp", "usage");
+  }
+  return opts;
+}
+
 /**
- * Boots the VM described by `args` and returns the exit code.
+ * Boots the VM described by `args` and returns the exit code. Without
+ * the hidden jail state this is the outer step, which returns only by
+ * throwing: it becomes the jailed monitor.
  *
  * @example
  * ```ts ignore
@@ -49,7 +96,7 @@ export async function runCommand(args: string[]): Promise<number> {
   const { values: v } = parse(args, OPTIONS);
   const level = parseLevel(v["log-level"]);
   configureLogging(level);
-  const log = logger("vmm");
+  const sandbox = sandboxOptions(v);
   const config: VmConfig = {
     kernel: v.kernel ?? "default",
     initrd: v.initrd,
@@ -64,13 +111,98 @@ export async function runCommand(args: string[]): Promise<number> {
     kvmDevice: v.kvm,
   };
   // Flags are checked before a default guest is built or fetched.
-  resolveConfig(config);
-  selectTemplate(config.cpuTemplate ?? "auto");
+  const cfg = resolveConfig(config);
+  const template = selectTemplate(config.cpuTemplate ?? "auto");
+  const state = v[JAIL_STATE_OPTION];
+  if (state === undefined) return await jail(v, cfg, template.name, sandbox);
+  return await boot({ ...config, cpuTemplate: template.name }, decodeJailState(state), sandbox);
+}
+
+/** The outer step: resolve and check the guest, jail, become the monitor. */
+async function jail(
+  v: Values,
+  cfg: ReturnType<typeof resolveConfig>,
+  template: string,
+  sandbox: SandboxOptions,
+): Promise<never> {
+  const trace = new BootTrace();
+  trace.mark("runtime up", 0);
   const guest = await resolveGuest(v.kernel, v.initrd);
-  const machine = await Machine.create(
-    { ...config, ...guest },
-    (m) => log.trace("{ms} ms {phase}", { ms: m.ms.toFixed(2), phase: m.phase }),
-  );
+  // A missing or unreadable file fails here, with its own message, before
+  // a jail rule would fail on it; a bad kernel fails in the monitor, before
+  // KVM is opened, as without a jail.
+  for (const image of Object.values(openImages({ ...cfg, ...guest }))) image?.close();
+  const kernel = Deno.realPathSync(guest.kernel);
+  const initrd = guest.initrd === undefined ? undefined : Deno.realPathSync(guest.initrd);
+  trace.mark("guest resolved");
+
+  // Options the monitor gets again, with the guest and template resolved.
+  const inner = [
+    "run",
+    `--kernel=${kernel}`,
+    `--cpu-template=${template}`,
+    `--kvm=${cfg.kvmDevice}`,
+  ];
+  if (initrd) inner.push(`--initrd=${initrd}`);
+  for (const k of ["cmdline", "append", "memory", "cpus", "boot", "log-level"] as const) {
+    if (v[k] !== undefined) inner.push(`--${k}=${v[k]}`);
+  }
+  for (const k of ["no-seccomp", "seccomp-log", "require-sandbox"] as const) {
+    if (v[k]) inner.push(`--${k}`);
+  }
+  const plan = planJail({
+    program: programLocation(),
+    readFiles: initrd ? [kernel, initrd] : [kernel],
+    // A missing device takes no rule; the monitor then reports it.
+    readWrite: pathExists(cfg.kvmDevice) ? [cfg.kvmDevice] : [],
+    args: inner,
+    landlock: sandbox.landlock,
+  });
+  const metricsFd = v["metrics-json"] === undefined
+    ? undefined
+    : openMetricsFile(v["metrics-json"]);
+  const log = logger("sandbox");
+  for (const r of plan.rules ?? []) log.debug("Landlock: {access} {path}", { ...r });
+  log.debug("Jailed monitor: {args}", { args: plan.exec.args.join(" ") });
+  return enterJail({
+    landlockRules: plan.rules,
+    requireLandlock: sandbox.require,
+    warn: (line) => log.warn("{line}", { line }),
+    then: (applied) => {
+      if (sandbox.require && !applied.bounding) {
+        throw new VoltError(
+          "--require-sandbox: the capability bounding set cannot be emptied (no CAP_SETPCAP)",
+          "internal",
+        );
+      }
+      trace.mark("jail entered");
+      const state: JailState = {
+        origin: performance.timeOrigin,
+        marks: trace.marks,
+        metricsFd,
+        ...applied,
+      };
+      return {
+        ...plan.exec,
+        args: [...plan.exec.args, `--${JAIL_STATE_OPTION}=${encodeJailState(state)}`],
+      };
+    },
+  });
+}
+
+/** The jailed monitor: boot under every layer, wait, report. */
+async function boot(config: VmConfig, state: JailState, sandbox: SandboxOptions): Promise<number> {
+  const log = logger("vmm");
+  const onMark = (m: { ms: number; phase: string }) =>
+    log.trace("{ms} ms {phase}", { ms: m.ms.toFixed(2), phase: m.phase });
+  state.marks.forEach(onMark);
+  verifyJailed(state);
+  const machine = await Machine.create(config, {
+    onMark,
+    traceOrigin: state.origin,
+    startPhase: "jailed runtime up",
+  });
+  machine.onReady = (ms) => log.info("Guest boot time: {ms} ms", { ms: ms.toFixed(1) });
   const onSignal = (name: "SIGINT" | "SIGTERM", code: number) => () =>
     machine.stop(vmExit("host-signal", `Stopped by ${name}`, undefined, code));
   const sigint = onSignal("SIGINT", EXIT_CODE.sigint);
@@ -78,29 +210,55 @@ export async function runCommand(args: string[]): Promise<number> {
   Deno.addSignalListener("SIGINT", sigint);
   Deno.addSignalListener("SIGTERM", sigterm);
   try {
+    // The guest's files and the vCPU workers' modules are loaded: the
+    // monitor reads nothing more through Deno.
+    Deno.permissions.revokeSync({ name: "read" });
+    machine.trace.mark("deno reads revoked");
+    let seccomp: { syscalls: number; instructions: number; log: boolean } | "off" = "off";
+    if (sandbox.seccomp) {
+      // Every vCPU thread exists: from here on, a syscall outside the
+      // allow-list kills the whole process (TSYNC).
+      const policy = sandbox.seccompLog
+        ? { ...MONITOR_POLICY, defaultAction: "log" as const }
+        : MONITOR_POLICY;
+      const program = buildFilter(policy);
+      installFilter(program, { log: sandbox.seccompLog });
+      machine.trace.mark("seccomp installed");
+      seccomp = {
+        syscalls: policy.rules.length,
+        instructions: program.length,
+        log: sandbox.seccompLog,
+      };
+    }
     log.info("Booting {kernel} ({format}, {mode} entry), {mem} MiB, {cpus} vCPU, template {t}", {
-      kernel: guest.kernel,
+      kernel: config.kernel,
       format: machine.built.kernel.format,
       mode: machine.built.kernel.mode,
       mem: machine.built.memory.size >> 20,
       cpus: machine.built.vcpus.length,
       t: machine.built.template.name,
     });
-    if (v.seccomp) {
-      // Opt-in until the allow-list covers the signal path (SIGTERM under
-      // the filter currently ends in SIGSYS). Set-up is done and every vCPU
-      // thread exists: from here on, any syscall outside the allow-list
-      // kills the whole process (TSYNC).
-      installFilter(buildFilter(MONITOR_POLICY));
-      machine.trace.mark("seccomp installed");
-      log.info("Sandbox: seccomp allow-list of {n} syscalls on every thread", {
-        n: MONITOR_POLICY.rules.length,
-      });
-    }
+    logger("sandbox").info("{line}", { line: sandboxSummary({ seccomp, state, revoked: true }) });
     machine.trace.mark("first KVM_RUN");
     machine.start();
     const exit = await machine.wait();
     await machine.settled();
+    if (state.metricsFd !== undefined) {
+      writeMetrics(
+        state.metricsFd,
+        bootMetrics({
+          origin: state.origin,
+          phases: [...state.marks, ...machine.trace.marks],
+          guest: {
+            kernel: config.kernel,
+            initrd: config.initrd,
+            memoryMiB: machine.built.memory.size >> 20,
+            cpus: machine.built.vcpus.length,
+          },
+          exit,
+        }),
+      );
+    }
     const clean = exit.code === 0 || exit.cause === "guest-exit";
     if (clean) log.info("{message}", { message: exit.message });
     else Deno.stderr.writeSync(new TextEncoder().encode(`volt: ${exit.message}\n`));

@@ -69,7 +69,7 @@ export function denoRuntimeRules(): LandlockRule[] {
   }
   // A missing cache directory could not take a rule, and Deno creates it
   // on first use.
-  Deno.mkdirSync(denoDir(), { recursive: true });
+  if (!exists(denoDir())) Deno.mkdirSync(denoDir(), { recursive: true });
   rules.push({ path: denoDir(), access: "readwrite" });
   return rules;
 }
@@ -95,8 +95,19 @@ export interface JailOptions {
   requireLandlock?: boolean;
   /** Receives one line when Landlock is skipped (default: stderr). */
   warn?: (line: string) => void;
-  /** What to execute once restricted. */
-  then: JailExec;
+  /**
+   * What to execute once restricted; a function learns what was applied
+   * (to pass it on).
+   */
+  then: JailExec | ((applied: JailApplied) => JailExec);
+}
+
+/** What {@linkcode enterJail} applied before executing. */
+export interface JailApplied {
+  /** Landlock's ABI and rule count, or why it was not applied. */
+  landlock: { abi: number; rules: number } | { skipped: string };
+  /** The capability bounding set was emptied (needs CAP_SETPCAP). */
+  bounding: boolean;
 }
 
 // The kernel reads argv and envp during execve; these keep every C string
@@ -141,17 +152,20 @@ export function enterJail(opts: JailOptions): never {
   if (l.prctl(PR_SET_NO_NEW_PRIVS, 1n, 0n, 0n, 0n) !== 0) {
     throw new VoltError(`Setting no_new_privs failed: ${errnoName(errno())}`, "internal");
   }
+  let landlock: JailApplied["landlock"] = { skipped: "off" };
   if (opts.landlockRules) {
-    const r = applyLandlock(opts.landlockRules);
+    const r = applyLandlock(opts.landlockRules, { denyTcp: true });
     if ("unsupported" in r) {
       if (opts.requireLandlock) throw new VoltError(r.unsupported, "internal");
       (opts.warn ?? ((line: string) => console.error(line)))(`${r.unsupported}; going on`);
-    }
+      landlock = { skipped: `unavailable (${r.unsupported})` };
+    } else landlock = { abi: r.abi, rules: opts.landlockRules.length };
   }
-  dropCapabilities();
+  const { bounding } = dropCapabilities();
 
-  const { execPath, args } = opts.then;
-  const env = opts.then.env ?? Deno.env.toObject();
+  const then = typeof opts.then === "function" ? opts.then({ landlock, bounding }) : opts.then;
+  const { execPath, args } = then;
+  const env = then.env ?? Deno.env.toObject();
   const path = cstr(execPath);
   const argv = cArray([execPath, ...args]);
   const envp = cArray(Object.entries(env).map(([k, v]) => `${k}=${v}`));

@@ -11,7 +11,7 @@
  */
 
 import { errnoName } from "../../ffi/errno.ts";
-import { O_PATH } from "../../ffi/fcntl.ts";
+import { O_DIRECTORY, O_PATH } from "../../ffi/fcntl.ts";
 import {
   ACCESS_FILE,
   ACCESS_FS,
@@ -30,6 +30,35 @@ import { VoltError } from "../errors.ts";
 
 const ENOSYS = 38;
 const EOPNOTSUPP = 95;
+
+/**
+ * Whether `path` is a directory, asked of the kernel: Deno refuses to stat
+ * device files such as /dev/kvm without --allow-all.
+ */
+function isDirectory(path: string): boolean {
+  const l = libc();
+  const fd = l.open(cstr(path), O_PATH | O_DIRECTORY | O_CLOEXEC, 0);
+  if (fd < 0) return false;
+  l.close(fd);
+  return true;
+}
+
+/**
+ * Whether `path` exists, asked of the kernel (see {@linkcode isDirectory}).
+ *
+ * @example
+ * ```ts
+ * import { pathExists } from "./landlock.ts";
+ * pathExists("/"); // true
+ * ```
+ */
+export function pathExists(path: string): boolean {
+  const l = libc();
+  const fd = l.open(cstr(path), O_PATH | O_CLOEXEC, 0);
+  if (fd < 0) return false;
+  l.close(fd);
+  return true;
+}
 
 /** How much of a path a rule grants. */
 export type LandlockAccess = "read" | "readwrite" | "exec-read";
@@ -165,7 +194,7 @@ export class Ruleset {
       throw new VoltError(`Landlock rule path ${path} cannot be opened: ${errnoName(errno())}`);
     }
     try {
-      if (!Deno.statSync(path).isDirectory) mask &= ACCESS_FILE;
+      if (!isDirectory(path)) mask &= ACCESS_FILE;
       const attr = new Uint8Array(PATH_BENEATH_ATTR.size);
       const v = new DataView(attr.buffer);
       v.setBigUint64(PATH_BENEATH_ATTR.allowed_access, mask, true);

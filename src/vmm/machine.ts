@@ -34,6 +34,20 @@ interface VcpuThread {
 
 const noop = () => {};
 
+let kickHandler = false;
+
+/**
+ * A kick must interrupt KVM_RUN, not kill the process. The handler stays
+ * for the life of the process: Deno restores the default action (which
+ * terminates) when the last listener goes, and a kick sent while a vCPU
+ * was on its way out can arrive after its VM is cleaned up.
+ */
+function ensureKickHandler(): void {
+  if (kickHandler) return;
+  Deno.addSignalListener("SIGUSR2", noop);
+  kickHandler = true;
+}
+
 let workerUrl: URL = new URL("./vcpu_worker.ts", import.meta.url);
 
 /**
@@ -42,6 +56,16 @@ let workerUrl: URL = new URL("./vcpu_worker.ts", import.meta.url);
  */
 export function setVcpuWorkerUrl(url: URL): void {
   workerUrl = url;
+}
+
+/** Options of {@linkcode Machine.create}. */
+export interface CreateOptions {
+  /** Called with each boot phase as it happens. */
+  onMark?: (m: Mark) => void;
+  /** Epoch ms that trace times count from (default: this runtime's start). */
+  traceOrigin?: number;
+  /** Name of the first phase, this runtime's start (default "runtime up"). */
+  startPhase?: string;
 }
 
 /**
@@ -63,7 +87,10 @@ export class Machine {
   readonly built: BuiltVm;
   /** Receives console bytes when `console` is `message`. */
   onConsole: (bytes: Uint8Array) => void = noop;
-  /** Called once when the guest reports ready on the boot-timer port. */
+  /**
+   * Called once when the guest reports ready on the boot-timer port, with
+   * the time since the trace's origin.
+   */
   onReady: (msSinceStart: number) => void = noop;
 
   private readonly threads: VcpuThread[];
@@ -106,9 +133,9 @@ export class Machine {
    * Builds the VM: workers spawn first and load while the main thread opens
    * KVM and loads the kernel.
    */
-  static async create(config: VmConfig, onMark?: (m: Mark) => void): Promise<Machine> {
-    const trace = new BootTrace(onMark);
-    trace.mark("runtime up", 0);
+  static async create(config: VmConfig, opts: CreateOptions = {}): Promise<Machine> {
+    const trace = new BootTrace(opts.onMark, opts.traceOrigin);
+    trace.mark(opts.startPhase ?? "runtime up", 0);
     const cfg = resolveConfig(config);
     const threads: VcpuThread[] = [];
     const loaded: Promise<void>[] = [];
@@ -132,9 +159,7 @@ export class Machine {
       throw e;
     }
     const m = new Machine(cfg, trace, threads, built);
-    // A kick must interrupt KVM_RUN, not kill the process.
-    Deno.addSignalListener("SIGUSR2", noop);
-    m.cleanups.push(() => Deno.removeSignalListener("SIGUSR2", noop));
+    ensureKickHandler();
     await Promise.all(loaded);
     trace.mark("vcpu workers loaded");
     return m;
@@ -187,9 +212,8 @@ export class Machine {
         if (this.exit) this.kick(t);
         break;
       case "ready": {
-        const ms = e.at - performance.timeOrigin;
-        this.trace.mark("guest ready", ms);
-        this.onReady(ms);
+        const m = this.trace.mark("guest ready", e.at - performance.timeOrigin);
+        this.onReady(m.ms);
         break;
       }
       case "exit":

@@ -8,7 +8,7 @@
 /** One phase boundary. */
 export interface Mark {
   phase: string;
-  /** Milliseconds since the runtime started. */
+  /** Milliseconds since the trace's origin (by default, this runtime's start). */
   ms: number;
 }
 
@@ -26,15 +26,22 @@ export interface Mark {
 export class BootTrace {
   readonly marks: Mark[] = [];
   private readonly listener?: (m: Mark) => void;
+  private readonly offset: number;
 
-  constructor(listener?: (m: Mark) => void) {
+  /**
+   * `origin` (epoch ms, default this runtime's start) is time zero: a
+   * monitor that re-executed itself counts from the first runtime.
+   */
+  constructor(listener?: (m: Mark) => void, origin: number = performance.timeOrigin) {
     this.listener = listener;
+    this.offset = performance.timeOrigin - origin;
   }
 
-  /** Records `phase` now. */
-  mark(phase: string, ms: number = performance.now()): void {
-    const m = { phase, ms };
+  /** Records `phase` at `ms` since this runtime's start (default now). */
+  mark(phase: string, ms: number = performance.now()): Mark {
+    const m = { phase, ms: ms + this.offset };
     this.marks.push(m);
     this.listener?.(m);
+    return m;
   }
 }

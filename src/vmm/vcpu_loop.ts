@@ -75,7 +75,6 @@ export class VcpuLoop {
   run(): VmExit {
     const l = libc();
     const { fd, ctl, run } = this.c;
-    const dv = this.dv;
     for (;;) {
       if (Atomics.load(ctl, CTL.stop) !== 0) {
         return vmExit("host-stop", "Stopped by the host", this.c.id);
@@ -89,15 +88,24 @@ export class VcpuLoop {
         }
         return vmExit("monitor-error", `KVM_RUN failed: ${errnoName(e)}`, this.c.id);
       }
-      const reason = dv.getUint32(RUN.exit_reason, true);
-      if (reason === EXIT.IO) this.io();
-      else if (reason === EXIT.MMIO) this.mmio();
-      else {
-        const exit = this.other(reason);
-        if (exit) return exit;
-      }
-      if (this.pending) return this.pending;
+      const exit = this.dispatch();
+      if (exit) return exit;
     }
+  }
+
+  /**
+   * Handles the exit described in `kvm_run` (port and MMIO accesses in
+   * place); returns why the VM stops, if it does.
+   */
+  dispatch(): VmExit | undefined {
+    const reason = this.dv.getUint32(RUN.exit_reason, true);
+    if (reason === EXIT.IO) this.io();
+    else if (reason === EXIT.MMIO) this.mmio();
+    else {
+      const exit = this.other(reason);
+      if (exit) return exit;
+    }
+    return this.pending;
   }
 
   private io(): void {

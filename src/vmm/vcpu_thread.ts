@@ -114,7 +114,20 @@ function start(m: VcpuStart): void {
  */
 export function installVcpuThread(): void {
   self.onmessage = (e: MessageEvent<VcpuStart>) => {
-    if (e.data.type === "start") start(e.data);
+    if (e.data.type !== "start") return;
+    try {
+      start(e.data);
+    } catch (err) {
+      const exit = vmExit(
+        "monitor-error",
+        `vCPU ${e.data.id}: ${(err as Error).message}`,
+        e.data.id,
+      );
+      post({ type: "exit", exit });
+    }
   };
+  // Open libc while the monitor may still read files: the jailed monitor
+  // revokes its reads once every worker is loaded.
+  libc();
   post({ type: "loaded" });
 }

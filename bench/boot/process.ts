@@ -1,0 +1,89 @@
+/**
+ * Timing a monitor process from spawn to a line on its console.
+ *
+ * @module
+ */
+
+/** One timed run. */
+export interface TimedRun {
+  pid: number;
+  /** Epoch ms right before the spawn. */
+  spawnEpoch: number;
+  /** ms from spawn to the marker; undefined if it never came. */
+  markerMs?: number;
+  /** Exit code (after the kill, if one was sent). */
+  code: number;
+  /** Console output (stdout) and stderr. */
+  stdout: string;
+  stderr: string;
+}
+
+/** Options of {@linkcode runUntil}. */
+export interface RunUntilOptions {
+  /** Give up (and kill) after this long. */
+  timeoutMs: number;
+  /** Called once the marker is seen, with the pid (e.g. to read /proc). */
+  atMarker?: (pid: number) => void | Promise<void>;
+  /** Kill once the marker is seen (and `atMarker` is done); else wait for the exit. */
+  killAtMarker?: boolean;
+  /** Stop at this line on stderr instead (QEMU's trace). */
+  stderrMarker?: string;
+}
+
+/**
+ * Spawns `cmd args`, records when `marker` first appears on stdout, and
+ * collects the rest.
+ *
+ * @example
+ * ```ts ignore
+ * import { runUntil } from "./process.ts";
+ * const r = await runUntil("qemu-system-x86_64", args, "VOLT VM READY", { timeoutMs: 60_000 });
+ * ```
+ */
+export async function runUntil(
+  cmd: string,
+  args: string[],
+  marker: string,
+  opts: RunUntilOptions,
+): Promise<TimedRun> {
+  const spawnEpoch = performance.timeOrigin + performance.now();
+  const t0 = performance.now();
+  const child = new Deno.Command(cmd, {
+    args,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    env: { DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1" },
+  }).spawn();
+  let markerMs: number | undefined;
+  const timer = setTimeout(() => child.kill("SIGKILL"), opts.timeoutMs);
+  let hit: () => void;
+  const seen = new Promise<void>((r) => (hit = r));
+  const watch = async (stream: ReadableStream<Uint8Array>, what: string | undefined) => {
+    const dec = new TextDecoder();
+    let text = "";
+    for await (const chunk of stream) {
+      text += dec.decode(chunk, { stream: true });
+      if (what !== undefined && markerMs === undefined && text.includes(what)) {
+        markerMs = performance.now() - t0;
+        hit();
+      }
+    }
+    return text;
+  };
+  const outP = watch(child.stdout, opts.stderrMarker === undefined ? marker : undefined);
+  const errP = watch(child.stderr, opts.stderrMarker);
+  const status = child.status;
+  await Promise.race([seen, status]);
+  if (markerMs !== undefined) {
+    await opts.atMarker?.(child.pid);
+    if (opts.killAtMarker) {
+      try {
+        child.kill("SIGKILL");
+      } catch { /* already gone */ }
+    }
+  }
+  const { code } = await status;
+  clearTimeout(timer);
+  return { pid: child.pid, spawnEpoch, markerMs, code, stdout: await outP, stderr: await errP };
+}

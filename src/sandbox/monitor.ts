@@ -1,0 +1,275 @@
+/**
+ * The sandbox of `volt run`, end to end.
+ *
+ * The outer process (any permissions) resolves the guest, then jails
+ * itself (no_new_privs, Landlock, every capability dropped) and executes
+ * `deno run` again with the narrowest Deno permissions: `--allow-ffi` and
+ * reads of the program, libc and the guest files. The inner process, the
+ * monitor proper, checks that it is jailed, revokes its reads once the
+ * guest and the vCPU workers are loaded, and installs the seccomp
+ * allow-list on every thread right before the first KVM_RUN.
+ *
+ * @module
+ */
+
+import { errnoName } from "../../ffi/errno.ts";
+import { errno, libc, libcPath } from "../../ffi/libc.ts";
+import { PR_CAPBSET_READ, PR_GET_NO_NEW_PRIVS } from "../../ffi/prctl.ts";
+import { VoltError } from "../errors.ts";
+import type { Mark } from "../vmm/trace.ts";
+import { capLastCap, getCapabilities } from "./caps.ts";
+import { denoRuntimeRules, type JailExec } from "./jail.ts";
+import type { LandlockRule } from "./landlock.ts";
+
+/** Which layers a run asks for. */
+export interface SandboxOptions {
+  /** Install the seccomp allow-list (default on; `--no-seccomp`). */
+  seccomp: boolean;
+  /** Apply Landlock (default on; `--no-landlock`). */
+  landlock: boolean;
+  /** Refuse to run when a layer cannot be applied (`--require-sandbox`). */
+  require: boolean;
+  /** Log instead of killing on a syscall outside the allow-list (calibration). */
+  seccompLog: boolean;
+}
+
+/** What the outer process tells the jailed monitor. */
+export interface JailState {
+  /** Epoch ms of the outer runtime's start: trace times count from there. */
+  origin: number;
+  /** Phases of the outer process, in ms since `origin`. */
+  marks: Mark[];
+  /** Landlock's ABI and rule count, or why it was not applied. */
+  landlock: { abi: number; rules: number } | { skipped: string };
+  /** The capability bounding set was emptied (needs CAP_SETPCAP). */
+  bounding: boolean;
+  /** Descriptor, inherited across `execve`, that `--metrics-json` goes to. */
+  metricsFd?: number;
+}
+
+/** The hidden `volt run` option that carries a {@linkcode JailState}. */
+export const JAIL_STATE_OPTION = "jail-state";
+
+/**
+ * Encodes a jail state for the command line.
+ *
+ * @example
+ * ```ts
+ * import { decodeJailState, encodeJailState } from "./monitor.ts";
+ * const s = { origin: 1, marks: [], landlock: { skipped: "off" }, bounding: true };
+ * decodeJailState(encodeJailState(s)).bounding; // true
+ * ```
+ */
+export function encodeJailState(state: JailState): string {
+  return btoa(JSON.stringify(state));
+}
+
+/** Decodes {@linkcode encodeJailState}'s output; a damaged value is a usage error. */
+export function decodeJailState(text: string): JailState {
+  try {
+    const s = JSON.parse(atob(text)) as JailState;
+    if (typeof s.origin === "number" && Array.isArray(s.marks) && s.landlock) return s;
+  } catch { /* fall through */ }
+  throw new VoltError(
+    `--${JAIL_STATE_OPTION} is internal to volt and this value is damaged`,
+    "usage",
+  );
+}
+
+/** Where the running program's code is, and how to start it again. */
+export interface ProgramLocation {
+  /** The main module, as `deno run` takes it. */
+  main: string;
+  /** A local directory holding every module of the program (read-only). */
+  root?: string;
+  /** The deno.json that maps its imports, when it has one. */
+  config?: string;
+}
+
+function isFile(path: string): boolean {
+  try {
+    return Deno.statSync(path).isFile;
+  } catch {
+    return false;
+  }
+}
+
+let standalone = false;
+
+/**
+ * Declares the program a single file (the bundle): its jail then reads
+ * that file's directory only, with no deno.json.
+ */
+export function markStandalone(): void {
+  standalone = true;
+}
+
+/**
+ * Locates the program from its main module: a local module's tree is the
+ * directory of the nearest deno.json above it (or its own directory; a
+ * standalone program's is always its own).
+ *
+ * @example
+ * ```ts ignore
+ * import { programLocation } from "./monitor.ts";
+ * programLocation("file:///src/volt/mod.ts");
+ * // { main: "/src/volt/mod.ts", root: "/src/volt", config: "/src/volt/deno.json" }
+ * ```
+ */
+export function programLocation(mainModule: string = Deno.mainModule): ProgramLocation {
+  if (!mainModule.startsWith("file:")) return { main: mainModule };
+  const main = decodeURIComponent(new URL(mainModule).pathname);
+  let dir = main.slice(0, main.lastIndexOf("/")) || "/";
+  const own = dir;
+  if (standalone) return { main, root: own };
+  for (;;) {
+    if (isFile(`${dir}/deno.json`)) return { main, root: dir, config: `${dir}/deno.json` };
+    if (dir === "/") return { main, root: own };
+    dir = dir.slice(0, dir.lastIndexOf("/")) || "/";
+  }
+}
+
+/** Input of {@linkcode planJail}. */
+export interface JailPlanInput {
+  program: ProgramLocation;
+  /** Guest files the monitor reads (kernel, initrd, read-only disks). */
+  readFiles: readonly string[];
+  /** Devices and files it opens read-write (/dev/kvm). */
+  readWrite: readonly string[];
+  /** `volt` arguments of the jailed monitor (after the main module). */
+  args: readonly string[];
+  /** Build Landlock rules (false: `--no-landlock`). */
+  landlock: boolean;
+}
+
+/** The jail for one run: Landlock rules, and the command it becomes. */
+export interface JailPlan {
+  /** Undefined when Landlock is off. */
+  rules?: LandlockRule[];
+  /** The jailed monitor. */
+  exec: JailExec;
+}
+
+/**
+ * Plans the jail of a run: Landlock grants what Deno needs to start, the
+ * program's files and the guest's, and the KVM device; Deno grants FFI and
+ * reads of the program, libc and the guest files, nothing else.
+ *
+ * @example
+ * ```ts ignore
+ * import { planJail, programLocation } from "./monitor.ts";
+ * const plan = planJail({
+ *   program: programLocation(),
+ *   readFiles: ["/boot/vmlinux"],
+ *   readWrite: ["/dev/kvm"],
+ *   args: ["run", "--kernel=/boot/vmlinux"],
+ *   landlock: true,
+ * });
+ * console.log(plan.exec.args.join(" "));
+ * ```
+ */
+export function planJail(input: JailPlanInput): JailPlan {
+  const { program } = input;
+  const reads = [...(program.root ? [program.root] : []), libcPath(), ...input.readFiles];
+  const comma = reads.find((p) => p.includes(","));
+  if (comma) {
+    throw new VoltError(
+      `Path ${comma} contains a comma, which Deno's --allow-read list cannot carry`,
+      "usage",
+    );
+  }
+  const deno = ["run", "--no-prompt", "--cached-only"];
+  deno.push(program.config ? `--config=${program.config}` : "--no-config");
+  deno.push("--allow-ffi", `--allow-read=${reads.join(",")}`);
+  // A remote program's vCPU workers load from its host.
+  if (!program.root) deno.push(`--allow-import=${new URL(program.main).host}`);
+  const env = { ...Deno.env.toObject(), DENO_NO_UPDATE_CHECK: "1" };
+  const exec: JailExec = {
+    execPath: Deno.execPath(),
+    args: [...deno, program.main, ...input.args],
+    env,
+  };
+  if (!input.landlock) return { exec };
+  const rules: LandlockRule[] = [
+    ...denoRuntimeRules(),
+    ...(program.root ? [{ path: program.root, access: "read" as const }] : []),
+    ...input.readFiles.map((path) => ({ path, access: "read" as const })),
+    ...input.readWrite.map((path) => ({ path, access: "readwrite" as const })),
+  ];
+  return { rules, exec };
+}
+
+/** The calling thread's no_new_privs flag. */
+export function noNewPrivs(): boolean {
+  return libc().prctl(PR_GET_NO_NEW_PRIVS, 0n, 0n, 0n, 0n) === 1;
+}
+
+/** True when the calling thread's bounding set is empty. */
+export function boundingSetEmpty(): boolean {
+  const l = libc();
+  const last = capLastCap();
+  for (let cap = 0; cap <= last; cap++) {
+    const r = l.prctl(PR_CAPBSET_READ, BigInt(cap), 0n, 0n, 0n);
+    if (r < 0) throw new VoltError(`Reading the bounding set failed: ${errnoName(errno())}`);
+    if (r === 1) return false;
+  }
+  return true;
+}
+
+/**
+ * Checks, in the jailed monitor, what the jail promised: no_new_privs,
+ * no capabilities, and an empty bounding set when it was dropped. A
+ * mismatch is an error: the sandbox summary must not claim a layer that
+ * is not there.
+ *
+ * @example
+ * ```ts ignore
+ * import { decodeJailState, verifyJailed } from "./monitor.ts";
+ * verifyJailed(decodeJailState(flag));
+ * ```
+ */
+export function verifyJailed(state: JailState): void {
+  const missing: string[] = [];
+  if (!noNewPrivs()) missing.push("no_new_privs is not set");
+  const caps = getCapabilities();
+  if (caps.effective | caps.permitted | caps.inheritable) missing.push("capabilities remain");
+  if (state.bounding && !boundingSetEmpty()) missing.push("the bounding set is not empty");
+  if (missing.length) {
+    throw new VoltError(`The monitor is not jailed as planned: ${missing.join(", ")}`, "internal");
+  }
+}
+
+/** The facts of one sandboxed run, for its one-line summary. */
+export interface SandboxFacts {
+  seccomp: { syscalls: number; instructions: number; log: boolean } | "off";
+  state: JailState;
+  revoked: boolean;
+}
+
+/**
+ * The one line `--log-level info` prints about the sandbox.
+ *
+ * @example
+ * ```ts
+ * import { sandboxSummary } from "./monitor.ts";
+ * sandboxSummary({
+ *   seccomp: { syscalls: 55, instructions: 76, log: false },
+ *   state: { origin: 0, marks: [], landlock: { abi: 6, rules: 9 }, bounding: true },
+ *   revoked: true,
+ * });
+ * ```
+ */
+export function sandboxSummary(f: SandboxFacts): string {
+  const parts = [
+    f.seccomp === "off"
+      ? "seccomp off"
+      : `seccomp ${f.seccomp.syscalls} syscalls (${f.seccomp.log ? "log" : "kill"} otherwise)`,
+    "landlock" in f.state && "abi" in f.state.landlock
+      ? `Landlock ABI ${f.state.landlock.abi} with ${f.state.landlock.rules} rules`
+      : `Landlock ${(f.state.landlock as { skipped: string }).skipped}`,
+    f.state.bounding ? "no capabilities (bounding set empty)" : "no capabilities",
+    "no_new_privs",
+    f.revoked ? "Deno: FFI only (reads revoked)" : "Deno: FFI and guest reads",
+  ];
+  return `Sandbox: ${parts.join(", ")}`;
+}
