@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import { microvmKernelPaths } from "../src/guest/default_guest.ts";
 import { isPvmHost } from "../src/vmm/host.ts";
+import { landlockAbi } from "../src/sandbox/landlock.ts";
 import { needsKvm, ROOT, runCli, tmpDir } from "./helpers.ts";
 
 const built = await microvmKernelPaths();
@@ -54,7 +55,21 @@ Deno.test({
     });
     const phases = m.phases.map((p: { phase: string }) => p.phase);
     for (
-      const p of ["runtime up", "jail entered", "kvm opened", "seccomp installed", "first KVM_RUN"]
+      const p of [
+        "runtime up",
+        "no_new_privs set",
+        ...(typeof landlockAbi() === "number" ? ["landlock applied"] : []),
+        "capabilities dropped",
+        "jail entered",
+        "jailed runtime up",
+        "kvm opened",
+        "cpuid configured",
+        "devices ready",
+        "deno reads revoked",
+        "seccomp installed",
+        "first KVM_RUN",
+        "guest ready",
+      ]
     ) {
       assert.ok(phases.includes(p), `no "${p}" in ${phases.join(", ")}`);
     }

@@ -168,6 +168,7 @@ async function jail(
     landlockRules: plan.rules,
     requireLandlock: sandbox.require,
     warn: (line) => log.warn("{line}", { line }),
+    onStep: (step) => trace.mark(step),
     then: (applied) => {
       if (sandbox.require && !applied.bounding) {
         throw new VoltError(
@@ -239,7 +240,6 @@ async function boot(config: VmConfig, state: JailState, sandbox: SandboxOptions)
       t: machine.built.template.name,
     });
     logger("sandbox").info("{line}", { line: sandboxSummary({ seccomp, state, revoked: true }) });
-    machine.trace.mark("first KVM_RUN");
     machine.start();
     const exit = await machine.wait();
     await machine.settled();

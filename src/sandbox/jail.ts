@@ -95,6 +95,8 @@ export interface JailOptions {
   requireLandlock?: boolean;
   /** Receives one line when Landlock is skipped (default: stderr). */
   warn?: (line: string) => void;
+  /** Called after each layer: "no_new_privs set", "landlock applied", "capabilities dropped". */
+  onStep?: (step: string) => void;
   /**
    * What to execute once restricted; a function learns what was applied
    * (to pass it on).
@@ -152,6 +154,7 @@ export function enterJail(opts: JailOptions): never {
   if (l.prctl(PR_SET_NO_NEW_PRIVS, 1n, 0n, 0n, 0n) !== 0) {
     throw new VoltError(`Setting no_new_privs failed: ${errnoName(errno())}`, "internal");
   }
+  opts.onStep?.("no_new_privs set");
   let landlock: JailApplied["landlock"] = { skipped: "off" };
   if (opts.landlockRules) {
     const r = applyLandlock(opts.landlockRules, { denyTcp: true });
@@ -159,9 +162,13 @@ export function enterJail(opts: JailOptions): never {
       if (opts.requireLandlock) throw new VoltError(r.unsupported, "internal");
       (opts.warn ?? ((line: string) => console.error(line)))(`${r.unsupported}; going on`);
       landlock = { skipped: `unavailable (${r.unsupported})` };
-    } else landlock = { abi: r.abi, rules: opts.landlockRules.length };
+    } else {
+      landlock = { abi: r.abi, rules: opts.landlockRules.length };
+      opts.onStep?.("landlock applied");
+    }
   }
   const { bounding } = dropCapabilities();
+  opts.onStep?.("capabilities dropped");
 
   const then = typeof opts.then === "function" ? opts.then({ landlock, bounding }) : opts.then;
   const { execPath, args } = then;

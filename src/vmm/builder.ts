@@ -95,15 +95,7 @@ function writeBootStructures(
   });
 }
 
-function configureVcpu(
-  b: BuiltVm,
-  cpu: Vcpu,
-  cpus: number,
-  supported: ReturnType<Kvm["supportedCpuid"]>,
-  bootInfo: number,
-  cr3: number,
-): void {
-  cpu.setCpuid(vcpuCpuid(supported, { cpu: cpu.id, cpus, template: b.template }));
+function configureVcpu(b: BuiltVm, cpu: Vcpu, bootInfo: number, cr3: number): void {
   cpu.setMsrs(bootMsrs());
   if (cpu.id === 0) {
     cpu.setRegs(bootRegs(b.kernel.mode, b.kernel.entry, bootInfo));
@@ -164,9 +156,11 @@ export function buildVm(cfg: ResolvedConfig, trace: BootTrace): BuiltVm {
   const mmapSize = kvm.vcpuMmapSize;
   for (let id = 0; id < cfg.cpus; id++) {
     const cpu = new Vcpu(vm.createVcpu(id), id, mmapSize);
-    configureVcpu(b, cpu, cfg.cpus, supported, bootInfo, cr3);
+    cpu.setCpuid(vcpuCpuid(supported, { cpu: id, cpus: cfg.cpus, template }));
     b.vcpus.push(cpu);
   }
+  trace.mark("cpuid configured");
+  for (const cpu of b.vcpus) configureVcpu(b, cpu, bootInfo, cr3);
   trace.mark("vcpus configured");
   return b;
 }

@@ -13,7 +13,7 @@ import { logger } from "../log.ts";
 import { buildVm, type BuiltVm } from "./builder.ts";
 import { resolveConfig, type VmConfig } from "./config.ts";
 import { type VmExit, vmExit } from "./exit_reason.ts";
-import { BootTrace, type Mark } from "./trace.ts";
+import { BootTrace, FIRST_RUN_PHASE, GUEST_READY_PHASE, type Mark } from "./trace.ts";
 import { CTL } from "./vcpu_loop.ts";
 import type { VcpuEvent, VcpuStart } from "./worker_protocol.ts";
 
@@ -105,6 +105,7 @@ export class Machine {
   private readonly exited: Promise<VmExit>;
   private resolveExit!: (e: VmExit) => void;
   private started = false;
+  private ran = false;
   private readonly cleanups: Array<() => void> = [];
   private pendingInput: Uint8Array[] = [];
   private inputTimer?: ReturnType<typeof setTimeout>;
@@ -159,6 +160,7 @@ export class Machine {
       throw e;
     }
     const m = new Machine(cfg, trace, threads, built);
+    trace.mark("devices ready");
     ensureKickHandler();
     await Promise.all(loaded);
     trace.mark("vcpu workers loaded");
@@ -169,6 +171,9 @@ export class Machine {
   start(): void {
     if (this.started) throw new Error("VM already started");
     this.started = true;
+    // Before the messages: a worker may reach KVM_RUN before this thread
+    // gets back here, and phases stay in time order.
+    this.trace.mark("vcpus started");
     const b = this.built;
     this.threads.forEach((t, id) => {
       const cpu = b.vcpus[id];
@@ -197,7 +202,6 @@ export class Machine {
       };
       t.worker.postMessage(msg);
     });
-    this.trace.mark("vcpus started");
     if (this.cfg.console === "message") {
       this.consolePump = this.consoleReader.pump((b) => this.onConsole(b));
     }
@@ -208,11 +212,15 @@ export class Machine {
     switch (e.type) {
       case "running":
         t.tid = e.tid;
+        if (!this.ran) {
+          this.ran = true;
+          this.trace.mark(FIRST_RUN_PHASE, e.at - performance.timeOrigin);
+        }
         // A stop may have been asked before this thread could be kicked.
         if (this.exit) this.kick(t);
         break;
       case "ready": {
-        const m = this.trace.mark("guest ready", e.at - performance.timeOrigin);
+        const m = this.trace.mark(GUEST_READY_PHASE, e.at - performance.timeOrigin);
         this.onReady(m.ms);
         break;
       }

@@ -14,12 +14,7 @@ import { O_CREAT, O_TRUNC, O_WRONLY } from "../../ffi/fcntl.ts";
 import { cstr, errno, libc } from "../../ffi/libc.ts";
 import { VoltError } from "../errors.ts";
 import type { VmExit } from "./exit_reason.ts";
-import type { Mark } from "./trace.ts";
-
-/** The phase the monitor marks right before the first KVM_RUN. */
-export const FIRST_RUN_PHASE = "first KVM_RUN";
-/** The phase of volt-init's write to the boot-timer port. */
-export const GUEST_READY_PHASE = "guest ready";
+import { FIRST_RUN_PHASE, GUEST_READY_PHASE, type Mark } from "./trace.ts";
 
 /** What `--metrics-json` writes. */
 export interface BootMetrics {

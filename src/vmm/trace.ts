@@ -5,6 +5,11 @@
  * @module
  */
 
+/** The phase a vCPU thread marks right before its first KVM_RUN. */
+export const FIRST_RUN_PHASE = "first KVM_RUN";
+/** The phase of volt-init's write to the boot-timer port: the guest boot time. */
+export const GUEST_READY_PHASE = "guest ready";
+
 /** One phase boundary. */
 export interface Mark {
   phase: string;

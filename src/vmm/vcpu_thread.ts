@@ -93,7 +93,7 @@ function start(m: VcpuStart): void {
   pio.insert(L.EXIT_PORT, 4, new ExitPort(ctlHandler));
   pio.insert(L.BOOT_TIMER_PORT, 1, new BootTimerPort(ctlHandler));
   loop = new VcpuLoop({ id: m.id, fd: m.fd, run, pio, mmio, ctl: new Int32Array(m.ctl), memory });
-  post({ type: "running", tid: libc().gettid() });
+  post({ type: "running", tid: libc().gettid(), at: performance.timeOrigin + performance.now() });
   let exit;
   try {
     exit = loop.run();

@@ -31,6 +31,7 @@ export interface VcpuStart {
 /** Worker → main. */
 export type VcpuEvent =
   | { type: "loaded" }
-  | { type: "running"; tid: number }
+  /** Devices are wired; `at` (epoch ms) is right before the first KVM_RUN. */
+  | { type: "running"; tid: number; at: number }
   | { type: "ready"; at: number }
   | { type: "exit"; exit: VmExit };
