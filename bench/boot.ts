@@ -106,6 +106,7 @@ async function volt(
   o: { kill?: boolean; atMarker?: (pid: number) => void | Promise<void> } = {},
 ): Promise<{ run: TimedRun; metrics?: BootMetrics }> {
   const file = Deno.makeTempFileSync({ suffix: ".json" });
+  say(`    volt run ${args.join(" ")}`);
   const run = await runUntil(VOLT, ["run", ...args, "--metrics-json", file], marker, {
     timeoutMs: 300_000,
     killAtMarker: o.kill,
@@ -122,6 +123,7 @@ async function qemu(
   marker: string,
   o: { atMarker?: (pid: number) => void | Promise<void>; stderrMarker?: string } = {},
 ): Promise<TimedRun> {
+  say(`    qemu ${g.initrd ? "with" : "without"} initrd, ${g.memoryMiB} MiB${g.traceVcpuIoctls ? ", traced" : ""}`);
   const run = await runUntil(QEMU, qemuArgs(g), marker, {
     timeoutMs: 300_000,
     killAtMarker: true,

@@ -56,7 +56,12 @@ export async function runUntil(
     env: { DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1" },
   }).spawn();
   let markerMs: number | undefined;
-  const timer = setTimeout(() => child.kill("SIGKILL"), opts.timeoutMs);
+  const timer = setTimeout(() => {
+    console.error(`bench: ${cmd} did not finish in ${opts.timeoutMs} ms; killing it`);
+    try {
+      child.kill("SIGKILL");
+    } catch { /* gone meanwhile */ }
+  }, opts.timeoutMs);
   let hit: () => void;
   const seen = new Promise<void>((r) => (hit = r));
   const watch = async (stream: ReadableStream<Uint8Array>, what: string | undefined) => {
