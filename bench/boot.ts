@@ -99,22 +99,37 @@ async function pair<A, B>(i: number, a: () => Promise<A>, b: () => Promise<B>): 
   return [ra, await b()];
 }
 
+/** A summary, or none for an empty sample. */
+const some = (xs: number[]) => xs.length ? summarize(xs) : undefined;
+
+/** Runs that never reached their marker: kept out of the figures, listed in the report. */
+const failures: string[] = [];
+
+function failed(who: string, marker: string, run: TimedRun): undefined {
+  const tail = run.stdout.trim().split("\n").slice(-2).join(" / ").slice(-200);
+  const line = `${who} never printed "${marker}" (exit ${run.code}); console ended: ${tail}`;
+  say(`    FAILED: ${line}`);
+  failures.push(line);
+  if (failures.length > Math.max(3, runs)) throw new Error(`Too many failed runs: ${line}`);
+  return undefined;
+}
+
 /** A Volt run; its metrics come back through --metrics-json. */
 async function volt(
   args: string[],
   marker: string,
   o: { kill?: boolean; atMarker?: (pid: number) => void | Promise<void> } = {},
-): Promise<{ run: TimedRun; metrics?: BootMetrics }> {
+): Promise<{ run: TimedRun; metrics?: BootMetrics } | undefined> {
   const file = Deno.makeTempFileSync({ suffix: ".json" });
   say(`    volt run ${args.join(" ")}`);
   const run = await runUntil(VOLT, ["run", ...args, "--metrics-json", file], marker, {
-    timeoutMs: 300_000,
+    timeoutMs: 120_000,
     killAtMarker: o.kill,
     atMarker: o.atMarker,
   });
-  if (run.markerMs === undefined) throw new Error(`Volt never printed "${marker}": ${run.stderr}`);
   const text = Deno.readTextFileSync(file);
   Deno.removeSync(file);
+  if (run.markerMs === undefined) return failed(`Volt ${args.join(" ")}`, marker, run);
   return { run, metrics: text ? JSON.parse(text) : undefined };
 }
 
@@ -122,25 +137,25 @@ async function qemu(
   g: Parameters<typeof qemuArgs>[0],
   marker: string,
   o: { atMarker?: (pid: number) => void | Promise<void>; stderrMarker?: string } = {},
-): Promise<TimedRun> {
-  say(`    qemu ${g.initrd ? "with" : "without"} initrd, ${g.memoryMiB} MiB${g.traceVcpuIoctls ? ", traced" : ""}`);
+): Promise<TimedRun | undefined> {
+  say(
+    `    qemu ${g.initrd ? "with" : "without"} initrd, ${g.memoryMiB} MiB${
+      g.traceVcpuIoctls ? ", traced" : ""
+    }`,
+  );
   const run = await runUntil(QEMU, qemuArgs(g), marker, {
-    timeoutMs: 300_000,
+    timeoutMs: 120_000,
     killAtMarker: true,
     atMarker: o.atMarker,
     stderrMarker: o.stderrMarker,
   });
-  if (run.markerMs === undefined) {
-    throw new Error(
-      `QEMU never printed "${marker}": ${run.stderr.slice(-500)}${run.stdout.slice(-500)}`,
-    );
-  }
+  if (run.markerMs === undefined) return failed("QEMU", marker || o.stderrMarker!, run);
   return run;
 }
 
 const base = { kernel: guest.kernel, memoryMiB: 128, cpus: 1 };
-const vmmWall = (r: { run: TimedRun; metrics?: BootMetrics }) =>
-  r.metrics?.vmmInitMs === undefined
+const vmmWall = (r: { run: TimedRun; metrics?: BootMetrics } | undefined) =>
+  r?.metrics?.vmmInitMs === undefined
     ? NaN
     : r.metrics.origin + r.metrics.vmmInitMs - r.run.spawnEpoch;
 
@@ -156,12 +171,12 @@ for (let i = 0; i < runs; i++) {
       volt(["--kernel", guest.kernel, "--initrd", guest.initrd, "--append", "volt.exit"], READY),
     () => qemu({ ...base, initrd: guest.initrd, cmdline: `${DEFAULT_CMDLINE} volt.exit` }, READY),
   );
-  bootVolt.push(v.run.markerMs!);
-  bootQemu.push(q.markerMs!);
-  if (v.metrics?.guestBootMs !== undefined) guestBoot.push(v.metrics.guestBootMs);
-  if (v.metrics) phaseRuns.push(v.metrics.phases);
-  sample ??= v.metrics;
-  say(`  ${i + 1}: Volt ${ms(v.run.markerMs)}, QEMU ${ms(q.markerMs)}`);
+  if (v) bootVolt.push(v.run.markerMs!);
+  if (q) bootQemu.push(q.markerMs!);
+  if (v?.metrics?.guestBootMs !== undefined) guestBoot.push(v.metrics.guestBootMs);
+  if (v?.metrics) phaseRuns.push(v.metrics.phases);
+  sample ??= v?.metrics;
+  say(`  ${i + 1}: Volt ${ms(v?.run.markerMs)}, QEMU ${ms(q?.markerMs)}`);
 }
 
 // Cold boot to kernel panic (no initramfs, no root device).
@@ -174,11 +189,11 @@ for (let i = 0; i < runs; i++) {
     () => volt(["--kernel", guest.kernel], PANIC),
     () => qemu({ ...base, cmdline: DEFAULT_CMDLINE }, PANIC),
   );
-  panicVolt.push(v.run.markerMs!);
-  panicQemu.push(q.markerMs!);
-  wallVolt.push(vmmWall(v));
-  if (v.metrics?.vmmInitMs !== undefined) tracedVolt.push(v.metrics.vmmInitMs);
-  say(`  ${i + 1}: Volt ${ms(v.run.markerMs)}, QEMU ${ms(q.markerMs)}`);
+  if (v) panicVolt.push(v.run.markerMs!);
+  if (q) panicQemu.push(q.markerMs!);
+  if (v) wallVolt.push(vmmWall(v));
+  if (v?.metrics?.vmmInitMs !== undefined) tracedVolt.push(v.metrics.vmmInitMs);
+  say(`  ${i + 1}: Volt ${ms(v?.run.markerMs)}, QEMU ${ms(q?.markerMs)}`);
 }
 
 // QEMU's exec → first KVM_RUN, from its own trace (a separate run: the
@@ -189,8 +204,8 @@ for (let i = 0; i < runs; i++) {
   const q = await qemu({ ...base, cmdline: DEFAULT_CMDLINE, traceVcpuIoctls: true }, "", {
     stderrMarker: "type 0xae80",
   });
-  const first = firstKvmRunEpoch(q.stderr);
-  if (first !== undefined) wallQemu.push(first - q.spawnEpoch);
+  const first = q && firstKvmRunEpoch(q.stderr);
+  if (q && first !== undefined) wallQemu.push(first - q.spawnEpoch);
 }
 
 // Security overhead: all layers against --no-seccomp --no-landlock.
@@ -202,8 +217,10 @@ for (let i = 0; i < runs; i++) {
     () => volt(["--kernel", guest.kernel], PANIC),
     () => volt(["--kernel", guest.kernel, "--no-seccomp", "--no-landlock"], PANIC),
   );
-  secureOn.push(vmmWall(on));
-  secureOff.push(vmmWall(off));
+  if (on && off) {
+    secureOn.push(vmmWall(on));
+    secureOff.push(vmmWall(off));
+  }
 }
 
 // Memory overhead at READY, the guest idling in a command.
@@ -244,8 +261,8 @@ for (const mib of [128, 256, 512]) {
   }
   memoryRows.push({
     what: `memory overhead, ${mib} MiB guest`,
-    volt: summarize(mv),
-    qemu: summarize(mq),
+    volt: some(mv),
+    qemu: some(mq),
     unit: "MiB",
   });
 }
@@ -277,8 +294,8 @@ const medianPhases: Mark[] = (sample?.phases ?? []).map((p) => {
   ) as number[];
   return { phase: p.phase, ms: summarize(xs).median };
 });
-const onS = summarize(secureOn.filter((x) => !Number.isNaN(x)));
-const offS = summarize(secureOff.filter((x) => !Number.isNaN(x)));
+const onS = some(secureOn.filter((x) => !Number.isNaN(x)));
+const offS = some(secureOff.filter((x) => !Number.isNaN(x)));
 const md = `# Boot benchmark, ${date}
 
 Command: \`deno task bench:boot --runs ${runs} --memory-runs ${memoryRuns} --pio-exits ${pioExits}\`
@@ -294,18 +311,18 @@ ${
   compareTable([
     {
       what: `cold boot to userspace (spawn → "${READY}" on the console)`,
-      volt: summarize(bootVolt),
-      qemu: summarize(bootQemu),
+      volt: some(bootVolt),
+      qemu: some(bootQemu),
     },
     {
       what: `cold boot to kernel panic (spawn → "${PANIC}")`,
-      volt: summarize(panicVolt),
-      qemu: summarize(panicQemu),
+      volt: some(panicVolt),
+      qemu: some(panicQemu),
     },
     {
       what: "VMM init, wall clock (spawn → first KVM_RUN)",
-      volt: summarize(wallVolt.filter((x) => !Number.isNaN(x))),
-      qemu: wallQemu.length ? summarize(wallQemu) : undefined,
+      volt: some(wallVolt.filter((x) => !Number.isNaN(x))),
+      qemu: some(wallQemu),
     },
     ...memoryRows,
   ])
@@ -315,13 +332,15 @@ ${
 
 | figure | value |
 | ------ | ----- |
-| VMM init, traced (runtime start → first KVM_RUN), median | ${ms(summarize(tracedVolt).median)} |
+| VMM init, traced (runtime start → first KVM_RUN), median | ${ms(some(tracedVolt)?.median)} |
 | guest boot time (runtime start → volt-init's boot-timer write), median | ${
   guestBoot.length ? ms(summarize(guestBoot).median) : "n/a"
 } |
 | security overhead: VMM init wall, all layers − \`--no-seccomp --no-landlock\` (medians) | ${
-  ms(onS.median - offS.median)
-} (${ms(onS.median)} vs ${ms(offS.median)}, n=${onS.n}) |
+  onS && offS
+    ? `${ms(onS.median - offS.median)} (${ms(onS.median)} vs ${ms(offS.median)}, n=${onS.n})`
+    : "n/a"
+} |
 | PIO exits: Volt vCPU loop / C loop | ${Math.round(pioV.rate).toLocaleString("en")} /s / ${
   Math.round(pioC.rate).toLocaleString("en")
 } /s = ${(pioV.rate / pioC.rate * 100).toFixed(0)}% |
@@ -334,7 +353,11 @@ ${
 ${phaseTable(medianPhases)}
 
 ![timeline](boot-timeline.svg)
-`;
+${
+  failures.length
+    ? `\n## Failed runs (left out of the figures)\n\n${failures.map((f) => `- ${f}`).join("\n")}\n`
+    : ""
+}`;
 const dir = `${ROOT}/bench/results`;
 Deno.mkdirSync(dir, { recursive: true });
 Deno.writeTextFileSync(`${dir}/boot-${date}.md`, md);
