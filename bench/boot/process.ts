@@ -88,7 +88,23 @@ export async function runUntil(
       } catch { /* already gone */ }
     }
   }
-  const { code } = await status;
+  // A process stuck in the kernel may outlive SIGKILL for a while: measure
+  // on, and leave it to exit when it can.
+  const gone = await Promise.race([
+    status.then((s) => s.code),
+    new Promise<undefined>((r) => setTimeout(() => r(undefined), opts.timeoutMs + 15_000)),
+  ]);
   clearTimeout(timer);
-  return { pid: child.pid, spawnEpoch, markerMs, code, stdout: await outP, stderr: await errP };
+  if (gone === undefined) {
+    console.error(`bench: ${cmd} (pid ${child.pid}) did not exit after SIGKILL; moving on`);
+    return { pid: child.pid, spawnEpoch, markerMs, code: -1, stdout: "", stderr: "" };
+  }
+  return {
+    pid: child.pid,
+    spawnEpoch,
+    markerMs,
+    code: gone,
+    stdout: await outP,
+    stderr: await errP,
+  };
 }
