@@ -215,19 +215,17 @@ async function boot(config: VmConfig, state: JailState, sandbox: SandboxOptions)
     // monitor reads nothing more through Deno.
     Deno.permissions.revokeSync({ name: "read" });
     machine.trace.mark("deno reads revoked");
-    let seccomp: { syscalls: number; instructions: number; log: boolean } | "off" = "off";
+    let seccomp: { syscalls: number; log: boolean } | "off" = "off";
     if (sandbox.seccomp) {
       // Every vCPU thread exists: from here on, a syscall outside the
       // allow-list kills the whole process (TSYNC).
       const policy = sandbox.seccompLog
         ? { ...MONITOR_POLICY, defaultAction: "log" as const }
         : MONITOR_POLICY;
-      const program = buildFilter(policy);
-      installFilter(program, { log: sandbox.seccompLog });
+      installFilter(buildFilter(policy), { log: sandbox.seccompLog });
       machine.trace.mark("seccomp installed");
       seccomp = {
         syscalls: policy.rules.length,
-        instructions: program.length,
         log: sandbox.seccompLog,
       };
     }

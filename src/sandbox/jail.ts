@@ -15,16 +15,7 @@ import { cstr, errno, libc } from "../../ffi/libc.ts";
 import { PR_SET_NO_NEW_PRIVS } from "../../ffi/prctl.ts";
 import { VoltError } from "../errors.ts";
 import { dropCapabilities } from "./caps.ts";
-import { applyLandlock, type LandlockRule } from "./landlock.ts";
-
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
-}
+import { applyLandlock, type LandlockRule, pathExists } from "./landlock.ts";
 
 /**
  * Where Deno keeps its caches: `DENO_DIR`, else the XDG cache directory,
@@ -65,11 +56,11 @@ export function denoRuntimeRules(): LandlockRule[] {
   // The loader and libc; /lib and /lib64 are symlinks into /usr on
   // merged-/usr systems, and a rule follows them to the same tree.
   for (const p of ["/lib", "/lib64", "/usr/lib", "/usr/lib64"]) {
-    if (exists(p)) rules.push({ path: p, access: "exec-read" });
+    if (pathExists(p)) rules.push({ path: p, access: "exec-read" });
   }
   // A missing cache directory could not take a rule, and Deno creates it
   // on first use.
-  if (!exists(denoDir())) Deno.mkdirSync(denoDir(), { recursive: true });
+  if (!pathExists(denoDir())) Deno.mkdirSync(denoDir(), { recursive: true });
   rules.push({ path: denoDir(), access: "readwrite" });
   return rules;
 }

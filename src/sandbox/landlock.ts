@@ -36,8 +36,12 @@ const EOPNOTSUPP = 95;
  * device files such as /dev/kvm without --allow-all.
  */
 function isDirectory(path: string): boolean {
+  return opens(path, O_DIRECTORY);
+}
+
+function opens(path: string, flags: number): boolean {
   const l = libc();
-  const fd = l.open(cstr(path), O_PATH | O_DIRECTORY | O_CLOEXEC, 0);
+  const fd = l.open(cstr(path), O_PATH | O_CLOEXEC | flags, 0);
   if (fd < 0) return false;
   l.close(fd);
   return true;
@@ -53,11 +57,7 @@ function isDirectory(path: string): boolean {
  * ```
  */
 export function pathExists(path: string): boolean {
-  const l = libc();
-  const fd = l.open(cstr(path), O_PATH | O_CLOEXEC, 0);
-  if (fd < 0) return false;
-  l.close(fd);
-  return true;
+  return opens(path, 0);
 }
 
 /** How much of a path a rule grants. */

@@ -18,7 +18,7 @@ import { PR_CAPBSET_READ, PR_GET_NO_NEW_PRIVS } from "../../ffi/prctl.ts";
 import { VoltError } from "../errors.ts";
 import type { Mark } from "../vmm/trace.ts";
 import { capLastCap, getCapabilities } from "./caps.ts";
-import { denoRuntimeRules, type JailExec } from "./jail.ts";
+import { denoRuntimeRules, type JailApplied, type JailExec } from "./jail.ts";
 import type { LandlockRule } from "./landlock.ts";
 
 /** Which layers a run asks for. */
@@ -33,16 +33,12 @@ export interface SandboxOptions {
   seccompLog: boolean;
 }
 
-/** What the outer process tells the jailed monitor. */
-export interface JailState {
+/** What the outer process tells the jailed monitor: what its jail applied, and more. */
+export interface JailState extends JailApplied {
   /** Epoch ms of the outer runtime's start: trace times count from there. */
   origin: number;
   /** Phases of the outer process, in ms since `origin`. */
   marks: Mark[];
-  /** Landlock's ABI and rule count, or why it was not applied. */
-  landlock: { abi: number; rules: number } | { skipped: string };
-  /** The capability bounding set was emptied (needs CAP_SETPCAP). */
-  bounding: boolean;
   /** Descriptor, inherited across `execve`, that `--metrics-json` goes to. */
   metricsFd?: number;
 }
@@ -241,7 +237,7 @@ export function verifyJailed(state: JailState): void {
 
 /** The facts of one sandboxed run, for its one-line summary. */
 export interface SandboxFacts {
-  seccomp: { syscalls: number; instructions: number; log: boolean } | "off";
+  seccomp: { syscalls: number; log: boolean } | "off";
   state: JailState;
   revoked: boolean;
 }
@@ -253,20 +249,21 @@ export interface SandboxFacts {
  * ```ts
  * import { sandboxSummary } from "./monitor.ts";
  * sandboxSummary({
- *   seccomp: { syscalls: 55, instructions: 76, log: false },
+ *   seccomp: { syscalls: 55, log: false },
  *   state: { origin: 0, marks: [], landlock: { abi: 6, rules: 9 }, bounding: true },
  *   revoked: true,
  * });
  * ```
  */
 export function sandboxSummary(f: SandboxFacts): string {
+  const { landlock } = f.state;
   const parts = [
     f.seccomp === "off"
       ? "seccomp off"
       : `seccomp ${f.seccomp.syscalls} syscalls (${f.seccomp.log ? "log" : "kill"} otherwise)`,
-    "landlock" in f.state && "abi" in f.state.landlock
-      ? `Landlock ABI ${f.state.landlock.abi} with ${f.state.landlock.rules} rules`
-      : `Landlock ${(f.state.landlock as { skipped: string }).skipped}`,
+    "abi" in landlock
+      ? `Landlock ABI ${landlock.abi} with ${landlock.rules} rules`
+      : `Landlock ${landlock.skipped}`,
     f.state.bounding ? "no capabilities (bounding set empty)" : "no capabilities",
     "no_new_privs",
     f.revoked ? "Deno: FFI only (reads revoked)" : "Deno: FFI and guest reads",
