@@ -51,6 +51,7 @@ ensure_deno() {
 }
 
 have_kvm() { [[ -r /dev/kvm && -w /dev/kvm ]]; }
+is_pvm() { [[ -d /sys/module/kvm_pvm ]]; }
 
 ensure_deno
 cmd="${1:-help}"
@@ -58,12 +59,14 @@ case "$cmd" in
   test)
     shift
     ensure_pkgs "${guest_pkgs[@]}" "${test_pkgs[@]}"
-    have_kvm || ensure_pkgs "${nested_pkgs[@]}"
+    if ! have_kvm || is_pvm; then ensure_pkgs "${nested_pkgs[@]}"; fi
     exec deno run -A "$here/tools/test.ts" "$@"
     ;;
   run)
     ensure_pkgs "${guest_pkgs[@]}"
-    if have_kvm; then exec deno run -A "$here/mod.ts" "$@"; fi
+    # Hardware KVM boots here; without /dev/kvm, or on PVM (no guest
+    # userspace), tools/boot.ts boots in the helper VM unless --native.
+    if have_kvm && ! is_pvm; then exec deno run -A "$here/mod.ts" "$@"; fi
     ensure_pkgs "${nested_pkgs[@]}"
     shift
     exec deno run -A "$here/tools/boot.ts" "$@"

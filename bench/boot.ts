@@ -10,33 +10,66 @@
  * at 128/256/512 MiB (RSS minus touched guest RAM, from smaps); security
  * overhead (all layers vs --no-seccomp --no-landlock); PIO exit rate
  * against a C loop. Results go to bench/results/ as Markdown and an SVG
- * timeline of one boot.
+ * timeline of one boot; every row says where it ran.
  *
  * Usage: deno task bench:boot [--runs N] [--memory-runs N] [--pio-exits N]
+ *   [--figures boot,vmm-init,security,memory,pio,size]
  *
- * Without /dev/kvm it builds the guest and bundle on this host, then runs
- * itself inside the nested-KVM helper VM (tools/nested/).
+ * Where each figure runs depends on the host (bench/boot/plan.ts): all
+ * natively with hardware KVM; all inside the nested-KVM helper VM
+ * (tools/nested/) without /dev/kvm; on PVM, the boots in the helper VM and
+ * the rest natively. The helper VM's part runs this script with
+ * `--nested --results-json FILE` and the figures it is to measure, and the
+ * report merges both parts.
  *
  * @module
  */
 
 import { parseArgs } from "node:util";
-import { DEFAULT_CMDLINE } from "../src/boot/cmdline.ts";
-import { ensureDefaultGuest } from "../src/guest/default_guest.ts";
+import { type DefaultGuest, ensureDefaultGuest } from "../src/guest/default_guest.ts";
+import { selectTemplate } from "../src/vmm/builder.ts";
+import { isPvmHost } from "../src/vmm/host.ts";
 import type { BootMetrics } from "../src/vmm/metrics.ts";
-import type { Mark } from "../src/vmm/trace.ts";
+import { FIRST_RUN_PHASE, type Mark } from "../src/vmm/trace.ts";
 import { hostHasKvm, runNested } from "../tools/nested/run.ts";
-import { runUntil, type TimedRun } from "./boot/process.ts";
-import { firstKvmRunEpoch, QEMU, qemuArgs } from "./boot/qemu.ts";
+import {
+  benchPlan,
+  type Figure,
+  FIGURES,
+  guestCmdline,
+  type HostKind,
+  hostKindLabel,
+  hostKindOf,
+  parseFigures,
+  type Place,
+  placeLabel,
+  placeOf,
+  splitPlan,
+} from "./boot/plan.ts";
+import { runUntil, type RunUntilOptions, type TimedRun } from "./boot/process.ts";
+import { firstKvmRunEpoch, QEMU, qemuArgs, qemuCpu, type QemuGuest } from "./boot/qemu.ts";
 import { cPioRate, voltPioRate } from "./boot/pio.ts";
-import { compareTable, phaseTable, type Row, timelineSvg } from "./boot/report.ts";
+import { timelineSvg } from "./boot/report.ts";
+import {
+  type FigureResults,
+  medianPhases,
+  mergeResults,
+  type PartResults,
+  reportMarkdown,
+} from "./boot/results.ts";
 import { memoryUse } from "./boot/smaps.ts";
-import { ms, summarize } from "./boot/stats.ts";
+import { ms } from "./boot/stats.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const VOLT = `${ROOT}/dist/volt`;
 const READY = "VOLT VM READY";
 const PANIC = "Kernel panic";
+/**
+ * Where guest userspace cannot run (PVM), memory is read this long after
+ * the spawn: well past guest memory set-up and the first KVM_RUN (about
+ * 0.1 s there), long before the guest could do anything else of note.
+ */
+const MEMORY_AT_MS = 4000;
 const say = (s: string) => console.error(`bench: ${s}`);
 
 const { values: opt } = parseArgs({
@@ -44,13 +77,23 @@ const { values: opt } = parseArgs({
     runs: { type: "string", default: "10" },
     "memory-runs": { type: "string", default: "3" },
     "pio-exits": { type: "string", default: "100000" },
+    figures: { type: "string" },
+    // Internal: this is the helper VM's part, which writes its raw results
+    // to --results-json for the part outside to merge.
     nested: { type: "boolean", default: false },
-    host: { type: "string" },
+    "results-json": { type: "string" },
   },
 });
-const runs = Number(opt.runs);
-const memoryRuns = Number(opt["memory-runs"]);
-const pioExits = Number(opt["pio-exits"]);
+
+function count(name: "runs" | "memory-runs" | "pio-exits"): number {
+  const n = Number(opt[name]);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer`);
+  return n;
+}
+const runs = count("runs");
+const memoryRuns = count("memory-runs");
+const pioExits = count("pio-exits");
+const wanted: Figure[] = opt.figures === undefined ? [...FIGURES] : parseFigures(opt.figures);
 
 function bundle(): void {
   const out = new Deno.Command(Deno.execPath(), {
@@ -67,28 +110,11 @@ function hostLine(): string {
   return `${cpu}, ${cores} cores, Linux ${Deno.osRelease()}`;
 }
 
-if (!hostHasKvm()) {
-  if (opt.nested) throw new Error("No usable /dev/kvm inside the helper VM");
-  say("no /dev/kvm here: building the guest and bundle, then running inside the helper VM");
-  await ensureDefaultGuest(say);
-  bundle();
-  const code = await runNested(
-    [
-      Deno.execPath(),
-      "run",
-      "-A",
-      `${ROOT}/bench/boot.ts`,
-      "--nested",
-      `--host=${hostLine()}`,
-      ...Deno.args,
-    ],
-    { cwd: ROOT, memory: "4G", cpus: 2, timeoutMs: 4 * 3600_000, timings: true },
-  );
-  Deno.exit(code);
-}
+const which = (cmd: string) =>
+  new TextDecoder().decode(
+    new Deno.Command("sh", { args: ["-c", `command -v ${cmd}`] }).outputSync().stdout,
+  ).trim();
 
-const guest = await ensureDefaultGuest(say);
-if (!opt.nested) bundle();
 /** Runs `a` and `b`, `a` first on even pairs and `b` first on odd ones. */
 async function pair<A, B>(i: number, a: () => Promise<A>, b: () => Promise<B>): Promise<[A, B]> {
   if (i % 2) {
@@ -99,26 +125,33 @@ async function pair<A, B>(i: number, a: () => Promise<A>, b: () => Promise<B>): 
   return [ra, await b()];
 }
 
-/** A summary, or none for an empty sample. */
-const some = (xs: number[]) => xs.length ? summarize(xs) : undefined;
-
 /** Runs that never reached their marker: kept out of the figures, listed in the report. */
 const failures: string[] = [];
 
 function failed(who: string, marker: string, run: TimedRun): undefined {
   const tail = run.stdout.trim().split("\n").slice(-2).join(" / ").slice(-200);
-  const line = `${who} never printed "${marker}" (exit ${run.code}); console ended: ${tail}`;
+  const line = `${who} never reached ${marker} (exit ${run.code}); console ended: ${tail}`;
   say(`    FAILED: ${line}`);
   failures.push(line);
   if (failures.length > Math.max(3, runs)) throw new Error(`Too many failed runs: ${line}`);
   return undefined;
 }
 
+/** How a run ends: at a console line, a line on stderr, or a time after the spawn. */
+type Until = Pick<RunUntilOptions, "atMarker" | "stderrMarker" | "afterMs" | "stopSignal"> & {
+  kill?: boolean;
+};
+
+const untilText = (marker: string, o: Until) =>
+  o.afterMs !== undefined
+    ? `${o.afterMs} ms`
+    : `"${o.stderrMarker ?? marker}"${o.stderrMarker ? " on stderr" : ""}`;
+
 /** A Volt run; its metrics come back through --metrics-json. */
 async function volt(
   args: string[],
   marker: string,
-  o: { kill?: boolean; atMarker?: (pid: number) => void | Promise<void> } = {},
+  o: Until = {},
 ): Promise<{ run: TimedRun; metrics?: BootMetrics } | undefined> {
   const file = Deno.makeTempFileSync({ suffix: ".json" });
   say(`    volt run ${args.join(" ")}`);
@@ -126,18 +159,19 @@ async function volt(
     timeoutMs: 120_000,
     killAtMarker: o.kill,
     atMarker: o.atMarker,
+    stderrMarker: o.stderrMarker,
+    afterMs: o.afterMs,
+    stopSignal: o.stopSignal,
   });
   const text = Deno.readTextFileSync(file);
   Deno.removeSync(file);
-  if (run.markerMs === undefined) return failed(`Volt ${args.join(" ")}`, marker, run);
+  if (run.markerMs === undefined) {
+    return failed(`Volt ${args.join(" ")}`, untilText(marker, o), run);
+  }
   return { run, metrics: text ? JSON.parse(text) : undefined };
 }
 
-async function qemu(
-  g: Parameters<typeof qemuArgs>[0],
-  marker: string,
-  o: { atMarker?: (pid: number) => void | Promise<void>; stderrMarker?: string } = {},
-): Promise<TimedRun | undefined> {
+async function qemu(g: QemuGuest, marker: string, o: Until = {}): Promise<TimedRun | undefined> {
   say(
     `    qemu ${g.initrd ? "with" : "without"} initrd, ${g.memoryMiB} MiB${
       g.traceVcpuIoctls ? ", traced" : ""
@@ -148,222 +182,309 @@ async function qemu(
     killAtMarker: true,
     atMarker: o.atMarker,
     stderrMarker: o.stderrMarker,
+    afterMs: o.afterMs,
   });
-  if (run.markerMs === undefined) return failed("QEMU", marker || o.stderrMarker!, run);
+  if (run.markerMs === undefined) return failed("QEMU", untilText(marker, o), run);
   return run;
 }
 
-const base = { kernel: guest.kernel, memoryMiB: 128, cpus: 1 };
-const vmmWall = (r: { run: TimedRun; metrics?: BootMetrics } | undefined) =>
+type VoltRun = Awaited<ReturnType<typeof volt>>;
+
+const vmmWall = (r: VoltRun) =>
   r?.metrics?.vmmInitMs === undefined
     ? NaN
     : r.metrics.origin + r.metrics.vmmInitMs - r.run.spawnEpoch;
 
-// Cold boot to userspace.
-say(`cold boot to ${READY}: ${runs} pairs`);
-const bootVolt: number[] = [], bootQemu: number[] = [], guestBoot: number[] = [];
-let sample: BootMetrics | undefined;
-const phaseRuns: Mark[][] = [];
-for (let i = 0; i < runs; i++) {
-  const [v, q] = await pair(
-    i,
-    () =>
-      volt(["--kernel", guest.kernel, "--initrd", guest.initrd, "--append", "volt.exit"], READY),
-    () => qemu({ ...base, initrd: guest.initrd, cmdline: `${DEFAULT_CMDLINE} volt.exit` }, READY),
-  );
-  if (v) bootVolt.push(v.run.markerMs!);
-  if (q) bootQemu.push(q.markerMs!);
-  if (v?.metrics?.guestBootMs !== undefined) guestBoot.push(v.metrics.guestBootMs);
-  if (v?.metrics) phaseRuns.push(v.metrics.phases);
-  sample ??= v?.metrics;
-  say(`  ${i + 1}: Volt ${ms(v?.run.markerMs)}, QEMU ${ms(q?.markerMs)}`);
-}
-
-// Cold boot to kernel panic (no initramfs, no root device).
-say(`cold boot to "${PANIC}": ${runs} pairs`);
-const panicVolt: number[] = [], panicQemu: number[] = [], wallVolt: number[] = [];
-const tracedVolt: number[] = [];
-for (let i = 0; i < runs; i++) {
-  const [v, q] = await pair(
-    i,
-    () => volt(["--kernel", guest.kernel], PANIC),
-    () => qemu({ ...base, cmdline: DEFAULT_CMDLINE }, PANIC),
-  );
-  if (v) panicVolt.push(v.run.markerMs!);
-  if (q) panicQemu.push(q.markerMs!);
-  if (v) wallVolt.push(vmmWall(v));
-  if (v?.metrics?.vmmInitMs !== undefined) tracedVolt.push(v.metrics.vmmInitMs);
-  say(`  ${i + 1}: Volt ${ms(v?.run.markerMs)}, QEMU ${ms(q?.markerMs)}`);
-}
-
-// QEMU's exec → first KVM_RUN, from its own trace (a separate run: the
-// trace slows every later exit).
-say(`QEMU exec → first KVM_RUN: ${runs} runs`);
-const wallQemu: number[] = [];
-for (let i = 0; i < runs; i++) {
-  const q = await qemu({ ...base, cmdline: DEFAULT_CMDLINE, traceVcpuIoctls: true }, "", {
-    stderrMarker: "type 0xae80",
-  });
-  const first = q && firstKvmRunEpoch(q.stderr);
-  if (q && first !== undefined) wallQemu.push(first - q.spawnEpoch);
-}
-
-// Security overhead: all layers against --no-seccomp --no-landlock.
-say(`security overhead: ${runs} pairs`);
-const secureOn: number[] = [], secureOff: number[] = [];
-for (let i = 0; i < runs; i++) {
-  const [on, off] = await pair(
-    i,
-    () => volt(["--kernel", guest.kernel], PANIC),
-    () => volt(["--kernel", guest.kernel, "--no-seccomp", "--no-landlock"], PANIC),
-  );
-  if (on && off) {
-    secureOn.push(vmmWall(on));
-    secureOff.push(vmmWall(off));
+/**
+ * Measures `figs` here, on a host of `kind` (inside the helper VM, its own
+ * KVM's kind), for the report's `place`.
+ */
+async function measure(
+  figs: readonly Figure[],
+  place: Place,
+  kind: HostKind,
+  guest: DefaultGuest,
+): Promise<PartResults> {
+  const cmdline = guestCmdline(kind);
+  const cpu = qemuCpu(kind);
+  // QEMU's guest gets the masks because Volt's auto template adds them
+  // here; should Volt pick another template, the two guests would differ.
+  if (kind === "pvm" && selectTemplate("auto").name !== "pvm") {
+    throw new Error("Volt does not pick its pvm CPU template on this PVM host");
   }
+  const base = { kernel: guest.kernel, memoryMiB: 128, cpus: 1, cpu };
+  // Guest userspace cannot run on PVM, and a boot to panic there takes
+  // minutes if a WARN does not end it first: runs that only need the VMM
+  // up stop at the first KVM_RUN instead (SIGTERM, so the metrics are
+  // still written; the trace log line tells when).
+  const userspace = kind !== "pvm";
+  const toFirstRun = (args: string[]) =>
+    userspace ? volt(args, PANIC) : volt([...args, "--log-level", "trace"], "", {
+      stderrMarker: ` ms ${FIRST_RUN_PHASE}`,
+      kill: true,
+      stopSignal: "SIGTERM",
+    });
+  say(
+    `measuring ${figs.join(", ")} (${
+      placeLabel(place)
+    }): QEMU -cpu ${cpu}, command line ${cmdline}`,
+  );
+  const out: FigureResults = {};
+
+  // Volt runs that reached their first KVM_RUN and then stopped, for VMM init.
+  const firstRuns: VoltRun[] = [];
+  if (figs.includes("boot")) {
+    if (!userspace) throw new Error("Guest userspace cannot run on a PVM host");
+    say(`cold boot to ${READY}: ${runs} pairs`);
+    const ready = { volt: [] as number[], qemu: [] as number[] };
+    const guestBoot: number[] = [];
+    const phaseRuns: Mark[][] = [];
+    for (let i = 0; i < runs; i++) {
+      const [v, q] = await pair(
+        i,
+        () =>
+          volt(
+            ["--kernel", guest.kernel, "--initrd", guest.initrd, "--append", "volt.exit"],
+            READY,
+          ),
+        () =>
+          qemu(
+            { ...base, initrd: guest.initrd, cmdline: guestCmdline(kind, "volt.exit") },
+            READY,
+          ),
+      );
+      if (v) ready.volt.push(v.run.markerMs!);
+      if (q) ready.qemu.push(q.markerMs!);
+      if (v?.metrics?.guestBootMs !== undefined) guestBoot.push(v.metrics.guestBootMs);
+      if (v?.metrics) phaseRuns.push(v.metrics.phases);
+      say(`  ${i + 1}: Volt ${ms(v?.run.markerMs)}, QEMU ${ms(q?.markerMs)}`);
+    }
+
+    // Cold boot to kernel panic (no initramfs, no root device).
+    say(`cold boot to "${PANIC}": ${runs} pairs`);
+    const panic = { volt: [] as number[], qemu: [] as number[] };
+    for (let i = 0; i < runs; i++) {
+      const [v, q] = await pair(
+        i,
+        () => volt(["--kernel", guest.kernel], PANIC),
+        () => qemu({ ...base, cmdline }, PANIC),
+      );
+      if (v) panic.volt.push(v.run.markerMs!);
+      if (q) panic.qemu.push(q.markerMs!);
+      firstRuns.push(v);
+      say(`  ${i + 1}: Volt ${ms(v?.run.markerMs)}, QEMU ${ms(q?.markerMs)}`);
+    }
+    out.boot = { ready, panic, guestBoot, phaseRuns };
+  }
+
+  if (figs.includes("vmm-init")) {
+    // The boots to panic above already timed Volt's VMM init; without
+    // them, runs of its own.
+    if (!firstRuns.length) {
+      say(`Volt spawn → first KVM_RUN: ${runs} runs`);
+      for (let i = 0; i < runs; i++) firstRuns.push(await toFirstRun(["--kernel", guest.kernel]));
+    }
+    // QEMU's exec → first KVM_RUN, from its own trace (a separate run: the
+    // trace slows every later exit).
+    say(`QEMU exec → first KVM_RUN: ${runs} runs`);
+    const wallQemu: number[] = [];
+    for (let i = 0; i < runs; i++) {
+      const q = await qemu({ ...base, cmdline, traceVcpuIoctls: true }, "", {
+        stderrMarker: "type 0xae80",
+      });
+      const first = q && firstKvmRunEpoch(q.stderr);
+      if (q && first !== undefined) wallQemu.push(first - q.spawnEpoch);
+    }
+    const ok = firstRuns.filter((r) => r?.metrics?.vmmInitMs !== undefined);
+    out["vmm-init"] = {
+      voltTraced: ok.map((r) => r!.metrics!.vmmInitMs!),
+      wall: { volt: ok.map(vmmWall), qemu: wallQemu },
+    };
+  }
+
+  if (figs.includes("security")) {
+    say(`security overhead: ${runs} pairs`);
+    const on: number[] = [], off: number[] = [];
+    for (let i = 0; i < runs; i++) {
+      const [a, b] = await pair(
+        i,
+        () => toFirstRun(["--kernel", guest.kernel]),
+        () => toFirstRun(["--kernel", guest.kernel, "--no-seccomp", "--no-landlock"]),
+      );
+      if (a && b) {
+        on.push(vmmWall(a));
+        off.push(vmmWall(b));
+      }
+    }
+    out.security = { on, off };
+  }
+
+  if (figs.includes("memory")) {
+    // With userspace, at READY with the guest idling in a command; on PVM
+    // a fixed time into the boot, the same for both monitors.
+    const at = userspace ? `1 s after "${READY}"` : `${MEMORY_AT_MS / 1000} s into the boot`;
+    const sizes = [];
+    for (const mib of [128, 256, 512]) {
+      say(`memory overhead at ${mib} MiB, ${at}: ${memoryRuns} pairs`);
+      const mv: number[] = [], mq: number[] = [];
+      const read = (into: number[]) => async (pid: number) => {
+        if (userspace) await new Promise((r) => setTimeout(r, 1000));
+        into.push(memoryUse(pid, mib << 20).overheadMiB);
+      };
+      const until = (into: number[]): Until =>
+        userspace ? { atMarker: read(into) } : { atMarker: read(into), afterMs: MEMORY_AT_MS };
+      const cmd = 'volt.cmd="sleep 600"';
+      for (let i = 0; i < memoryRuns; i++) {
+        await pair(
+          i,
+          () =>
+            volt(
+              [
+                "--kernel",
+                guest.kernel,
+                "--initrd",
+                guest.initrd,
+                "--memory",
+                `${mib}M`,
+                "--append",
+                cmd,
+              ],
+              READY,
+              { kill: true, ...until(mv) },
+            ),
+          () =>
+            qemu(
+              { ...base, memoryMiB: mib, initrd: guest.initrd, cmdline: guestCmdline(kind, cmd) },
+              READY,
+              until(mq),
+            ),
+        );
+      }
+      sizes.push({ mib, volt: mv, qemu: mq });
+    }
+    out.memory = { at, sizes };
+  }
+
+  if (figs.includes("pio")) {
+    say(`PIO exits: ${pioExits} each, Volt and a C loop`);
+    const c = cPioRate(pioExits);
+    out.pio = { volt: await voltPioRate(pioExits), c };
+  }
+
+  if (figs.includes("size")) {
+    const size = (p: string) => Deno.statSync(Deno.realPathSync(p)).size / 2 ** 20;
+    out.size = {
+      bundleMiB: size(`${ROOT}/dist/volt.js`),
+      denoMiB: size(Deno.execPath()),
+      qemuMiB: size(which(QEMU)),
+    };
+  }
+  return { place, cmdline, qemuCpu: cpu, figures: out, failures: [...failures] };
 }
 
-// Memory overhead at READY, the guest idling in a command.
-const memoryRows: Row[] = [];
-for (const mib of [128, 256, 512]) {
-  say(`memory overhead at ${mib} MiB: ${memoryRuns} pairs`);
-  const mv: number[] = [], mq: number[] = [];
-  const settle = (into: number[]) => async (pid: number) => {
-    await new Promise((r) => setTimeout(r, 1000));
-    into.push(memoryUse(pid, mib << 20).overheadMiB);
-  };
-  const cmd = 'volt.cmd="sleep 600"';
-  for (let i = 0; i < memoryRuns; i++) {
-    await pair(
-      i,
-      () =>
-        volt(
-          [
-            "--kernel",
-            guest.kernel,
-            "--initrd",
-            guest.initrd,
-            "--memory",
-            `${mib}M`,
-            "--append",
-            cmd,
-          ],
-          READY,
-          { kill: true, atMarker: settle(mv) },
-        ),
-      () =>
-        qemu(
-          { ...base, memoryMiB: mib, initrd: guest.initrd, cmdline: `${DEFAULT_CMDLINE} ${cmd}` },
-          READY,
-          { atMarker: settle(mq) },
-        ),
+/** Runs this benchmark for `figs` inside the helper VM and returns its parts. */
+async function inHelperVm(
+  figs: readonly Figure[],
+): Promise<{ status: number; parts: PartResults[] }> {
+  const dir = Deno.makeTempDirSync({ prefix: "volt-bench-" });
+  const file = `${dir}/results.json`;
+  try {
+    say(`running ${figs.join(", ")} inside the helper VM`);
+    const status = await runNested(
+      [
+        Deno.execPath(),
+        "run",
+        "-A",
+        `${ROOT}/bench/boot.ts`,
+        "--nested",
+        `--figures=${figs.join(",")}`,
+        `--results-json=${file}`,
+        `--runs=${runs}`,
+        `--memory-runs=${memoryRuns}`,
+        `--pio-exits=${pioExits}`,
+      ],
+      { cwd: ROOT, writable: [dir], memory: "4G", cpus: 2, timeoutMs: 4 * 3600_000, timings: true },
     );
+    let parts: PartResults[] = [];
+    if (status === 0) parts = JSON.parse(Deno.readTextFileSync(file));
+    return { status, parts };
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
   }
-  memoryRows.push({
-    what: `memory overhead, ${mib} MiB guest`,
-    volt: some(mv),
-    qemu: some(mq),
-    unit: "MiB",
-  });
 }
 
-// PIO exit handling against a C loop.
-say(`PIO exits: ${pioExits} each, Volt and a C loop`);
-const pioC = cPioRate(pioExits);
-const pioV = await voltPioRate(pioExits);
+const kind = hostKindOf(hostHasKvm(), isPvmHost());
+if (opt.nested && kind === "none") throw new Error("No usable /dev/kvm inside the helper VM");
+if (opt.nested && kind === "pvm") throw new Error("--nested is for inside the helper VM only");
+const plan = splitPlan(benchPlan(kind), wanted);
+const here = opt.nested ? wanted : plan.here;
+const helper = opt.nested ? [] : plan.helper;
+const place = placeOf(kind, opt.nested);
+if (!opt.nested) {
+  say(
+    `host: ${hostKindLabel(kind)}; ${placeLabel(place)}: ${here.join(", ") || "nothing"}; ` +
+      `helper VM: ${helper.join(", ") || "nothing"}`,
+  );
+}
 
-// Sizes.
-const size = (p: string) => Deno.statSync(Deno.realPathSync(p)).size / 2 ** 20;
-const which = (cmd: string) =>
-  new TextDecoder().decode(
-    new Deno.Command("sh", { args: ["-c", `command -v ${cmd}`] }).outputSync().stdout,
-  ).trim();
-const bundleMiB = size(`${ROOT}/dist/volt.js`);
-const denoMiB = size(Deno.execPath());
-const qemuMiB = size(which(QEMU));
+const guest = await ensureDefaultGuest(say);
+if (!opt.nested) bundle();
+const parts: PartResults[] = [];
+if (here.length) parts.push(await measure(here, place, kind, guest));
+if (opt["results-json"]) {
+  Deno.writeTextFileSync(opt["results-json"], JSON.stringify(parts));
+  Deno.exit(0);
+}
+let helperStatus = 0;
+if (helper.length) {
+  const h = await inHelperVm(helper);
+  helperStatus = h.status;
+  parts.push(...h.parts);
+}
+if (!parts.length) {
+  say(`the helper VM's part failed (exit ${helperStatus}); nothing was measured`);
+  Deno.exit(helperStatus || 1);
+}
 
 // Report.
+const merged = mergeResults(parts);
 const date = new Date().toISOString().slice(0, 10);
-const host = opt.host ?? hostLine();
-const where = opt.nested
-  ? `inside the nested-KVM helper VM (QEMU TCG with emulated AMD SVM, 2 vCPUs, 4 GiB) on ${host}: every guest exit is emulated, so absolute times are far above a hardware-KVM host's; the ratios compare both monitors under the same conditions`
-  : `on ${host} with hardware KVM`;
-const medianPhases: Mark[] = (sample?.phases ?? []).map((p) => {
-  const xs = phaseRuns.map((r) => r.find((m) => m.phase === p.phase)?.ms).filter((x) =>
-    x !== undefined
-  ) as number[];
-  return { phase: p.phase, ms: summarize(xs).median };
+const figuresOpt = opt.figures === undefined ? "" : ` --figures ${wanted.join(",")}`;
+const notes = helperStatus
+  ? [
+    `The helper VM's part (${helper.join(", ")}) failed with exit status ${helperStatus}: ` +
+    "its figures are missing.",
+  ]
+  : [];
+const md = reportMarkdown(merged, {
+  date,
+  command:
+    `deno task bench:boot --runs ${runs} --memory-runs ${memoryRuns} --pio-exits ${pioExits}${figuresOpt}`,
+  kind,
+  host: hostLine(),
+  guestName: guest.kernel.split("/").at(-2) ?? "?",
+  qemuPath: which(QEMU),
+  notes,
 });
-const onS = some(secureOn.filter((x) => !Number.isNaN(x)));
-const offS = some(secureOff.filter((x) => !Number.isNaN(x)));
-const md = `# Boot benchmark, ${date}
-
-Command: \`deno task bench:boot --runs ${runs} --memory-runs ${memoryRuns} --pio-exits ${pioExits}\`
-
-Measured ${where}. Guest: the default microVM kernel (${guest.kernel.split("/").at(-2)}) and
-initramfs, 1 vCPU, 128 MiB unless stated, command line \`${DEFAULT_CMDLINE}\`. Volt runs from the
-bundle (\`dist/volt\`) with every sandbox layer on; QEMU ${which(QEMU)} \`-M microvm -enable-kvm
--cpu host -nodefaults\`. Runs alternate pair by pair.
-
-## Volt against QEMU microvm
-
-${
-  compareTable([
-    {
-      what: `cold boot to userspace (spawn → "${READY}" on the console)`,
-      volt: some(bootVolt),
-      qemu: some(bootQemu),
-    },
-    {
-      what: `cold boot to kernel panic (spawn → "${PANIC}")`,
-      volt: some(panicVolt),
-      qemu: some(panicQemu),
-    },
-    {
-      what: "VMM init, wall clock (spawn → first KVM_RUN)",
-      volt: some(wallVolt.filter((x) => !Number.isNaN(x))),
-      qemu: some(wallQemu),
-    },
-    ...memoryRows,
-  ])
+if (helperStatus) {
+  console.log(md);
+  say("the report above is partial and was not saved");
+  Deno.exit(helperStatus);
 }
-
-## Volt alone
-
-| figure | value |
-| ------ | ----- |
-| VMM init, traced (runtime start → first KVM_RUN), median | ${ms(some(tracedVolt)?.median)} |
-| guest boot time (runtime start → volt-init's boot-timer write), median | ${
-  guestBoot.length ? ms(summarize(guestBoot).median) : "n/a"
-} |
-| security overhead: VMM init wall, all layers − \`--no-seccomp --no-landlock\` (medians) | ${
-  onS && offS
-    ? `${ms(onS.median - offS.median)} (${ms(onS.median)} vs ${ms(offS.median)}, n=${onS.n})`
-    : "n/a"
-} |
-| PIO exits: Volt vCPU loop / C loop | ${Math.round(pioV.rate).toLocaleString("en")} /s / ${
-  Math.round(pioC.rate).toLocaleString("en")
-} /s = ${(pioV.rate / pioC.rate * 100).toFixed(0)}% |
-| program size | bundle \`dist/volt.js\` ${(bundleMiB * 1024).toFixed(0)} KiB + Deno runtime ${
-  denoMiB.toFixed(1)
-} MiB; QEMU binary ${qemuMiB.toFixed(1)} MiB (without its shared libraries and firmware) |
-
-## Volt's boot phases (median of ${phaseRuns.length} boots to userspace)
-
-${phaseTable(medianPhases)}
-
-![timeline](boot-timeline.svg)
-${
-  failures.length
-    ? `\n## Failed runs (left out of the figures)\n\n${failures.map((f) => `- ${f}`).join("\n")}\n`
-    : ""
-}`;
 const dir = `${ROOT}/bench/results`;
 Deno.mkdirSync(dir, { recursive: true });
-Deno.writeTextFileSync(`${dir}/boot-${date}.md`, md);
-Deno.writeTextFileSync(`${dir}/latest.md`, md);
-Deno.writeTextFileSync(
-  `${dir}/boot-timeline.svg`,
-  timelineSvg(medianPhases, "guest ready", `Volt boot to userspace, median phases (${date})`),
-);
-console.log(md);
+const reports = [`${dir}/boot-${date}.md`, `${dir}/latest.md`];
+for (const f of reports) Deno.writeTextFileSync(f, md);
+// Formatted as `deno fmt` would, so the saved report leaves the repository's fmt check clean.
+new Deno.Command(Deno.execPath(), { args: ["fmt", "--quiet", ...reports], cwd: ROOT }).outputSync();
+console.log(Deno.readTextFileSync(reports[1]));
+if (merged.figures.boot) {
+  Deno.writeTextFileSync(
+    `${dir}/boot-timeline.svg`,
+    timelineSvg(
+      medianPhases(merged.figures.boot.phaseRuns),
+      "guest ready",
+      `Volt boot to userspace, median phases (${date}, ${placeLabel(merged.where.boot!)})`,
+    ),
+  );
+}

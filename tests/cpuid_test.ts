@@ -7,6 +7,14 @@ import {
   vcpuCpuid,
 } from "../src/arch/x86_64/cpuid.ts";
 import { selectTemplate } from "../src/vmm/builder.ts";
+import {
+  cmdlineMasks,
+  maskCmdline,
+  PVM_CMDLINE,
+  PVM_UNEMULATED,
+} from "../src/arch/x86_64/cpuid.ts";
+import { normalizeXstate, xstateProblems } from "../src/arch/x86_64/xstate.ts";
+import { isTcgHost } from "../src/vmm/host.ts";
 
 const all = 0xffffffff;
 const host: CpuidEntry[] = [
@@ -87,7 +95,88 @@ Deno.test("CPUID: the PVM template hides what PVM's emulator lacks and the xsave
 
 Deno.test("CPU template selection: auto follows the host, unknown names refused", () => {
   assert.equal(selectTemplate("auto", true).name, "pvm");
-  assert.equal(selectTemplate("auto", false).name, "none");
+  assert.equal(selectTemplate("auto", false, false).name, "none");
+  assert.equal(selectTemplate("auto", false, true).name, "nested-tcg");
+  assert.equal(selectTemplate("none", false, true).name, "none");
   assert.equal(selectTemplate("pvm", false).name, "pvm");
   assert.throws(() => selectTemplate("epyc"), /Unknown CPU template: epyc/);
+});
+
+/** KVM_GET_SUPPORTED_CPUID as recorded on each kind of host this project met. */
+const recorded: Record<string, CpuidEntry[]> = {
+  // PVM (AMD EPYC): XSAVE clear in leaf 1, yet leaf 0xD lists AVX and AVX-512 state.
+  pvm: JSON.parse(
+    Deno.readTextFileSync(new URL("fixtures/cpuid/pvm_amd_epyc.json", import.meta.url)),
+  ),
+  // KVM nested in QEMU TCG (-cpu max): XSAVE with AVX and PKRU.
+  "helper VM": JSON.parse(
+    Deno.readTextFileSync(new URL("fixtures/cpuid/helper_vm_tcg_svm.json", import.meta.url)),
+  ),
+  synthetic: host,
+};
+
+Deno.test("CPUID: leaf 0xD agrees with the table for every recorded host and template", () => {
+  assert.ok(xstateProblems(recorded.pvm).length > 0, "the raw PVM table is inconsistent");
+  for (const [where, supported] of Object.entries(recorded)) {
+    for (const template of Object.values(TEMPLATES)) {
+      for (const cpus of [1, 3]) {
+        const t = vcpuCpuid(supported, { cpu: 0, cpus, template });
+        assert.deepEqual(xstateProblems(t), [], `${where}, ${template.name}`);
+      }
+    }
+  }
+});
+
+Deno.test("CPUID: xstate normalization keeps what is consistent and drops the rest", () => {
+  const t = recorded["helper VM"].map((e) => ({ ...e }));
+  normalizeXstate(t);
+  const d0 = t.find((e) => e.function === 0xd && e.index === 0)!;
+  // x87, SSE, AVX (offered) and PKRU (PKU offered): 0xa80 + 8 bytes.
+  assert.deepEqual([d0.eax, d0.ebx, d0.ecx], [0x207, 0xa88, 0xa88]);
+  const pvm = vcpuCpuid(recorded.pvm, { cpu: 0, cpus: 1, template: TEMPLATES.none });
+  for (const e of pvm.filter((e) => e.function === 0xd)) {
+    assert.deepEqual([e.eax, e.ebx, e.ecx, e.edx], [0, 0, 0, 0], "XSAVE is off: 0xD is empty");
+  }
+  // XSAVE on, AVX-512 state listed without AVX-512F: the ZMM components go.
+  const avx512 = [
+    { function: 1, index: 0, flags: 0, eax: 0, ebx: 0, ecx: (1 << 26) | (1 << 28), edx: 0 },
+    { function: 7, index: 0, flags: 1, eax: 0, ebx: 0, ecx: 0, edx: 0 },
+    { function: 0xd, index: 0, flags: 1, eax: 0xe7, ebx: 0x980, ecx: 0x980, edx: 0 },
+    { function: 0xd, index: 2, flags: 1, eax: 0x100, ebx: 0x240, ecx: 0, edx: 0 },
+    { function: 0xd, index: 5, flags: 1, eax: 0x40, ebx: 0x340, ecx: 0, edx: 0 },
+    { function: 0xd, index: 6, flags: 1, eax: 0x200, ebx: 0x380, ecx: 0, edx: 0 },
+    { function: 0xd, index: 7, flags: 1, eax: 0x400, ebx: 0x580, ecx: 0, edx: 0 },
+  ];
+  assert.ok(xstateProblems(avx512).includes("component 5 offered without its CPU feature"));
+  normalizeXstate(avx512);
+  assert.deepEqual([avx512[2].eax, avx512[2].ebx, avx512[2].ecx], [7, 0x340, 0x340]);
+  assert.deepEqual(avx512.slice(4).map((e) => e.eax), [0, 0, 0]);
+  assert.deepEqual(xstateProblems(avx512), []);
+});
+
+Deno.test("CPUID: PVM's command line masks what its emulator lacks, and the table agrees", () => {
+  assert.deepEqual(maskCmdline(["xsave", "popcnt"]), ["noxsave", "clearcpuid=popcnt"]);
+  assert.deepEqual(maskCmdline([]), []);
+  const masked = cmdlineMasks(PVM_CMDLINE.join(" "));
+  assert.deepEqual([...masked].sort(), [...PVM_UNEMULATED].sort());
+  assert.ok(PVM_CMDLINE.includes("noint3selftest"));
+  assert.deepEqual(TEMPLATES.pvm.cmdline, PVM_CMDLINE);
+  const t = vcpuCpuid(host, { cpu: 0, cpus: 1, template: TEMPLATES.pvm });
+  for (const f of masked) {
+    assert.equal(bit(t, f), 0, `${f} masked on the command line but not in the table`);
+  }
+  assert.deepEqual(TEMPLATES.none.cmdline, []);
+});
+
+Deno.test("CPUID: the nested-tcg template hides XSAVE and all that needs it", () => {
+  const t = vcpuCpuid(recorded["helper VM"], {
+    cpu: 0,
+    cpus: 1,
+    template: TEMPLATES["nested-tcg"],
+  });
+  for (const f of ["xsave", "osxsave", "avx", "avx2", "xsaveopt"]) assert.notEqual(bit(t, f), 1, f);
+  assert.equal(t.filter((e) => e.function === 0xd && (e.eax | e.ebx | e.ecx | e.edx)).length, 0);
+  assert.equal(bit(t, "popcnt"), 1, "nothing else is hidden");
+  assert.ok(isTcgHost("processor\t: 0\nmodel name\t: QEMU TCG CPU version 2.5+\n"));
+  assert.ok(!isTcgHost("model name\t: AMD EPYC 7B13 64-Core Processor\n"));
 });

@@ -297,3 +297,88 @@ ap_count: .word 0
     0x200000,
     [`--section-start=.ap=0x${AP_START.toString(16)}`],
   );
+
+/**
+ * Executes `cpuid` for each [leaf, subleaf] and prints one line each,
+ * `leaf.sub eax ebx ecx edx` in hex, so a test reads what the guest really
+ * sees (on PVM that is not the vCPU's table). With `xcr0`, first enables
+ * OSXSAVE and loads XCR0 (only when CPUID.1 offers XSAVE, else it prints
+ * `no xsave`), then prints `xcr0 <xgetbv>` and the leaves. Exits 0.
+ */
+export const cpuidProbe = (leaves: Array<[number, number]>, xcr0?: number) =>
+  assembleElf(`
+  mov dx, 0x3f8
+${
+    xcr0 === undefined ? "" : `
+  mov eax, 1
+  cpuid
+  bt ecx, 26
+  jc 5f
+${PRINT("noxsave")}${EXIT(0)}
+5: mov rax, cr4
+  or rax, 1 << 18
+  mov cr4, rax
+  xor ecx, ecx
+  xor edx, edx
+  mov eax, ${xcr0}
+  xsetbv
+  xor ecx, ecx
+  xgetbv
+  mov ebx, eax
+${PRINT("xcr0")}
+  call hex32
+  mov al, 10
+  out dx, al`
+  }
+  lea rdi, [rip + leaves]
+1: mov eax, [rdi]
+  cmp eax, 0xffffffff
+  je 2f
+  mov ecx, [rdi + 4]
+  push rdi
+  cpuid
+  mov r8d, eax
+  mov r9d, ebx
+  mov r10d, ecx
+  mov r11d, edx
+  pop rdi
+  mov dx, 0x3f8
+  mov ebx, [rdi]
+  call hex32
+  mov al, '.'
+  out dx, al
+  mov ebx, [rdi + 4]
+  call hex32
+  mov ebx, r8d
+  call sphex32
+  mov ebx, r9d
+  call sphex32
+  mov ebx, r10d
+  call sphex32
+  mov ebx, r11d
+  call sphex32
+  mov al, 10
+  out dx, al
+  add rdi, 8
+  jmp 1b
+2:${EXIT(0)}
+sphex32:
+  mov al, ' '
+  out dx, al
+hex32:
+  mov ecx, 8
+3: rol ebx, 4
+  mov eax, ebx
+  and eax, 0xf
+  lea rsi, [rip + digits]
+  mov al, [rsi + rax]
+  out dx, al
+  loop 3b
+  ret
+digits: .ascii "0123456789abcdef"
+noxsave: .asciz "no xsave\\n"
+xcr0: .asciz "xcr0 "
+.align 4
+leaves: ${leaves.map(([l, s]) => `.long ${l}, ${s}`).join("\n  ")}
+  .long 0xffffffff, 0
+`);

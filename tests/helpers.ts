@@ -3,6 +3,8 @@
  * subprocess, and small guest programs assembled with binutils.
  */
 
+import { isPvmHost } from "../src/vmm/host.ts";
+
 export const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 
 /** Why KVM tests cannot run here, or undefined when they can. */
@@ -23,8 +25,41 @@ if (reason) {
   console.error(`KVM tests skipped: ${reason}`);
 }
 
+/**
+ * Which tests this process runs, set by tools/test.ts on a PVM host, where
+ * guest userspace cannot run: `native` on the host (every test but those
+ * needing guest userspace), `userspace` in the helper VM (only those).
+ * Unset: every test this host can run.
+ */
+export const TEST_SCOPE = Deno.env.get("VOLT_TEST_SCOPE") as "native" | "userspace" | undefined;
+
+/** This host is PVM (inside the helper VM it is not). */
+export const pvmHost = isPvmHost();
+
 /** Test options that skip (with the reason printed above) without KVM. */
-export const needsKvm = { ignore: reason !== undefined };
+export const needsKvm = { ignore: reason !== undefined || TEST_SCOPE === "userspace" };
+
+/**
+ * Test options for a test that needs guest userspace (volt-init's READY, a
+ * shell, a command's status) or more than PVM runs (Linux SMP). On a PVM
+ * host it is ignored here and runs in the helper VM instead (`./volt test`
+ * does both); everywhere else it runs where KVM does.
+ */
+export const needsUserspace = {
+  ignore: reason !== undefined || TEST_SCOPE === "native" || (pvmHost && !TEST_SCOPE),
+};
+if (pvmHost && !reason && TEST_SCOPE !== "userspace") {
+  console.error(
+    "Guest userspace tests skipped here: this host is PVM (./volt test runs them in the helper VM)",
+  );
+}
+
+/** A test's output must show no kernel warning: on PVM a WARN() ends the VM, elsewhere it hides a bug. */
+export function assertNoKernelWarning(console: string): void {
+  const at = console.search(/WARNING:|------------\[ cut here \]/);
+  if (at < 0) return;
+  throw new Error(`The guest kernel warned:\n${console.slice(Math.max(0, at - 200), at + 1500)}`);
+}
 
 /** True when `cmd --version` runs. */
 function has(cmd: string): boolean {

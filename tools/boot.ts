@@ -1,10 +1,12 @@
 /**
- * `./volt run` on a host without /dev/kvm: builds or fetches the guest on
- * the host (fast there), then boots it with the real monitor inside the
- * nested-KVM helper VM (tools/nested/). The helper VM has no terminal input,
- * so a guest given no command stops right after it is ready.
+ * `./volt run` on every kind of host: on hardware KVM it boots here; where
+ * /dev/kvm is absent, or is PVM (which cannot run guest userspace), it
+ * builds or fetches the guest on the host (fast there), then boots it with
+ * the real monitor inside the nested-KVM helper VM (tools/nested/), our
+ * terminal passed through to the guest's console. `--native` boots here
+ * whatever the host.
  *
- * Usage: deno run -A tools/boot.ts [volt run options]
+ * Usage: deno run -A tools/boot.ts [--native] [volt run options]
  *
  * @module
  */
@@ -12,6 +14,7 @@
 import { parseArgs } from "node:util";
 import { report } from "../src/cli/main.ts";
 import { resolveGuest } from "../src/cli/guest_cmd.ts";
+import { type HostKind, hostKind } from "../src/vmm/host.ts";
 import { runNested } from "./nested/run.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
@@ -52,11 +55,52 @@ export function splitGuestArgs(
   };
 }
 
+/**
+ * Why `./volt run` boots in the helper VM on a host of `kind`, or undefined
+ * when it boots here.
+ *
+ * @example
+ * ```ts
+ * import { nestedReason } from "./boot.ts";
+ * console.log(nestedReason("hardware")); // undefined
+ * console.log(nestedReason("pvm")?.startsWith("this host's KVM is PVM")); // true
+ * ```
+ */
+export function nestedReason(kind: HostKind): string | undefined {
+  if (kind === "none") return "/dev/kvm is absent or unusable here";
+  if (kind === "pvm") {
+    return "this host's KVM is PVM, which cannot run guest userspace (--native boots here anyway, to the kernel's init)";
+  }
+  return undefined;
+}
+
+/** Runs `volt run args` on this host; returns its status. */
+async function runHere(args: string[]): Promise<number> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", `${ROOT}/mod.ts`, "run", ...args],
+    stdin: "inherit",
+    stdout: "inherit",
+    stderr: "inherit",
+  }).spawn();
+  // The child owns the terminal; our default SIGINT would orphan it.
+  const ignore = () => {};
+  Deno.addSignalListener("SIGINT", ignore);
+  try {
+    const s = await child.status;
+    return s.signal ? 128 + (s.signal === "SIGINT" ? 2 : 15) : s.code;
+  } finally {
+    Deno.removeSignalListener("SIGINT", ignore);
+  }
+}
+
 if (import.meta.main) {
   try {
-    const { kernel, initrd, rest } = splitGuestArgs(Deno.args);
+    const native = Deno.args.includes("--native");
+    const own = Deno.args.filter((a) => a !== "--native");
+    const why = native ? undefined : nestedReason(hostKind());
+    if (!why) Deno.exit(await runHere(own));
+    const { kernel, initrd, rest } = splitGuestArgs(own);
     const guest = await resolveGuest(kernel, initrd);
-    const hasCmd = rest.some((a) => a.includes("volt.cmd=") || a.includes("volt.exit"));
     const args = [
       "run",
       "--kernel",
@@ -64,14 +108,12 @@ if (import.meta.main) {
       ...(guest.initrd ? ["--initrd", guest.initrd] : []),
       ...rest,
     ];
-    if (!hasCmd && !rest.includes("--cmdline")) args.push("--append", "volt.exit");
-    console.error(
-      "volt: /dev/kvm is absent: booting inside a nested-KVM helper VM (QEMU TCG with SVM), without terminal input",
-    );
+    console.error(`volt: ${why}: booting inside a nested-KVM helper VM (QEMU TCG with SVM)`);
     Deno.exit(
       await runNested([Deno.execPath(), "run", "-A", `${ROOT}/mod.ts`, ...args], {
         cwd: ROOT,
         env: { DENO_NO_UPDATE_CHECK: "1" },
+        input: true,
       }),
     );
   } catch (e) {

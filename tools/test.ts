@@ -14,7 +14,8 @@ import { VoltError } from "../src/errors.ts";
 import { exists } from "../src/guest/cache.ts";
 import { ensureDefaultGuest } from "../src/guest/default_guest.ts";
 import { fetchDebianKernel } from "../src/guest/kernels.ts";
-import { hostHasKvm, runNested } from "./nested/run.ts";
+import { hostKind, hostKindLabel } from "../src/vmm/host.ts";
+import { runNested } from "./nested/run.ts";
 
 /** The repository root. */
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
@@ -60,36 +61,98 @@ export async function prepareGuests(): Promise<void> {
 }
 
 /**
- * Runs the tests and returns `deno test`'s exit status.
+ * Test files holding tests that need guest userspace (`needsUserspace` in
+ * tests/helpers.ts): on a PVM host these files run a second time, in the
+ * helper VM, with only those tests.
+ */
+export const USERSPACE_TEST_FILES = ["tests/guest_e2e_test.ts", "tests/linux_test.ts"];
+
+/** Counts from `deno test`'s summary lines. */
+export interface TestCounts {
+  passed: number;
+  failed: number;
+  ignored: number;
+}
+
+/**
+ * Adds up every `deno test` summary line in `output` (colours allowed).
  *
  * @example
- * ```ts ignore
- * import { main } from "./test.ts";
- * Deno.exit(await main(["tests/ffi_test.ts"]));
+ * ```ts
+ * import { testCounts } from "./test.ts";
+ * console.log(testCounts("ok | 3 passed | 0 failed | 1 ignored (2s)\n"));
+ * // { passed: 3, failed: 0, ignored: 1 }
  * ```
  */
-export async function main(extra: string[]): Promise<number> {
-  const deno = Deno.execPath();
-  const args = testArgs(extra);
-  await prepareGuests();
-  if (hostHasKvm()) {
-    const child = new Deno.Command(deno, { args, cwd: ROOT, stdin: "inherit" }).spawn();
-    return (await child.status).code;
+export function testCounts(output: string): TestCounts {
+  // deno-lint-ignore no-control-regex
+  const plain = output.replace(/\x1b\[[0-9;]*m/g, "");
+  const c: TestCounts = { passed: 0, failed: 0, ignored: 0 };
+  const re = /^(?:ok|FAILED) \| (\d+) passed[^|]*\| (\d+) failed[^|\n]*(?:\| (\d+) ignored)?/gm;
+  for (const m of plain.matchAll(re)) {
+    c.passed += Number(m[1]);
+    c.failed += Number(m[2]);
+    c.ignored += Number(m[3] ?? 0);
   }
-  const why = exists("/dev/kvm") ? "is not usable" : "is absent";
-  console.error(
-    `/dev/kvm ${why} here: the tests run inside a nested-KVM helper VM (QEMU TCG with SVM)`,
+  return c;
+}
+
+/**
+ * The `deno test` arguments of the helper-VM half on a PVM host: the
+ * userspace test files among those `args` names (all of them when it names
+ * none), or undefined when it names others only.
+ *
+ * @example
+ * ```ts
+ * import { userspaceArgs } from "./test.ts";
+ * console.log(userspaceArgs(["test", "-A", "--parallel", "tests/"]));
+ * // ["test", "-A", "--parallel", "tests/guest_e2e_test.ts", "tests/linux_test.ts"]
+ * console.log(userspaceArgs(["test", "-A", "tests/cpio_test.ts"])); // undefined
+ * ```
+ */
+export function userspaceArgs(args: string[]): string[] | undefined {
+  const isPath = (a: string) =>
+    !a.startsWith("-") && a !== "test" && /(^|\/)tests(\/|$)|\.ts$/.test(a);
+  const paths = args.filter(isPath);
+  const wanted = USERSPACE_TEST_FILES.filter((f) =>
+    paths.some((p) => {
+      const rel = p.startsWith(`${ROOT}/`) ? p.slice(ROOT.length + 1) : p;
+      return rel.replace(/\/$/, "") === "tests" || rel === f;
+    })
   );
-  // Type checking and fetching happen on the host (tsc under TCG costs
-  // minutes, and the VM has no network); the VM then runs with --no-check.
+  if (wanted.length === 0) return undefined;
+  return [...args.filter((a) => !isPath(a)), ...wanted];
+}
+
+/** Runs `deno` with `args` on this host; its output passes through and is also returned. */
+async function denoHere(args: string[], env: Record<string, string>): Promise<[number, string]> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args,
+    cwd: ROOT,
+    env,
+    stdin: "inherit",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const dec = new TextDecoder();
+  let out = "";
+  for await (const chunk of child.stdout) {
+    await Deno.stdout.write(chunk);
+    out += dec.decode(chunk, { stream: true });
+  }
+  return [(await child.status).code, out];
+}
+
+/** Type checks and fetches on the host: tsc under TCG costs minutes, and the helper VM has no network. */
+async function prepareForNested(args: string[]): Promise<number> {
   // The vCPU worker is checked too: `deno test` would check it at spawn.
   for (
-    const check of [
-      ["test", "--no-run", ...args.slice(1)],
-      ["check", `${ROOT}/src/vmm/vcpu_worker.ts`],
-    ]
+    const check of [["test", "--no-run", ...args.slice(1)], [
+      "check",
+      `${ROOT}/src/vmm/vcpu_worker.ts`,
+    ]]
   ) {
-    const prep = await new Deno.Command(deno, {
+    const prep = await new Deno.Command(Deno.execPath(), {
       args: check,
       cwd: ROOT,
       stdin: "null",
@@ -98,7 +161,15 @@ export async function main(extra: string[]): Promise<number> {
     }).output();
     if (!prep.success) return prep.code;
   }
-  const env: Record<string, string> = { DENO_NO_UPDATE_CHECK: "1" };
+  return 0;
+}
+
+/** Runs `args` in the helper VM; returns its status and output. */
+async function denoNested(
+  args: string[],
+  extraEnv: Record<string, string>,
+): Promise<[number, string]> {
+  const env: Record<string, string> = { DENO_NO_UPDATE_CHECK: "1", ...extraEnv };
   for (const k of PASS_ENV) {
     const v = Deno.env.get(k);
     if (v !== undefined) env[k] = v;
@@ -107,7 +178,68 @@ export async function main(extra: string[]): Promise<number> {
   // One test file at a time in the helper VM: its 2 emulated CPUs are slow,
   // and two nested guests booting at once starved each other into timeouts.
   const serial = ["test", "--no-check", ...args.slice(1).filter((a) => a !== "--parallel")];
-  return await runNested([deno, ...serial], { cwd: ROOT, env, timings, memory: "3G" });
+  const dec = new TextDecoder();
+  let out = "";
+  const rc = await runNested([Deno.execPath(), ...serial], {
+    cwd: ROOT,
+    env,
+    timings,
+    memory: "3G",
+    tap: (b) => (out += dec.decode(b, { stream: true })),
+  });
+  return [rc, out];
+}
+
+/**
+ * Runs the tests and returns their exit status: directly on hardware KVM;
+ * in the helper VM without /dev/kvm; on PVM, everything PVM runs directly
+ * and the tests needing guest userspace in the helper VM. Ends with one
+ * line adding up every part.
+ *
+ * @example
+ * ```ts ignore
+ * import { main } from "./test.ts";
+ * Deno.exit(await main(["tests/ffi_test.ts"]));
+ * ```
+ */
+export async function main(extra: string[]): Promise<number> {
+  const args = testArgs(extra);
+  await prepareGuests();
+  const kind = hostKind();
+  const parts: Array<[number, string]> = [];
+  const env = { DENO_NO_UPDATE_CHECK: "1" };
+  if (kind === "hardware") {
+    parts.push(await denoHere(args, env));
+  } else if (kind === "none") {
+    const why = exists("/dev/kvm") ? "is not usable" : "is absent";
+    console.error(
+      `volt test: /dev/kvm ${why} here: the tests run inside a nested-KVM helper VM (QEMU TCG with SVM)`,
+    );
+    const prep = await prepareForNested(args);
+    if (prep !== 0) return prep;
+    parts.push(await denoNested(args, {}));
+  } else {
+    const nested = userspaceArgs(args);
+    console.error(
+      "volt test: this host is PVM: guest kernels run here, guest userspace cannot" +
+        (nested ? "; the tests that need it run afterwards in the nested-KVM helper VM" : ""),
+    );
+    parts.push(await denoHere(args, { ...env, VOLT_TEST_SCOPE: "native" }));
+    if (nested) {
+      const prep = await prepareForNested(nested);
+      if (prep !== 0) return prep;
+      console.error("volt test: the guest userspace tests, in the helper VM");
+      parts.push(await denoNested(nested, { VOLT_TEST_SCOPE: "userspace" }));
+    }
+  }
+  const total = testCounts(parts.map(([, out]) => out).join("\n"));
+  const rc = parts.find(([code]) => code !== 0)?.[0] ?? 0;
+  const where = kind === "pvm"
+    ? " (host and helper VM; a test skipped in one ran in the other)"
+    : "";
+  console.log(`volt test on ${hostKindLabel(kind)}${where}:`);
+  console.log(`total: ${total.passed} passed, ${total.failed} failed, ${total.ignored} skipped`);
+  return rc;
 }
 
 if (import.meta.main) {

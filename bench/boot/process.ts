@@ -26,9 +26,23 @@ export interface RunUntilOptions {
   atMarker?: (pid: number) => void | Promise<void>;
   /** Kill once the marker is seen (and `atMarker` is done); else wait for the exit. */
   killAtMarker?: boolean;
-  /** Stop at this line on stderr instead (QEMU's trace). */
+  /** Stop at this line on stderr instead (QEMU's trace, Volt's `--log-level trace`). */
   stderrMarker?: string;
+  /**
+   * No marker line: the marker is this many ms after the spawn, if the
+   * process still runs then (a guest that never prints what we wait for).
+   */
+  afterMs?: number;
+  /**
+   * The signal `killAtMarker` sends (default SIGKILL); SIGTERM lets Volt
+   * stop the VM and write its --metrics-json. SIGKILL follows after
+   * {@linkcode STOP_GRACE_MS}.
+   */
+  stopSignal?: Deno.Signal;
 }
+
+/** How long a process stopped with a gentler signal than SIGKILL gets before SIGKILL. */
+export const STOP_GRACE_MS = 10_000;
 
 /**
  * Spawns `cmd args`, records when `marker` first appears on stdout, and
@@ -76,16 +90,34 @@ export async function runUntil(
     }
     return text;
   };
-  const outP = watch(child.stdout, opts.stderrMarker === undefined ? marker : undefined);
-  const errP = watch(child.stderr, opts.stderrMarker);
+  const onStdout = opts.stderrMarker === undefined && opts.afterMs === undefined;
+  const outP = watch(child.stdout, onStdout ? marker : undefined);
+  const errP = watch(child.stderr, opts.afterMs === undefined ? opts.stderrMarker : undefined);
   const status = child.status;
+  let exited = false;
+  status.then(() => exited = true);
+  const clock = opts.afterMs === undefined ? undefined : setTimeout(() => {
+    if (exited) return;
+    markerMs = performance.now() - t0;
+    hit();
+  }, opts.afterMs);
   await Promise.race([seen, status]);
+  clearTimeout(clock);
+  let grace: ReturnType<typeof setTimeout> | undefined;
   if (markerMs !== undefined) {
     await opts.atMarker?.(child.pid);
     if (opts.killAtMarker) {
+      const signal = opts.stopSignal ?? "SIGKILL";
       try {
-        child.kill("SIGKILL");
+        child.kill(signal);
       } catch { /* already gone */ }
+      if (signal !== "SIGKILL") {
+        grace = setTimeout(() => {
+          try {
+            child.kill("SIGKILL");
+          } catch { /* gone meanwhile */ }
+        }, STOP_GRACE_MS);
+      }
     }
   }
   // A process stuck in the kernel may outlive SIGKILL for a while: measure
@@ -95,6 +127,7 @@ export async function runUntil(
     new Promise<undefined>((r) => setTimeout(() => r(undefined), opts.timeoutMs + 15_000)),
   ]);
   clearTimeout(timer);
+  clearTimeout(grace);
   if (gone === undefined) {
     console.error(`bench: ${cmd} (pid ${child.pid}) did not exit after SIGKILL; moving on`);
     return { pid: child.pid, spawnEpoch, markerMs, code: -1, stdout: "", stderr: "" };

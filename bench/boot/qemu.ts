@@ -5,6 +5,8 @@
  * @module
  */
 
+import type { HostKind } from "./plan.ts";
+
 /** The QEMU binary (Debian's qemu-system-x86). */
 export const QEMU = "qemu-system-x86_64";
 
@@ -15,6 +17,8 @@ export interface QemuGuest {
   memoryMiB: number;
   cpus: number;
   cmdline: string;
+  /** The `-cpu` model (default `host`); see {@linkcode qemuCpu}. */
+  cpu?: string;
   /** Log every vCPU ioctl with a wall-clock timestamp (for exec → first KVM_RUN). */
   traceVcpuIoctls?: boolean;
 }
@@ -35,7 +39,7 @@ export function qemuArgs(g: QemuGuest): string[] {
     "microvm",
     "-enable-kvm",
     "-cpu",
-    "host",
+    g.cpu ?? "host",
     "-m",
     `${g.memoryMiB}M`,
     "-smp",
@@ -54,6 +58,23 @@ export function qemuArgs(g: QemuGuest): string[] {
   if (g.initrd) args.push("-initrd", g.initrd);
   if (g.traceVcpuIoctls) args.push("-trace", "kvm_vcpu_ioctl", "-msg", "timestamp=on");
   return args;
+}
+
+/**
+ * The `-cpu` model that starts on a host of `kind`. On PVM, QEMU's `host`
+ * model fails to set IA32_ARCH_CAPABILITIES (`failed to set MSR 0x10a`),
+ * so that feature goes. Masking more here would not help: PVM guests see
+ * the host's CPUID whatever QEMU sets (DESIGN.md §5), which is why the
+ * guest's command line carries the masks instead.
+ *
+ * @example
+ * ```ts
+ * import { qemuCpu } from "./qemu.ts";
+ * qemuCpu("pvm"); // "host,-arch-capabilities"
+ * ```
+ */
+export function qemuCpu(kind: HostKind): string {
+  return kind === "pvm" ? "host,-arch-capabilities" : "host";
 }
 
 /** KVM_RUN = _IO(KVMIO, 0x80), as QEMU's trace prints it. */

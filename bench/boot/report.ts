@@ -15,6 +15,8 @@ export interface Row {
   qemu?: Summary;
   /** Unit of the summaries (default ms). */
   unit?: "ms" | "MiB" | "exits/s";
+  /** Where it was measured, as the "ran on" column shows it. */
+  where?: string;
 }
 
 function fmt(x: number | undefined, unit: Row["unit"]): string {
@@ -25,28 +27,28 @@ function fmt(x: number | undefined, unit: Row["unit"]): string {
 }
 
 /**
- * A Markdown table of compared figures: median (min–max, n) for each side
- * and the Volt/QEMU ratio of the medians.
+ * A Markdown table of compared figures: median (min–max, n) for each side,
+ * the Volt/QEMU ratio of the medians, and where each was measured.
  *
  * @example
  * ```ts
  * import { compareTable } from "./report.ts";
  * const s = { n: 1, min: 1, median: 1, max: 1, spread: 0 };
- * compareTable([{ what: "boot", volt: s, qemu: s }]);
+ * compareTable([{ what: "boot", volt: s, qemu: s, where: "native" }]);
  * ```
  */
 export function compareTable(rows: readonly Row[]): string {
   const cell = (s: Summary | undefined, unit: Row["unit"]) =>
     s ? `${fmt(s.median, unit)} (${fmt(s.min, unit)} – ${fmt(s.max, unit)}, n=${s.n})` : "n/a";
   const lines = [
-    "| figure | Volt median (min – max) | QEMU microvm median (min – max) | Volt/QEMU |",
-    "| ------ | ----------------------- | ------------------------------- | --------- |",
+    "| figure | Volt median (min – max) | QEMU microvm median (min – max) | Volt/QEMU | ran on |",
+    "| ------ | ----------------------- | ------------------------------- | --------- | ------ |",
   ];
   for (const r of rows) {
     lines.push(
       `| ${r.what} | ${cell(r.volt, r.unit)} | ${cell(r.qemu, r.unit)} | ${
         ratio(r.volt?.median, r.qemu?.median)
-      } |`,
+      } | ${r.where ?? "n/a"} |`,
     );
   }
   return lines.join("\n");

@@ -34,5 +34,14 @@ export function cpuidCommand(args: string[]): number {
   kvm.close();
   console.log(`CPU template: ${template.name} (${template.description})`);
   console.log(formatCpuid(table));
+  // On PVM the guest's cpuid reads the host's CPU, not this table: the
+  // kernel command line is what hides features there.
+  console.log(
+    template.cmdline.length
+      ? `Kernel command line added (hides from the guest kernel what the table cannot): ${
+        template.cmdline.join(" ")
+      }`
+      : "Kernel command line added: nothing",
+  );
   return EXIT_CODE.ok;
 }

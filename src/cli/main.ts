@@ -56,6 +56,9 @@ Run options:
                        (volt-init's boot-timer write) as JSON at exit
   --log-level L        trace | debug | info | warning | error | fatal | off
                        (default warning)
+  --native             boot on this host: ./volt run otherwise boots in the
+                       nested-KVM helper VM where /dev/kvm is absent or PVM
+                       (whose guests reach init but cannot run userspace)
 
 Exit status: the guest's status when it reports one, 0 on guest reset or
 power-off, 64 usage, 65 bad input file, 66 missing file, 69 no usable KVM,

@@ -51,6 +51,8 @@ const OPTIONS = {
   "require-sandbox": { type: "boolean" },
   "seccomp-log": { type: "boolean" },
   "metrics-json": { type: "string" },
+  // `./volt run` decides where to boot; the monitor itself always boots here.
+  native: { type: "boolean" },
   [JAIL_STATE_OPTION]: { type: "string" },
 } as const;
 

@@ -8,9 +8,10 @@
 
 import { VoltError } from "../errors.ts";
 import { fetchAndUnpack } from "./apt.ts";
+import { BuildProgress } from "./build_progress.ts";
 import { cacheDir, exists, writeAtomic } from "./cache.ts";
 import { type CpioEntry, gzip, writeCpio } from "./cpio.ts";
-import { hasTool, runTool } from "./host_tools.ts";
+import { checkStatus, hasTool, runTool, spawnTool } from "./host_tools.ts";
 import type { KernelPaths } from "./kernels.ts";
 
 /** Repository root (guest/ sources live there). */
@@ -159,8 +160,163 @@ function kernelSource(progress: Progress): string {
 }
 
 /**
+ * Kbuild status lines ("  CC      init/main.o") in the log of a full build of
+ * guest/kernel: 13 from the config stages, 1379 from `make vmlinux bzImage`.
+ * Counted with `make -n` on this config (the log of a real build is deleted
+ * once the kernel is cached); the first build's progress is measured against
+ * it, later ones against what the last build recorded.
+ */
+export const KBUILD_LINES_ESTIMATE = 1392;
+/** Next to a built kernel: how many kbuild status lines its build log had. */
+const KBUILD_LINES_FILE = "kbuild-lines";
+
+/**
+ * The status lines to expect from building into `dir`: what the build of the
+ * same sources recorded, else the newest recorded by any build (configs
+ * change little between builds), else {@linkcode KBUILD_LINES_ESTIMATE}.
+ */
+function expectedKbuildLines(dir: string): number {
+  const read = (d: string): number | undefined => {
+    try {
+      const n = Number(Deno.readTextFileSync(`${d}/${KBUILD_LINES_FILE}`).trim());
+      return Number.isSafeInteger(n) && n > 0 ? n : undefined;
+    } catch {
+      return undefined;
+    }
+  };
+  const same = read(dir);
+  if (same) return same;
+  let newest: { lines: number; at: number } | undefined;
+  try {
+    for (const e of Deno.readDirSync(cacheDir("kernels"))) {
+      const d = cacheDir("kernels", e.name);
+      const lines = e.isDirectory && e.name.startsWith("microvm-") ? read(d) : undefined;
+      if (!lines) continue;
+      const at = Deno.statSync(`${d}/${KBUILD_LINES_FILE}`).mtime?.getTime() ?? 0;
+      if (!newest || at > newest.at) newest = { lines, at };
+    }
+  } catch { /* no kernels built yet */ }
+  return newest?.lines ?? KBUILD_LINES_ESTIMATE;
+}
+
+/** Options of {@linkcode runKernelBuild}. */
+export interface KernelBuildOptions {
+  /** The make log the script appends to during its build step. */
+  log: string;
+  /** Status lines the whole log is expected to have. */
+  total: number;
+  /** Environment of the script (added to this process's). */
+  env?: Record<string, string>;
+  /** Where the script's stderr and the progress go; default this process's stderr. */
+  write?: (text: string) => void;
+  /** Rewrite the progress line in place; default: whether stderr is a terminal. */
+  terminal?: boolean;
+  /** How often the log is read (ms). */
+  pollMs?: number;
+  /** The clock, in ms. */
+  now?: () => number;
+}
+
+/** The stage line of build.sh's make step: progress is shown until its next line. */
+const BUILD_STAGE = /^volt-kernel: \[\d+\/\d+\] building /;
+/** Any stage line: the one after the make step means make succeeded. */
+const STAGE = /^volt-kernel: \[\d+\/\d+\] /;
+
+/** Lines of a byte stream, the last one even without a newline. */
+async function* textLines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
+  let rest = "";
+  for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+    const lines = (rest + chunk).split("\n");
+    rest = lines.pop()!;
+    yield* lines;
+  }
+  if (rest) yield rest;
+}
+
+function writeStderr(text: string): void {
+  let bytes = new TextEncoder().encode(text);
+  while (bytes.length) bytes = bytes.subarray(Deno.stderr.writeSync(bytes));
+}
+
+/**
+ * Runs `bash args...` (guest/kernel/build.sh), forwarding its stderr and,
+ * during its make step, the progress of make read from the log as it grows:
+ * build.sh keeps its whole make output in the log and its stderr quiet, so
+ * both stay as they are. Returns the status lines in the log (0 when no make
+ * step was seen); throws when the script fails.
+ *
+ * @example
+ * ```ts ignore
+ * import { runKernelBuild } from "./default_guest.ts";
+ * const lines = await runKernelBuild(["guest/kernel/build.sh", "linux.tar.xz", "out"], {
+ *   log: "out/work/build.log",
+ *   total: 1392,
+ * });
+ * ```
+ */
+export async function runKernelBuild(args: string[], opts: KernelBuildOptions): Promise<number> {
+  const emit = opts.write ?? writeStderr;
+  const write = (text: string) => text && emit(text);
+  const terminal = opts.terminal ?? Deno.stderr.isTerminal();
+  const now = opts.now ?? Date.now;
+  const child = spawnTool("bash", args, { env: opts.env });
+  let step:
+    | { progress: BuildProgress; log: Deno.FsFile; timer: ReturnType<typeof setInterval> }
+    | undefined;
+  let count = 0;
+  const decoder = new TextDecoder();
+  const buf = new Uint8Array(64 * 1024);
+  const drain = (log: Deno.FsFile, progress: BuildProgress) => {
+    for (let n = log.readSync(buf); n; n = log.readSync(buf)) {
+      progress.push(decoder.decode(buf.subarray(0, n), { stream: true }));
+    }
+  };
+  const stop = (ok: boolean) => {
+    if (!step) return;
+    const { progress, log, timer } = step;
+    step = undefined;
+    clearInterval(timer);
+    drain(log, progress);
+    progress.push(decoder.decode());
+    log.close();
+    write(progress.finish(now(), ok));
+    count = progress.count;
+  };
+  try {
+    for await (const line of textLines(child.stderr)) {
+      // build.sh writes nothing during make: its next line is the next stage or the failure.
+      stop(STAGE.test(line));
+      write(`${line}\n`);
+      if (!BUILD_STAGE.test(line)) continue;
+      let log: Deno.FsFile;
+      try {
+        log = Deno.openSync(opts.log, { read: true });
+      } catch {
+        continue; // the build still runs, only without progress
+      }
+      const progress = new BuildProgress({
+        total: opts.total,
+        terminal,
+        start: now(),
+        prefix: "volt-kernel:       ",
+      });
+      const timer = setInterval(() => {
+        drain(log, progress);
+        write(progress.update(now()));
+      }, opts.pollMs ?? 250);
+      step = { progress, log, timer };
+    }
+  } finally {
+    stop(false);
+  }
+  checkStatus("bash", args, await child.status);
+  return count;
+}
+
+/**
  * Builds the microVM kernel (about 9 minutes on 2 cores; progress goes to
- * stderr) unless the cache has it for the current sources.
+ * stderr, with a count of objects during make) unless the cache has it for
+ * the current sources.
  *
  * @example
  * ```ts ignore
@@ -185,7 +341,11 @@ export async function buildMicrovmKernel(progress: Progress = () => {}): Promise
   const dir = cacheDir("kernels", `microvm-${await kernelHash()}`);
   const work = cacheDir("build", "kernel");
   progress(`Building the microVM kernel from ${KERNEL_SOURCE_PKG} (about 9 minutes on 2 cores)`);
-  runTool("bash", [`${GUEST_DIR}/kernel/build.sh`, source, `${dir}.tmp`, work], { inherit: true });
+  const lines = await runKernelBuild([`${GUEST_DIR}/kernel/build.sh`, source, `${dir}.tmp`, work], {
+    log: `${work}/build.log`,
+    total: expectedKbuildLines(dir),
+  });
+  if (lines > 0) Deno.writeTextFileSync(`${dir}.tmp/${KBUILD_LINES_FILE}`, `${lines}\n`);
   try {
     Deno.removeSync(dir, { recursive: true });
   } catch { /* first build */ }

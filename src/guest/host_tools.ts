@@ -38,22 +38,61 @@ export function runTool(cmd: string, args: string[], opts: RunOptions = {}): str
       stderr: opts.inherit ? "inherit" : "piped",
     }).outputSync();
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) {
-      const hint = opts.pkg ? ` (apt-get install ${opts.pkg})` : "";
-      throw new VoltError(`${cmd} is not installed${hint}`, "noinput");
-    }
-    throw e;
+    throw notInstalled(cmd, opts.pkg, e);
   }
   if (!out.success) {
     const err = opts.inherit
       ? ""
       : new TextDecoder().decode(out.stderr).trim().split("\n").pop() ?? "";
-    throw new VoltError(
-      `${cmd} ${args.slice(0, 2).join(" ")} failed${err ? `: ${err}` : ""}`,
-      "internal",
-    );
+    throw toolFailed(cmd, args, err);
   }
   return opts.inherit ? "" : new TextDecoder().decode(out.stdout);
+}
+
+/**
+ * Starts `cmd args...` with stdout inherited and stderr piped, for a caller
+ * that forwards stderr itself (a long build with its own progress display).
+ * Check the status with {@linkcode checkStatus}.
+ *
+ * @example
+ * ```ts ignore
+ * import { checkStatus, spawnTool } from "./host_tools.ts";
+ * const child = spawnTool("bash", ["build.sh"]);
+ * for await (const chunk of child.stderr) Deno.stderr.writeSync(chunk);
+ * checkStatus("bash", ["build.sh"], await child.status);
+ * ```
+ */
+export function spawnTool(cmd: string, args: string[], opts: RunOptions = {}): Deno.ChildProcess {
+  try {
+    return new Deno.Command(cmd, {
+      args,
+      cwd: opts.cwd,
+      env: opts.env,
+      stdin: "null",
+      stdout: "inherit",
+      stderr: "piped",
+    }).spawn();
+  } catch (e) {
+    throw notInstalled(cmd, opts.pkg, e);
+  }
+}
+
+/** Throws the one-line {@linkcode VoltError} of {@linkcode runTool} when `status` is a failure. */
+export function checkStatus(cmd: string, args: string[], status: Deno.CommandStatus): void {
+  if (!status.success) throw toolFailed(cmd, args, "");
+}
+
+function notInstalled(cmd: string, pkg: string | undefined, e: unknown): unknown {
+  if (!(e instanceof Deno.errors.NotFound)) return e;
+  const hint = pkg ? ` (apt-get install ${pkg})` : "";
+  return new VoltError(`${cmd} is not installed${hint}`, "noinput");
+}
+
+function toolFailed(cmd: string, args: string[], err: string): VoltError {
+  return new VoltError(
+    `${cmd} ${args.slice(0, 2).join(" ")} failed${err ? `: ${err}` : ""}`,
+    "internal",
+  );
 }
 
 /** True when `cmd` can be started. */

@@ -20,16 +20,13 @@ import { buildCmdline } from "../boot/cmdline.ts";
 import { type Image, openImage } from "../boot/image.ts";
 import { loadCmdline, type LoadedKernel, loadInitrd, loadKernel } from "../boot/loader.ts";
 import { VoltError } from "../errors.ts";
-import { isPvmHost } from "./host.ts";
+import { isPvmHost, isTcgHost } from "./host.ts";
 import { Kvm } from "./kvm.ts";
 import { GuestMemory } from "./memory.ts";
 import type { ResolvedConfig } from "./config.ts";
 import type { BootTrace } from "./trace.ts";
 import { Vcpu } from "./vcpu.ts";
 import { Vm } from "./vm.ts";
-
-/** Boot option our kernel patch adds for PVM hosts (DESIGN.md §5). */
-export const PVM_CMDLINE = ["noint3selftest"];
 
 /** Everything a built VM holds. */
 export interface BuiltVm {
@@ -43,9 +40,16 @@ export interface BuiltVm {
   template: CpuTemplate;
 }
 
-/** Resolves `auto` and checks the name. */
-export function selectTemplate(name: string, pvm = isPvmHost()): CpuTemplate {
-  if (name === "auto") return pvm ? TEMPLATES.pvm : TEMPLATES.none;
+/**
+ * Resolves `auto` (PVM's template on PVM, nested-tcg's under QEMU's TCG,
+ * else none) and checks the name.
+ */
+export function selectTemplate(
+  name: string,
+  pvm = isPvmHost(),
+  tcg = !pvm && name === "auto" && isTcgHost(),
+): CpuTemplate {
+  if (name === "auto") return pvm ? TEMPLATES.pvm : tcg ? TEMPLATES["nested-tcg"] : TEMPLATES.none;
   const t = TEMPLATES[name];
   if (!t) {
     throw new VoltError(
@@ -128,13 +132,12 @@ export function buildVm(cfg: ResolvedConfig, trace: BootTrace): BuiltVm {
   try {
     const kernel = loadKernel(memory, images.kernel, cfg.bootProtocol);
     const initrd = images.initrd ? loadInitrd(memory, kernel, images.initrd) : undefined;
-    const extra = template.name === "pvm" ? PVM_CMDLINE : [];
     loaded = {
       memory,
       kernel,
       initrd,
       template,
-      cmdline: buildCmdline({ cmdline: cfg.cmdline, append: cfg.append, extra }),
+      cmdline: buildCmdline({ cmdline: cfg.cmdline, append: cfg.append, extra: template.cmdline }),
     };
   } finally {
     images.kernel.close();

@@ -73,6 +73,18 @@ const APPLETS = [
 export const START_MARKER = "volt-nested: command start";
 
 /**
+ * The init's first line: the L1 kernel is up. The watchdog tells a QEMU or
+ * kernel that never starts from an init that stalls by it.
+ *
+ * @example
+ * ```ts
+ * import { INIT_MARKER } from "./l1.ts";
+ * console.log(INIT_MARKER); // "volt-nested: init"
+ * ```
+ */
+export const INIT_MARKER = "volt-nested: init";
+
+/**
  * Files the host writes into the control share (mounted at /ctl) and the
  * init reads or writes back.
  *
@@ -91,6 +103,8 @@ export const CTL = {
   shareOptions: "share-options",
   /** Present when the host's stdout is a terminal. */
   tty: "tty",
+  /** Present when the command reads the console (the host's stdin), not /dev/null. */
+  stdin: "stdin",
   /** Written by the init: the command's exit status. */
   status: "status",
   /** Written by the init when it fails before or around the command. */
@@ -124,6 +138,7 @@ export const TAGS = { root: "hostroot", ctl: "voltctl", share: (i: number) => `v
  */
 export const INIT_SCRIPT = `#!/bin/sh
 export PATH=/bin
+echo "${INIT_MARKER}"
 NINEP=trans=virtio,version=9p2000.L,msize=512000
 stamp() { read -r up _ </proc/uptime; echo "$1 $up" >>/ctl/${CTL.times}; }
 die() {
@@ -164,11 +179,13 @@ cmd=$(cat /ctl/${CTL.command}) || die "cannot read the command"
 stty -onlcr 2>/dev/null
 stamp ready
 echo "${START_MARKER}"
+in=/dev/null
+[ -e /ctl/${CTL.stdin} ] && in=/dev/console
 if [ -e /ctl/${CTL.tty} ]; then
-  env -i /bin/chroot /mnt /bin/sh -c "$cmd" </dev/null
+  env -i /bin/chroot /mnt /bin/sh -c "$cmd" <$in
   rc=$?
 else
-  { env -i /bin/chroot /mnt /bin/sh -c "$cmd" </dev/null 2>&1; echo $? >/rc; } | cat
+  { env -i /bin/chroot /mnt /bin/sh -c "$cmd" <$in 2>&1; echo $? >/rc; } | cat
   rc=$(cat /rc)
 fi
 stamp done

@@ -12,7 +12,7 @@
 import { parseArgs } from "node:util";
 import { VoltError } from "../../src/errors.ts";
 import { hasTool } from "../../src/guest/host_tools.ts";
-import { CTL, ensureL1, START_MARKER, TAGS } from "./l1.ts";
+import { CTL, ensureL1, INIT_MARKER, START_MARKER, TAGS } from "./l1.ts";
 
 /**
  * Options of {@linkcode runNested}.
@@ -47,7 +47,58 @@ export interface NestedOptions {
   progress?: (line: string) => void;
   /** Re-resolve the Debian package versions of the image now (else weekly). */
   refresh?: boolean;
+  /**
+   * Pass our stdin to the command through the VM's console (raw when it is
+   * a terminal, restored after), for an interactive guest; else the command
+   * reads /dev/null.
+   */
+  input?: boolean;
+  /** Also called with every chunk of the command's output. */
+  tap?: (chunk: Uint8Array) => void;
+  /** Watchdog bounds, by stage (default {@linkcode STALL_MS}). */
+  stallMs?: Partial<Record<Stage, number>>;
 }
+
+/**
+ * The stages of a helper VM run the watchdog names when one stalls.
+ *
+ * @example
+ * ```ts
+ * import type { Stage } from "./run.ts";
+ * const s: Stage = "helper init";
+ * ```
+ */
+export type Stage = "QEMU start" | "helper init" | "command";
+
+/**
+ * How long a stage may go without progress before the watchdog stops the
+ * VM: QEMU must print its first byte, the helper's init must reach the
+ * command (it takes 4–10 s), and the command must print something at least
+ * every 15 minutes (a test file booting Linux under TCG stays silent for a
+ * few minutes).
+ *
+ * @example
+ * ```ts
+ * import { STALL_MS } from "./run.ts";
+ * console.log(STALL_MS["helper init"] / 1000); // 180
+ * ```
+ */
+export const STALL_MS: Record<Stage, number> = {
+  "QEMU start": 60_000,
+  "helper init": 180_000,
+  command: 15 * 60_000,
+};
+
+/**
+ * Status returned when the watchdog stops a stalled VM.
+ *
+ * @example
+ * ```ts
+ * import { STALL_STATUS } from "./run.ts";
+ * console.log(STALL_STATUS); // 125
+ * ```
+ */
+export const STALL_STATUS = 125;
 
 /**
  * Status returned when the VM is killed for taking too long (as timeout(1)).
@@ -62,6 +113,15 @@ export interface NestedOptions {
 export const TIMEOUT_STATUS = 124;
 
 const QEMU = "qemu-system-x86_64";
+
+/**
+ * The L1's CPU: QEMU's most capable model; it has SVM, so kvm-amd loads.
+ * Its XSAVE stays: TCG's SVM runs a nested guest's XSETBV without the
+ * intercept, but taking XSAVE away from the L1 (`max,-xsave`) made Deno
+ * segfault there on every signal-driven stop of a VM. The monitor's
+ * `nested-tcg` CPU template hides XSAVE from the nested guest instead.
+ */
+const CPU_MODEL = "max";
 
 /**
  * The L1 kernel's command line. TCG's TSC follows the host clock on every
@@ -224,6 +284,8 @@ async function writeAll(w: { write(p: Uint8Array): Promise<number> }, data: Uint
  * ```
  */
 export class ConsoleFilter {
+  /** The helper's init printed its first line (the kernel is up). */
+  sawInit = false;
   /** The start marker was seen. */
   started = false;
   /** When it was seen (performance.now()). */
@@ -243,6 +305,7 @@ export class ConsoleFilter {
   push(chunk: Uint8Array): Uint8Array {
     if (this.started) return this.#crlf(chunk);
     const buf = concat(this.#pending, chunk);
+    if (!this.sawInit && indexOf(buf, INIT_MARK) >= 0) this.sawInit = true;
     const at = indexOf(buf, MARKER);
     const nl = at < 0 ? -1 : buf.indexOf(0x0a, at);
     // Whole lines before the marker (or all of them while it has not come).
@@ -280,6 +343,65 @@ export class ConsoleFilter {
 }
 
 const MARKER = new TextEncoder().encode(START_MARKER);
+const INIT_MARK = new TextEncoder().encode(INIT_MARKER);
+
+/**
+ * The last lines of the command's output, kept for the watchdog's report.
+ *
+ * @example
+ * ```ts
+ * import { OutputTail } from "./run.ts";
+ * const t = new OutputTail(2);
+ * t.push(new TextEncoder().encode("a\nb\nc"));
+ * console.log(t.lines()); // ["b", "c"]
+ * ```
+ */
+export class OutputTail {
+  #max: number;
+  #text = "";
+
+  /** Keeps at most `max` lines. */
+  constructor(max: number) {
+    this.#max = max;
+  }
+
+  /** Adds output. */
+  push(chunk: Uint8Array): void {
+    this.#text += new TextDecoder().decode(chunk);
+    // Bounded whatever the command prints: a line longer than 4 KiB is cut.
+    if (this.#text.length > this.#max * 4096) this.#text = this.#text.slice(-this.#max * 4096);
+    const lines = this.#text.split("\n");
+    if (lines.length > this.#max) this.#text = lines.slice(-this.#max).join("\n");
+  }
+
+  /** The kept lines, without empty ones. */
+  lines(): string[] {
+    return this.#text.split("\n").map((l) => l.replace(/\r$/, "")).filter((l) => l);
+  }
+}
+
+/**
+ * Copies our stdin to `sink` until it ends or `stop()` is called.
+ */
+function pumpInput(sink: WritableStream<Uint8Array>): { stop(): void } {
+  const writer = sink.getWriter();
+  let done = false;
+  (async () => {
+    const buf = new Uint8Array(4096);
+    while (!done) {
+      const n = await Deno.stdin.read(buf).catch(() => null);
+      if (n === null || done) break;
+      await writer.write(buf.slice(0, n)).catch(() => (done = true));
+    }
+    await writer.close().catch(() => {});
+  })();
+  return {
+    stop() {
+      done = true;
+      writer.releaseLock();
+    },
+  };
+}
 
 function indexOf(hay: Uint8Array, needle: Uint8Array): number {
   outer: for (
@@ -374,10 +496,14 @@ export async function runNested(cmd: string[], opts: NestedOptions): Promise<num
     // and the init syncs before powering off.
     await Deno.writeTextFile(`${ctl}/${CTL.shareOptions}`, ",cache=loose\n");
     if (tty) await Deno.writeTextFile(`${ctl}/${CTL.tty}`, "");
+    if (opts.input) await Deno.writeTextFile(`${ctl}/${CTL.stdin}`, "");
 
     const args = [
-      ...["-accel", "tcg,thread=multi", "-cpu", "max", "-smp", String(cpus), "-m", memory],
-      ...["-nographic", "-no-reboot", "-nic", "none"],
+      ...["-accel", "tcg,thread=multi", "-cpu", CPU_MODEL, "-smp", String(cpus), "-m", memory],
+      // The console alone on stdio: no monitor multiplexed in, so Ctrl-A
+      // reaches the command (Volt's own Ctrl-A x) rather than QEMU.
+      ...["-display", "none", "-monitor", "none", "-no-reboot", "-nic", "none"],
+      ...["-chardev", "stdio,id=console,signal=off", "-serial", "chardev:console"],
       ...["-kernel", img.kernel, "-initrd", img.initrd],
       ...["-append", `${KERNEL_ARGS} ${opts.verbose ? "loglevel=7" : "quiet loglevel=0"}`],
       ...virtfs("/", TAGS.root, true),
@@ -386,10 +512,14 @@ export async function runNested(cmd: string[], opts: NestedOptions): Promise<num
     ];
 
     const t0 = performance.now();
-    const child = new Deno.Command(QEMU, { args, stdin: "null", stdout: "piped", stderr: "piped" })
-      .spawn();
-    let stopped: "timeout" | Deno.Signal | undefined;
-    const stop = (why: "timeout" | Deno.Signal) => {
+    const child = new Deno.Command(QEMU, {
+      args,
+      stdin: opts.input ? "piped" : "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    let stopped: "timeout" | "stall" | Deno.Signal | undefined;
+    const stop = (why: "timeout" | "stall" | Deno.Signal) => {
       stopped ??= why;
       child.kill("SIGKILL");
     };
@@ -400,13 +530,38 @@ export async function runNested(cmd: string[], opts: NestedOptions): Promise<num
     Deno.addSignalListener("SIGTERM", onTerm);
 
     const filter = new ConsoleFilter(opts.verbose ?? false);
+    const bounds = { ...STALL_MS, ...opts.stallMs };
+    const stage = (): Stage =>
+      filter.started ? "command" : filter.sawInit ? "helper init" : "QEMU start";
+    let lastProgress = performance.now();
+    let stalled: Stage | undefined;
+    const watchdog = setInterval(() => {
+      const s = stage();
+      if (performance.now() - lastProgress > bounds[s]) {
+        stalled = s;
+        stop("stall");
+      }
+    }, Math.min(1000, ...Object.values(bounds)));
     const stderr = new Response(child.stderr).text();
+    const raw = opts.input && Deno.stdin.isTerminal();
+    if (raw) Deno.stdin.setRaw(true);
+    const pump = opts.input ? pumpInput(child.stdin) : undefined;
     let status: Deno.CommandStatus;
+    const tail = new OutputTail(40);
     try {
-      for await (const chunk of child.stdout) await writeAll(Deno.stdout, filter.push(chunk));
+      for await (const chunk of child.stdout) {
+        lastProgress = performance.now();
+        const shown = filter.push(chunk);
+        if (filter.started) tail.push(shown);
+        opts.tap?.(shown);
+        await writeAll(Deno.stdout, shown);
+      }
       status = await child.status;
     } finally {
       clearTimeout(timer);
+      clearInterval(watchdog);
+      pump?.stop();
+      if (raw) Deno.stdin.setRaw(false);
       Deno.removeSignalListener("SIGINT", onInt);
       Deno.removeSignalListener("SIGTERM", onTerm);
     }
@@ -421,6 +576,21 @@ export async function runNested(cmd: string[], opts: NestedOptions): Promise<num
         } s (guest uptime at /init ${t.init}, modules loaded ${t.modules}, ` +
           `command start ${t.ready}, command end ${t.done})`,
       );
+    }
+    if (stopped === "stall" && stalled) {
+      const last = stalled === "command" ? tail.lines().slice(-20) : [
+        ...filter.bootLog.slice(-20),
+        ...qemuErr.split("\n").slice(-5),
+      ].filter((l) => l);
+      if (last.length && stalled !== "command") console.error(last.join("\n"));
+      console.error(
+        `volt nested: the ${stalled} stage made no progress for ${
+          Math.round(bounds[stalled] / 1000)
+        } s; the helper VM was stopped (${
+          last.length ? `last output: ${last[last.length - 1]}` : "it printed nothing"
+        })`,
+      );
+      return STALL_STATUS;
     }
     if (stopped === "timeout") {
       console.error(

@@ -7,6 +7,8 @@
  * @module
  */
 
+import { normalizeXstate } from "./xstate.ts";
+
 /** One `kvm_cpuid_entry2`. */
 export interface CpuidEntry {
   function: number;
@@ -76,11 +78,97 @@ export interface CpuTemplate {
   description: string;
   hide: string[];
   blankLeaves: number[];
+  /**
+   * Kernel command-line words that hide features from the guest kernel
+   * itself, for hosts where the guest's `cpuid` does not read the table
+   * (PVM: it executes natively and sees the host's CPU).
+   */
+  cmdline: string[];
 }
+
+/**
+ * What a guest kernel on PVM needs on its command line (DESIGN.md §5): the
+ * guest's `cpuid` runs natively and reports the host's CPU whatever the
+ * table says, and an instruction PVM's emulator lacks ends the VM, so the
+ * kernel itself is told to leave those alone: XSAVE (its xstate setup also
+ * warns, and a warning's `ud2` ends the VM), POPCNT (`hweight`) and SMAP
+ * (`clac` at every interrupt entry). The minimal set, found by booting our
+ * kernel to init on PVM with each of the 20 `clearcpuid=` features of the
+ * first list that worked left out in turn: only POPCNT and SMAP could not
+ * be.
+ */
+export const PVM_UNEMULATED = ["xsave", "popcnt", "smap"];
+
+/**
+ * The kernel command-line words that hide `features` from a Linux guest:
+ * `noxsave` for XSAVE (and all that needs it), `clearcpuid=` for the rest.
+ *
+ * @example
+ * ```ts
+ * import { maskCmdline } from "./cpuid.ts";
+ * console.log(maskCmdline(["xsave", "popcnt", "smap"])); // ["noxsave", "clearcpuid=popcnt,smap"]
+ * ```
+ */
+export function maskCmdline(features: readonly string[]): string[] {
+  const rest = features.filter((f) => f !== "xsave");
+  return [
+    ...(features.includes("xsave") ? ["noxsave"] : []),
+    ...(rest.length ? [`clearcpuid=${rest.join(",")}`] : []),
+  ];
+}
+
+/**
+ * The features `cmdline` hides from a Linux guest (the inverse of
+ * {@linkcode maskCmdline}).
+ *
+ * @example
+ * ```ts
+ * import { cmdlineMasks } from "./cpuid.ts";
+ * console.log([...cmdlineMasks("console=ttyS0 noxsave clearcpuid=popcnt,smap")]);
+ * // ["xsave", "popcnt", "smap"]
+ * ```
+ */
+export function cmdlineMasks(cmdline: string): Set<string> {
+  const out = new Set<string>();
+  for (const w of cmdline.split(/\s+/)) {
+    if (w === "noxsave") out.add("xsave");
+    else if (w.startsWith("clearcpuid=")) {
+      for (const f of w.slice("clearcpuid=".length).split(",")) if (f) out.add(f);
+    }
+  }
+  return out;
+}
+
+/**
+ * The PVM template's command line: {@linkcode PVM_UNEMULATED} masked, and
+ * `noint3selftest` (our kernel's patch; others ignore it) skipping a boot
+ * self-test whose int3 PVM cannot deliver.
+ */
+export const PVM_CMDLINE: string[] = ["noint3selftest", ...maskCmdline(PVM_UNEMULATED)];
+
+/** XSAVE and every feature that needs it. */
+const XSAVE_FAMILY = [
+  "xsave",
+  "osxsave",
+  "xsaveopt",
+  "xsavec",
+  "xsaves",
+  "avx",
+  "avx2",
+  "fma",
+  "f16c",
+  "avx512f",
+];
 
 /** Templates by name. */
 export const TEMPLATES: Record<string, CpuTemplate> = {
-  none: { name: "none", description: "KVM's supported CPUID, filtered", hide: [], blankLeaves: [] },
+  none: {
+    name: "none",
+    description: "KVM's supported CPUID, filtered",
+    hide: [],
+    blankLeaves: [],
+    cmdline: [],
+  },
   pvm: {
     name: "pvm",
     description: "hides what the PVM hypervisor's instruction emulator lacks",
@@ -101,24 +189,26 @@ export const TEMPLATES: Record<string, CpuTemplate> = {
       "pku",
       "ospke",
       "la57",
-      "xsave",
-      "osxsave",
-      "xsaveopt",
-      "xsavec",
-      "xsaves",
+      ...XSAVE_FAMILY,
       "erms",
       "fsrm",
       "clflushopt",
       "clwb",
       "movbe",
-      "avx",
-      "avx2",
-      "fma",
-      "f16c",
-      "avx512f",
       "abm",
     ],
     blankLeaves: [0xd],
+    cmdline: PVM_CMDLINE,
+  },
+  "nested-tcg": {
+    name: "nested-tcg",
+    description: "hides XSAVE, whose XCR0 a KVM nested in QEMU's TCG does not track",
+    // TCG's SVM runs a guest's XSETBV without the intercept: the nested
+    // KVM keeps XCR0=1, reports its sizes ("XSAVE consistency problem"
+    // at every boot) and reloads it on every entry. FXSAVE needs no XCR0.
+    hide: XSAVE_FAMILY,
+    blankLeaves: [0xd],
+    cmdline: [],
   },
 };
 
@@ -218,6 +308,7 @@ export function vcpuCpuid(supported: readonly CpuidEntry[], opts: CpuidOptions):
     }
   }
   for (const name of [...ALWAYS_HIDDEN, ...template.hide]) hide(out, name);
+  normalizeXstate(out);
   return out;
 }
 
