@@ -28,18 +28,16 @@
 import { parseArgs } from "node:util";
 import { type DefaultGuest, ensureDefaultGuest } from "../src/guest/default_guest.ts";
 import { selectTemplate } from "../src/vmm/builder.ts";
-import { isPvmHost } from "../src/vmm/host.ts";
+import { hostKind, hostKindLabel } from "../src/vmm/host.ts";
 import type { BootMetrics } from "../src/vmm/metrics.ts";
 import { FIRST_RUN_PHASE, type Mark } from "../src/vmm/trace.ts";
-import { hostHasKvm, runNested } from "../tools/nested/run.ts";
+import { runNested } from "../tools/nested/run.ts";
 import {
   benchPlan,
   type Figure,
   FIGURES,
   guestCmdline,
   type HostKind,
-  hostKindLabel,
-  hostKindOf,
   parseFigures,
   type Place,
   placeLabel,
@@ -413,7 +411,7 @@ async function inHelperVm(
   }
 }
 
-const kind = hostKindOf(hostHasKvm(), isPvmHost());
+const kind = hostKind();
 if (opt.nested && kind === "none") throw new Error("No usable /dev/kvm inside the helper VM");
 if (opt.nested && kind === "pvm") throw new Error("--nested is for inside the helper VM only");
 const plan = splitPlan(benchPlan(kind), wanted);

@@ -13,8 +13,8 @@ import { writeCpio } from "../src/guest/cpio.ts";
 import { landlockAbi } from "../src/sandbox/landlock.ts";
 import {
   assertNoKernelWarning,
+  needsFullKvm,
   needsKvm,
-  needsUserspace,
   pvmHost,
   ROOT,
   runCli,
@@ -25,7 +25,7 @@ const built = await microvmKernelPaths();
 if (!built && Deno.env.get("CI") === "true") {
   throw new Error("CI must build the default guest first (volt guest build)");
 }
-const opts = { ...needsUserspace, ignore: needsUserspace.ignore || !built };
+const opts = { ...needsFullKvm, ignore: needsFullKvm.ignore || !built };
 
 Deno.test({
   ...needsKvm,

@@ -40,17 +40,18 @@ export const pvmHost = isPvmHost();
 export const needsKvm = { ignore: reason !== undefined || TEST_SCOPE === "userspace" };
 
 /**
- * Test options for a test that needs guest userspace (volt-init's READY, a
- * shell, a command's status) or more than PVM runs (Linux SMP). On a PVM
- * host it is ignored here and runs in the helper VM instead (`./volt test`
- * does both); everywhere else it runs where KVM does.
+ * Test options for a test that needs what PVM cannot run: guest userspace
+ * (volt-init's READY, a shell, a command's status), Linux SMP, XSETBV. On
+ * a PVM host it is ignored here and runs in the helper VM instead
+ * (`./volt test` does both; its file must be in tools/test.ts's
+ * USERSPACE_TEST_FILES); everywhere else it runs where KVM does.
  */
-export const needsUserspace = {
+export const needsFullKvm = {
   ignore: reason !== undefined || TEST_SCOPE === "native" || (pvmHost && !TEST_SCOPE),
 };
 if (pvmHost && !reason && TEST_SCOPE !== "userspace") {
   console.error(
-    "Guest userspace tests skipped here: this host is PVM (./volt test runs them in the helper VM)",
+    "Tests needing more than PVM runs skipped here: this host is PVM (./volt test runs them in the helper VM)",
   );
 }
 

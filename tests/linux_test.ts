@@ -10,7 +10,7 @@ import { createVm } from "../mod.ts";
 import { e820Map } from "../src/arch/x86_64/e820.ts";
 import { E820_RAM } from "../ffi/bootparam.ts";
 import { writeCpio } from "../src/guest/cpio.ts";
-import { assertNoKernelWarning, needsKvm, needsUserspace, pvmHost, tmpDir } from "./helpers.ts";
+import { assertNoKernelWarning, needsFullKvm, needsKvm, pvmHost, tmpDir } from "./helpers.ts";
 import { debianKernel } from "./kernels.ts";
 import { microvmKernelPaths } from "../src/guest/default_guest.ts";
 
@@ -88,8 +88,8 @@ Deno.test({
 const microvm = await microvmKernelPaths();
 
 Deno.test({
-  ...needsUserspace,
-  ignore: needsUserspace.ignore || (!microvm && Deno.env.get("CI") !== "true"),
+  ...needsFullKvm,
+  ignore: needsFullKvm.ignore || (!microvm && Deno.env.get("CI") !== "true"),
   name: "Linux (the project's kernel, 2 vCPUs): the MP table is found and both CPUs come up",
   async fn() {
     assert.ok(microvm, "CI must build the microVM kernel first");

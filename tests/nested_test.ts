@@ -4,11 +4,13 @@ import { INIT_SCRIPT, modinfo, START_MARKER } from "../tools/nested/l1.ts";
 import {
   commandScript,
   ConsoleFilter,
-  hostHasKvm,
+  OutputTail,
   runNested,
+  STALL_STATUS,
   writableDirs,
 } from "../tools/nested/run.ts";
-import { testArgs } from "../tools/test.ts";
+import { hostKind } from "../src/vmm/host.ts";
+import { subsetArgs, testArgs, testCounts, USERSPACE_TEST_FILES } from "../tools/test.ts";
 import { ROOT, tmpDir } from "./helpers.ts";
 
 const enc = (s: string) => new TextEncoder().encode(s);
@@ -140,10 +142,16 @@ Deno.test("nested: tools/test.ts adds tests/ unless a path is given", () => {
   ]);
 });
 
+/**
+ * The helper VM is how this host gets a full KVM (PVM, or no /dev/kvm):
+ * these tests boot it (10–30 s each) on the host itself. Inside the helper
+ * VM the host is of neither kind, so they do not run there.
+ */
+const helperVm = { ignore: !["pvm", "none"].includes(hostKind()) };
+
 Deno.test({
-  // Boots the helper VM (~10 s): opt in, on a host without /dev/kvm.
+  ...helperVm,
   name: "nested: a command runs with /dev/kvm and its status comes back",
-  ignore: Deno.env.get("VOLT_NESTED_E2E") !== "1" || hostHasKvm(),
   fn: async () => {
     const rc = await runNested(["sh", "-c", "test -c /dev/kvm && exit 7"], {
       cwd: ROOT,
@@ -151,4 +159,113 @@ Deno.test({
     });
     assert.equal(rc, 7);
   },
+});
+
+Deno.test({
+  ...helperVm,
+  name: "nested: the watchdog stops a silent command with one line naming the stage",
+  fn: async () => {
+    const child = new Deno.Command(Deno.execPath(), {
+      args: [
+        "eval",
+        `import { runNested } from "${ROOT}/tools/nested/run.ts";
+         Deno.exit(await runNested(["sh", "-c", "echo quiet now; sleep 300"],
+           { cwd: "${ROOT}", progress: () => {}, stallMs: { command: 4000 } }));`,
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const out = await child.output();
+    const err = dec(out.stderr).trim();
+    assert.equal(out.code, STALL_STATUS, err);
+    assert.match(
+      err,
+      /^volt nested: the command stage made no progress for 4 s; the helper VM was stopped \(last output: quiet now\)$/m,
+    );
+    assert.equal(err.split("\n").length, 1, err);
+  },
+});
+
+/** Runs `./volt run` through tools/boot.ts, typing `input` once the shell prompts. */
+async function typeAtPrompt(input: string) {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", `${ROOT}/tools/boot.ts`],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+    env: { DENO_NO_UPDATE_CHECK: "1" },
+  }).spawn();
+  const timer = setTimeout(() => child.kill("SIGKILL"), 300_000);
+  const reader = child.stdout.getReader();
+  const writer = child.stdin.getWriter();
+  let out = "";
+  let typed = false;
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    out += dec(value);
+    // ash follows its prompt with a cursor-position query (ESC [6n).
+    if (!typed && /[#$] $/.test(out.replaceAll("\x1b[6n", ""))) {
+      typed = true;
+      await writer.write(enc(input));
+    }
+  }
+  await writer.close().catch(() => {});
+  const status = await child.status;
+  clearTimeout(timer);
+  return { out, status, stderr: await new Response(child.stderr).text() };
+}
+
+Deno.test({
+  ...helperVm,
+  name: "nested: ./volt run types through the helper VM to the guest's shell; its status returns",
+  fn: async () => {
+    const r = await typeAtPrompt("echo volt-$((40+2))\nexit 5\n");
+    assert.match(r.stderr, /booting inside a nested-KVM helper VM/);
+    assert.match(r.out, /\nvolt-42\r?\n/, `${r.stderr}\n${r.out.slice(-2000)}`);
+    assert.equal(r.status.code, 5, r.stderr);
+  },
+});
+
+Deno.test({
+  ...helperVm,
+  name: "nested: Ctrl-A x typed through the helper VM stops the guest with exit 0",
+  fn: async () => {
+    const r = await typeAtPrompt("\x01x");
+    assert.match(r.stderr, /booting inside a nested-KVM helper VM/);
+    assert.match(r.out, /VOLT VM READY/, r.out.slice(-2000));
+    assert.equal(r.status.code, 0, `${r.stderr}\n${r.out.slice(-2000)}`);
+  },
+});
+
+Deno.test("nested: the output tail keeps the last lines, bounded", () => {
+  const t = new OutputTail(3);
+  t.push(enc("one\ntwo\r\nthr"));
+  t.push(enc("ee\nfour\n"));
+  assert.deepEqual(t.lines(), ["three", "four"]);
+  t.push(enc("x".repeat(1 << 20)));
+  assert.ok(t.lines().join("").length <= 3 * 4096);
+});
+
+Deno.test("nested: tools/test.ts adds up every part and picks the userspace files", () => {
+  const out = "ok | 3 passed | 0 failed | 1 ignored (2s)\n...\n" +
+    "\x1b[31mFAILED\x1b[0m | 4 passed | 2 failed (1s)\n";
+  assert.deepEqual(testCounts(out), { passed: 7, failed: 2, ignored: 1 });
+  const userspaceArgs = (a: string[]) => subsetArgs(a, USERSPACE_TEST_FILES);
+  assert.deepEqual(userspaceArgs(["test", "-A", "--parallel", "tests/"]), [
+    "test",
+    "-A",
+    "--parallel",
+    "tests/guest_e2e_test.ts",
+    "tests/linux_test.ts",
+    "tests/cpuid_guest_test.ts",
+  ]);
+  assert.deepEqual(userspaceArgs(["test", "-A", "tests/linux_test.ts", "--filter", "x"]), [
+    "test",
+    "-A",
+    "--filter",
+    "x",
+    "tests/linux_test.ts",
+  ]);
+  assert.equal(userspaceArgs(["test", "-A", "tests/cpio_test.ts"]), undefined);
 });

@@ -114,6 +114,9 @@ if (import.meta.main) {
         cwd: ROOT,
         env: { DENO_NO_UPDATE_CHECK: "1" },
         input: true,
+        commandStage: "guest console",
+        // A person at an idle shell prompt is not a stall.
+        stallMs: Deno.stdin.isTerminal() ? { command: Infinity } : undefined,
       }),
     );
   } catch (e) {

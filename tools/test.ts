@@ -65,7 +65,14 @@ export async function prepareGuests(): Promise<void> {
  * tests/helpers.ts): on a PVM host these files run a second time, in the
  * helper VM, with only those tests.
  */
-export const USERSPACE_TEST_FILES = ["tests/guest_e2e_test.ts", "tests/linux_test.ts"];
+export const USERSPACE_TEST_FILES = [
+  "tests/guest_e2e_test.ts",
+  "tests/linux_test.ts",
+  "tests/cpuid_guest_test.ts",
+];
+
+/** Tests that boot the helper VM themselves: on a host without /dev/kvm they run on the host. */
+export const HOST_TEST_FILES = ["tests/nested_test.ts"];
 
 /** Counts from `deno test`'s summary lines. */
 export interface TestCounts {
@@ -98,23 +105,24 @@ export function testCounts(output: string): TestCounts {
 }
 
 /**
- * The `deno test` arguments of the helper-VM half on a PVM host: the
- * userspace test files among those `args` names (all of them when it names
- * none), or undefined when it names others only.
+ * `args` narrowed to those of `files` it covers (it names them, or
+ * `tests/`), or undefined when it covers none: the helper-VM part on a PVM
+ * host (the userspace test files), the host part on a host without
+ * /dev/kvm (the tests that boot the helper VM themselves).
  *
  * @example
  * ```ts
- * import { userspaceArgs } from "./test.ts";
- * console.log(userspaceArgs(["test", "-A", "--parallel", "tests/"]));
- * // ["test", "-A", "--parallel", "tests/guest_e2e_test.ts", "tests/linux_test.ts"]
- * console.log(userspaceArgs(["test", "-A", "tests/cpio_test.ts"])); // undefined
+ * import { subsetArgs } from "./test.ts";
+ * console.log(subsetArgs(["test", "-A", "--parallel", "tests/"], ["tests/linux_test.ts"]));
+ * // ["test", "-A", "--parallel", "tests/linux_test.ts"]
+ * console.log(subsetArgs(["test", "-A", "tests/cpio_test.ts"], ["tests/linux_test.ts"])); // undefined
  * ```
  */
-export function userspaceArgs(args: string[]): string[] | undefined {
+export function subsetArgs(args: string[], files: string[]): string[] | undefined {
   const isPath = (a: string) =>
     !a.startsWith("-") && a !== "test" && /(^|\/)tests(\/|$)|\.ts$/.test(a);
   const paths = args.filter(isPath);
-  const wanted = USERSPACE_TEST_FILES.filter((f) =>
+  const wanted = files.filter((f) =>
     paths.some((p) => {
       const rel = p.startsWith(`${ROOT}/`) ? p.slice(ROOT.length + 1) : p;
       return rel.replace(/\/$/, "") === "tests" || rel === f;
@@ -215,11 +223,13 @@ export async function main(extra: string[]): Promise<number> {
     console.error(
       `volt test: /dev/kvm ${why} here: the tests run inside a nested-KVM helper VM (QEMU TCG with SVM)`,
     );
+    const host = subsetArgs(args, HOST_TEST_FILES);
+    if (host) parts.push(await denoHere(host, env));
     const prep = await prepareForNested(args);
     if (prep !== 0) return prep;
     parts.push(await denoNested(args, {}));
   } else {
-    const nested = userspaceArgs(args);
+    const nested = subsetArgs(args, USERSPACE_TEST_FILES);
     console.error(
       "volt test: this host is PVM: guest kernels run here, guest userspace cannot" +
         (nested ? "; the tests that need it run afterwards in the nested-KVM helper VM" : ""),

@@ -12,8 +12,9 @@
 import { TEMPLATES } from "../../src/arch/x86_64/cpuid.ts";
 import { buildCmdline } from "../../src/boot/cmdline.ts";
 
-/** The kind of host the benchmark starts on. */
-export type HostKind = "hardware" | "pvm" | "none";
+import type { HostKind } from "../../src/vmm/host.ts";
+
+export type { HostKind };
 
 /** Where a figure is measured. */
 export type Place = "native" | "pvm-host" | "helper-vm";
@@ -30,22 +31,6 @@ export const FIGURES = ["boot", "vmm-init", "security", "memory", "pio", "size"]
 
 /** One group of figures. */
 export type Figure = typeof FIGURES[number];
-
-/**
- * The kind of host from its two facts: whether /dev/kvm opens, and whether
- * PVM serves it. A PVM module whose /dev/kvm does not open is no KVM at all.
- *
- * @example
- * ```ts
- * import { hostKindOf } from "./plan.ts";
- * hostKindOf(true, true); // "pvm"
- * hostKindOf(false, true); // "none"
- * ```
- */
-export function hostKindOf(kvmOpens: boolean, pvm: boolean): HostKind {
-  if (!kvmOpens) return "none";
-  return pvm ? "pvm" : "hardware";
-}
 
 /**
  * Where each figure runs on a host of `kind`.
@@ -121,23 +106,6 @@ export function parseFigures(list: string): Figure[] {
  */
 export function placeLabel(place: Place): string {
   return { native: "native", "pvm-host": "PVM host", "helper-vm": "helper VM (TCG)" }[place];
-}
-
-/**
- * A kind of host as the report's header shows it.
- *
- * @example
- * ```ts
- * import { hostKindLabel } from "./plan.ts";
- * hostKindLabel("pvm"); // "PVM (/dev/kvm served by kvm_pvm)"
- * ```
- */
-export function hostKindLabel(kind: HostKind): string {
-  return {
-    hardware: "hardware KVM",
-    pvm: "PVM (/dev/kvm served by kvm_pvm)",
-    none: "no /dev/kvm",
-  }[kind];
 }
 
 /**

@@ -8,14 +8,8 @@
 
 import type { Mark } from "../../src/vmm/trace.ts";
 import type { PioRate } from "./pio.ts";
-import {
-  type Figure,
-  FIGURES,
-  type HostKind,
-  hostKindLabel,
-  type Place,
-  placeLabel,
-} from "./plan.ts";
+import { hostKindLabel } from "../../src/vmm/host.ts";
+import { type Figure, FIGURES, type HostKind, type Place, placeLabel } from "./plan.ts";
 import { compareTable, phaseTable, type Row } from "./report.ts";
 import { ms, summarize } from "./stats.ts";
 

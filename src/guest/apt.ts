@@ -13,7 +13,7 @@ import { runTool } from "./host_tools.ts";
  * depends on, by `apt-cache depends`.
  */
 export function resolveMeta(meta: string, prefix: string): string {
-  const out = runTool("apt-cache", ["depends", meta], { pkg: "apt" });
+  const out = runTool("apt-cache", ["depends", meta], { pkg: "apt", limitSec: 120 });
   const dep = out.split("\n").map((l) => l.trim()).find((l) =>
     l.startsWith("Depends: ") && l.includes(prefix)
   );
@@ -25,7 +25,7 @@ export function resolveMeta(meta: string, prefix: string): string {
 
 /** The candidate version apt would fetch. */
 export function candidateVersion(pkg: string): string {
-  const out = runTool("apt-cache", ["policy", pkg], { pkg: "apt" });
+  const out = runTool("apt-cache", ["policy", pkg], { pkg: "apt", limitSec: 120 });
   const m = /Candidate:\s*(\S+)/.exec(out);
   if (!m || m[1] === "(none)") {
     throw new VoltError(`Debian package ${pkg} is not available`, "noinput");
@@ -45,7 +45,7 @@ export function candidateVersion(pkg: string): string {
 export function fetchAndUnpack(pkg: string, dest: string): void {
   const tmp = Deno.makeTempDirSync({ prefix: "volt-apt-" });
   try {
-    runTool("apt-get", ["download", "-q", pkg], { cwd: tmp, pkg: "apt" });
+    runTool("apt-get", ["download", "-q", pkg], { cwd: tmp, pkg: "apt", limitSec: 900 });
     const deb = [...Deno.readDirSync(tmp)].find((e) => e.name.endsWith(".deb"));
     if (!deb) throw new VoltError(`apt-get download ${pkg} produced no package`, "internal");
     Deno.mkdirSync(dest, { recursive: true });

@@ -15,6 +15,11 @@ export interface RunOptions {
   inherit?: boolean;
   /** Debian package that provides the tool, for the error message. */
   pkg?: string;
+  /**
+   * Stop the tool after this many seconds (a download stuck on the network
+   * or a lock would otherwise hang its caller with no word).
+   */
+  limitSec?: number;
 }
 
 /**
@@ -28,9 +33,11 @@ export interface RunOptions {
  */
 export function runTool(cmd: string, args: string[], opts: RunOptions = {}): string {
   let out: Deno.CommandOutput;
+  const limit = opts.limitSec;
   try {
-    out = new Deno.Command(cmd, {
-      args,
+    // coreutils' timeout: the call is synchronous, so no timer of ours can fire.
+    out = new Deno.Command(limit ? "timeout" : cmd, {
+      args: limit ? ["-k", "10", String(limit), cmd, ...args] : args,
       cwd: opts.cwd,
       env: opts.env,
       stdin: "null",
@@ -39,6 +46,13 @@ export function runTool(cmd: string, args: string[], opts: RunOptions = {}): str
     }).outputSync();
   } catch (e) {
     throw notInstalled(cmd, opts.pkg, e);
+  }
+  if (limit && out.code === 127) throw notInstalled(cmd, opts.pkg, new Deno.errors.NotFound());
+  if (limit && (out.code === 124 || out.code === 137)) {
+    throw new VoltError(
+      `${cmd} ${args[0] ?? ""} did not finish within ${limit} s and was stopped`,
+      "internal",
+    );
   }
   if (!out.success) {
     const err = opts.inherit

@@ -12,6 +12,7 @@
 import { parseArgs } from "node:util";
 import { VoltError } from "../../src/errors.ts";
 import { hasTool } from "../../src/guest/host_tools.ts";
+import { hostKind } from "../../src/vmm/host.ts";
 import { CTL, ensureL1, INIT_MARKER, START_MARKER, TAGS } from "./l1.ts";
 
 /**
@@ -57,6 +58,8 @@ export interface NestedOptions {
   tap?: (chunk: Uint8Array) => void;
   /** Watchdog bounds, by stage (default {@linkcode STALL_MS}). */
   stallMs?: Partial<Record<Stage, number>>;
+  /** What the command stage is called in the watchdog's line (default "command"). */
+  commandStage?: string;
 }
 
 /**
@@ -141,12 +144,7 @@ const KERNEL_ARGS = "console=ttyS0 panic=-1 tsc=reliable mitigations=off";
  * ```
  */
 export function hostHasKvm(): boolean {
-  try {
-    Deno.openSync("/dev/kvm", { read: true, write: true }).close();
-    return true;
-  } catch {
-    return false;
-  }
+  return hostKind() !== "none";
 }
 
 /**
@@ -472,10 +470,16 @@ export async function runNested(cmd: string[], opts: NestedOptions): Promise<num
   if (!hasTool(QEMU)) {
     throw new VoltError(`${QEMU} is not installed (apt-get install qemu-system-x86)`, "noinput");
   }
-  const img = await ensureL1({
-    progress: opts.progress ?? ((s) => console.error(s)),
-    refresh: opts.refresh,
-  });
+  let img;
+  try {
+    img = await ensureL1({
+      progress: opts.progress ?? ((s) => console.error(s)),
+      refresh: opts.refresh,
+    });
+  } catch (e) {
+    if (!(e instanceof VoltError)) throw e;
+    throw new VoltError(`The helper VM's image build failed: ${e.message}`, e.kind);
+  }
 
   const tty = Deno.stdout.isTerminal();
   const term = Deno.env.get("TERM");
@@ -583,8 +587,9 @@ export async function runNested(cmd: string[], opts: NestedOptions): Promise<num
         ...qemuErr.split("\n").slice(-5),
       ].filter((l) => l);
       if (last.length && stalled !== "command") console.error(last.join("\n"));
+      const name = stalled === "command" ? opts.commandStage ?? stalled : stalled;
       console.error(
-        `volt nested: the ${stalled} stage made no progress for ${
+        `volt nested: the ${name} stage made no progress for ${
           Math.round(bounds[stalled] / 1000)
         } s; the helper VM was stopped (${
           last.length ? `last output: ${last[last.length - 1]}` : "it printed nothing"
