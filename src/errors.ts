@@ -40,6 +40,7 @@ export type ErrorKind = "usage" | "input" | "noinput" | "kvm" | "internal" | "ca
 export class VoltError extends Error {
   /** What went wrong, for the exit code. */
   readonly kind: ErrorKind;
+  /** A one-line `message` (sentence case, no trailing period) and its kind. */
   constructor(message: string, kind: ErrorKind = "input") {
     super(message);
     this.name = "VoltError";

@@ -6,6 +6,7 @@
  */
 
 import type { HostKind } from "./plan.ts";
+import { isTcgHost } from "../../src/vmm/host.ts";
 
 /** The QEMU binary (Debian's qemu-system-x86). */
 export const QEMU = "qemu-system-x86_64";
@@ -67,14 +68,19 @@ export function qemuArgs(g: QemuGuest): string[] {
  * the host's CPUID whatever QEMU sets (DESIGN.md §5), which is why the
  * guest's command line carries the masks instead.
  *
+ * Under QEMU's TCG (the helper VM) XSAVE goes, as Volt's `nested-tcg`
+ * template hides it: that KVM does not track a nested guest's XCR0.
+ *
  * @example
  * ```ts
  * import { qemuCpu } from "./qemu.ts";
  * qemuCpu("pvm"); // "host,-arch-capabilities"
+ * qemuCpu("hardware", true); // "host,-xsave"
  * ```
  */
-export function qemuCpu(kind: HostKind): string {
-  return kind === "pvm" ? "host,-arch-capabilities" : "host";
+export function qemuCpu(kind: HostKind, tcg = kind === "hardware" && isTcgHost()): string {
+  if (kind === "pvm") return "host,-arch-capabilities";
+  return tcg ? "host,-xsave" : "host";
 }
 
 /** KVM_RUN = _IO(KVMIO, 0x80), as QEMU's trace prints it. */

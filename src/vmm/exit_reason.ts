@@ -23,6 +23,7 @@ export type StopCause =
 
 /** The outcome of a run. */
 export interface VmExit {
+  /** Why the VM stopped. */
   cause: StopCause;
   /** Process exit code for this outcome. */
   code: number;

@@ -208,6 +208,7 @@ export class Machine {
     if (this.cfg.stdin) this.forwardStdin();
   }
 
+  /** Handles one message from a vCPU worker. */
   private onEvent(t: VcpuThread, e: VcpuEvent): void {
     switch (e.type) {
       case "running":
@@ -233,6 +234,7 @@ export class Machine {
     }
   }
 
+  /** Makes a vCPU leave KVM_RUN: immediate_exit, then a signal to its thread. */
   private kick(t: VcpuThread): void {
     if (t.done || !t.run || t.tid === undefined) return;
     t.run[RUN.immediate_exit] = 1;
@@ -304,6 +306,7 @@ export class Machine {
     this.drainInput();
   }
 
+  /** Moves queued input into the UART as far as the guest listens and has room. */
   private drainInput(): void {
     // Input before the guest's driver listens would be lost in a FIFO reset.
     if (!this.serial.rxReady && this.pendingInput.length > 0) return this.retryInput(20);
@@ -319,6 +322,7 @@ export class Machine {
     }
   }
 
+  /** Drains again after `ms`, once. */
   private retryInput(ms: number): void {
     if (this.exit) return;
     this.inputTimer ??= setTimeout(() => {
@@ -327,6 +331,7 @@ export class Machine {
     }, ms);
   }
 
+  /** Sends our stdin to the guest (raw on a terminal, where Ctrl-A x stops the VM). */
   private forwardStdin(): void {
     const tty = Deno.stdin.isTerminal();
     if (tty) {

@@ -12,6 +12,7 @@ export const GUEST_READY_PHASE = "guest ready";
 
 /** One phase boundary. */
 export interface Mark {
+  /** The phase that ended here, e.g. "kvm opened". */
   phase: string;
   /** Milliseconds since the trace's origin (by default, this runtime's start). */
   ms: number;
