@@ -70,28 +70,58 @@ const PANIC = "Kernel panic";
 const MEMORY_AT_MS = 4000;
 const say = (s: string) => console.error(`bench: ${s}`);
 
-const { values: opt } = parseArgs({
-  options: {
-    runs: { type: "string", default: "10" },
-    "memory-runs": { type: "string", default: "3" },
-    "pio-exits": { type: "string", default: "100000" },
-    figures: { type: "string" },
-    // Internal: this is the helper VM's part, which writes its raw results
-    // to --results-json for the part outside to merge.
-    nested: { type: "boolean", default: false },
-    "results-json": { type: "string" },
-  },
-});
+const USAGE =
+  `Usage: deno task bench:boot [--runs N] [--memory-runs N] [--pio-exits N] [--figures LIST]
+
+Boots the default guest with Volt and with QEMU microvm, pair by pair, and
+writes bench/results/latest.md. --figures takes a comma-separated subset of
+${FIGURES.join(", ")}.`;
+
+/** A bad flag or value: one line and exit 64, as `volt` does. */
+function usage(message: string): never {
+  console.error(`bench: ${message} (deno task bench:boot --help)`);
+  Deno.exit(64);
+}
+
+const OPTIONS = {
+  runs: { type: "string", default: "10" },
+  "memory-runs": { type: "string", default: "3" },
+  "pio-exits": { type: "string", default: "100000" },
+  figures: { type: "string" },
+  help: { type: "boolean", short: "h", default: false },
+  // Internal: this is the helper VM's part, which writes its raw results
+  // to --results-json for the part outside to merge.
+  nested: { type: "boolean", default: false },
+  "results-json": { type: "string" },
+} as const;
+
+function parseOptions() {
+  try {
+    return parseArgs({ options: OPTIONS }).values;
+  } catch (e) {
+    usage((e as Error).message.split("\n")[0]);
+  }
+}
+const opt = parseOptions();
+if (opt.help) {
+  console.log(USAGE);
+  Deno.exit(0);
+}
 
 function count(name: "runs" | "memory-runs" | "pio-exits"): number {
   const n = Number(opt[name]);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer`);
+  if (!Number.isInteger(n) || n < 1) usage(`--${name} must be a positive integer`);
   return n;
 }
 const runs = count("runs");
 const memoryRuns = count("memory-runs");
 const pioExits = count("pio-exits");
-const wanted: Figure[] = opt.figures === undefined ? [...FIGURES] : parseFigures(opt.figures);
+let wanted: Figure[] = [...FIGURES];
+try {
+  if (opt.figures !== undefined) wanted = parseFigures(opt.figures);
+} catch (e) {
+  usage((e as Error).message);
+}
 
 function bundle(): void {
   const out = new Deno.Command(Deno.execPath(), {

@@ -4,6 +4,9 @@
  */
 
 import { isPvmHost } from "../src/vmm/host.ts";
+import { tmpDir } from "./asm.ts";
+
+export { assembleElf, tmpDir } from "./asm.ts";
 
 export const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 
@@ -75,11 +78,6 @@ function has(cmd: string): boolean {
 /** A C compiler is on PATH. */
 export function ccAvailable(): boolean {
   return has("cc");
-}
-
-/** A fresh temporary directory. */
-export function tmpDir(): string {
-  return Deno.makeTempDirSync({ prefix: "volt-test-" });
 }
 
 /** Result of running the CLI. */
@@ -161,36 +159,6 @@ export async function startCliUntil(args: string[], marker: string): Promise<Cli
       };
     },
   };
-}
-
-/**
- * Assembles 64-bit code (GNU as, Intel syntax) into a static ELF linked at
- * `base`, the form `volt run --kernel` boots through the 64-bit entry.
- */
-export function assembleElf(source: string, base = 0x200000, ldArgs: string[] = []): string {
-  const dir = tmpDir();
-  Deno.writeTextFileSync(
-    `${dir}/g.s`,
-    `.intel_syntax noprefix\n.code64\n.globl _start\n_start:\n${source}\n`,
-  );
-  const as = new Deno.Command("as", { args: ["--64", "-o", `${dir}/g.o`, `${dir}/g.s`] })
-    .outputSync();
-  if (!as.success) throw new Error(new TextDecoder().decode(as.stderr));
-  const ld = new Deno.Command("ld", {
-    args: [
-      "-static",
-      "-nostdlib",
-      `-Ttext=0x${base.toString(16)}`,
-      ...ldArgs,
-      "-e",
-      "_start",
-      "-o",
-      `${dir}/g.elf`,
-      `${dir}/g.o`,
-    ],
-  }).outputSync();
-  if (!ld.success) throw new Error(new TextDecoder().decode(ld.stderr));
-  return `${dir}/g.elf`;
 }
 
 /** The jail fixture: runs sandboxing steps in a child process. */

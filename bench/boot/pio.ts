@@ -6,7 +6,7 @@
  */
 
 import { createVm } from "../../mod.ts";
-import { assembleElf, tmpDir } from "../../tests/helpers.ts";
+import { assembleElf, tmpDir } from "../../tests/asm.ts";
 
 /** Exits handled and the time they took. */
 export interface PioRate {
