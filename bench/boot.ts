@@ -503,12 +503,10 @@ const dir = `${ROOT}/bench/results`;
 Deno.mkdirSync(dir, { recursive: true });
 const reports = [`${dir}/boot-${date}.md`, `${dir}/latest.md`];
 for (const f of reports) Deno.writeTextFileSync(f, md);
-// Formatted as `deno fmt` would, so the saved report leaves the repository's fmt check clean.
-new Deno.Command(Deno.execPath(), { args: ["fmt", "--quiet", ...reports], cwd: ROOT }).outputSync();
-console.log(Deno.readTextFileSync(reports[1]));
+const svg = `${dir}/boot-timeline.svg`;
 if (merged.figures.boot) {
   Deno.writeTextFileSync(
-    `${dir}/boot-timeline.svg`,
+    svg,
     timelineSvg(
       medianPhases(merged.figures.boot.phaseRuns),
       "guest ready",
@@ -516,3 +514,7 @@ if (merged.figures.boot) {
     ),
   );
 }
+// Formatted as `deno fmt` would, so the saved files leave the repository's fmt check clean.
+const written = merged.figures.boot ? [...reports, svg] : reports;
+new Deno.Command(Deno.execPath(), { args: ["fmt", "--quiet", ...written], cwd: ROOT }).outputSync();
+console.log(Deno.readTextFileSync(reports[1]));
