@@ -5,7 +5,10 @@
  * @module
  */
 
-/** Exit codes by cause. Guest-reported statuses pass through as 0..255. */
+/**
+ * Exit codes by cause. A guest-reported status of 0 to 63 passes through
+ * as itself; any other is `guestStatus` (see src/vmm/exit_reason.ts).
+ */
 export const EXIT_CODE = {
   ok: 0,
   usage: 64,
@@ -20,6 +23,7 @@ export const EXIT_CODE = {
   guestCrash: 83,
   unexpectedExit: 84,
   noUserspace: 85,
+  guestStatus: 86,
   sigint: 130,
   sigterm: 143,
 } as const;

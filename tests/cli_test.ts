@@ -5,8 +5,10 @@
 import assert from "node:assert/strict";
 import { runCli, tmpDir } from "./helpers.ts";
 import { makeBzImage, makeElf } from "./images.ts";
+import { concat, cpioMember, craftBzImage, craftElf, note, noteElf, pvhNote } from "./crafted.ts";
 
 const dir = tmpDir();
+const text = (s: string) => new TextEncoder().encode(s);
 const file = (name: string, data: Uint8Array) => {
   const p = `${dir}/${name}`;
   Deno.writeFileSync(p, data);
@@ -14,6 +16,10 @@ const file = (name: string, data: Uint8Array) => {
 };
 const elf = file("k.elf", makeElf({ code: new Uint8Array([0xf4]) }));
 const bigElf = makeElf({ code: new Uint8Array(8192) });
+const none = new Uint8Array();
+const load = { type: 1, offset: 0x1000, paddr: 0x1000000, filesz: 0x100, memsz: 0x100 };
+const crafted = (name: string, spec: Parameters<typeof craftElf>[0]) =>
+  file(name, craftElf({ body: new Uint8Array(0x200), ...spec }));
 
 const cases: Array<[string, string[], number, RegExp]> = [
   ["missing kernel", ["--kernel", `${dir}/nope`], 66, /^Kernel not found: .*nope$/],
@@ -40,12 +46,94 @@ const cases: Array<[string, string[], number, RegExp]> = [
     65,
     /is truncated$/,
   ],
+  // Crafted headers (issue 10): exit 70 "Internal error: Offset is outside the bounds of the
+  // DataView", a hang, or a kernel that went on to KVM (exit 69 here) before.
+  [
+    "ELF note with a name size past 2^31",
+    ["--kernel", file("n1.elf", noteElf(note(0x7ffffffe, 0, 18, none, none)))],
+    65,
+    /^Kernel .*n1\.elf is not a usable x86_64 vmlinux: note at file offset 0x1010 \(name 2147483646 bytes, data 0 bytes\) runs past its segment$/,
+  ],
+  [
+    "ELF note whose rounded sizes wrap to no progress",
+    ["--kernel", file("n2.elf", noteElf(note(0xfffffffd, 0xfffffff4, 18, none, none)))],
+    65,
+    /: note at file offset 0x1010 \(name 4294967293 bytes, data 4294967284 bytes\) runs past its segment$/,
+  ],
+  [
+    "ELF note with a data size of 0xffffffff",
+    ["--kernel", file("n3.elf", noteElf(note(4, 0xffffffff, 18, text("Xen\0"), none)))],
+    65,
+    /: note at file offset 0x1010 \(name 4 bytes, data 4294967295 bytes\) runs past its segment$/,
+  ],
+  [
+    "PVH entry above 4 GiB",
+    ["--kernel", file("n4.elf", noteElf(pvhNote(0x100001000n)))],
+    65,
+    /: PVH entry 0x100001000 is above 4 GiB$/,
+  ],
+  [
+    "program headers past the end of the file",
+    ["--kernel", crafted("ph1.elf", { phdrs: [load], phoff: 0x1200 - 30 })],
+    65,
+    /^Kernel .*ph1\.elf is truncated$/,
+  ],
+  [
+    "phnum 65535",
+    ["--kernel", crafted("ph2.elf", { phdrs: [load], phnum: 0xffff })],
+    65,
+    /: 65535 program headers of 56 bytes exceed the 64 KiB Linux takes$/,
+  ],
+  [
+    "a segment past the end of the file",
+    ["--kernel", crafted("ph3.elf", { phdrs: [{ ...load, offset: 0xfffffffffffff000n }] })],
+    65,
+    /is truncated$/,
+  ],
+  [
+    "overlapping segments",
+    [
+      "--kernel",
+      crafted("ph4.elf", { phdrs: [load, { ...load, offset: 0x1100, paddr: 0x10000f0 }] }),
+    ],
+    65,
+    /: segments at 0x1000000\+0x100 and 0x10000f0\+0x100 overlap$/,
+  ],
+  [
+    "a segment past guest memory",
+    [
+      "--kernel",
+      crafted("ph5.elf", { phdrs: [{ ...load, paddr: 0x3fff000, memsz: 0x2000 }] }),
+      "--memory",
+      "64M",
+    ],
+    65,
+    /^The kernel needs guest memory up to 0x4001000; the guest has 64 MiB$/,
+  ],
+  [
+    "a segment beyond 52-bit addresses",
+    ["--kernel", crafted("ph6.elf", { phdrs: [{ ...load, paddr: 0xfffffffffffff000n }] })],
+    65,
+    /: segment 0 \(0xfffffffffffff000\+0x100\) is beyond 52-bit physical addresses$/,
+  ],
+  [
+    "bzImage whose setup_sects points past the end",
+    ["--kernel", file("s.bz", craftBzImage([[0x1f1, 1, 200]]))],
+    65,
+    /^Kernel .*s\.bz is truncated: its 200 setup sectors end at 0x19200, past its 3584 bytes$/,
+  ],
   ["missing initrd", ["--kernel", elf, "--initrd", `${dir}/none`], 66, /^Initrd not found/],
   [
     "initrd larger than RAM",
     ["--kernel", elf, "--memory", "32M", "--initrd", file("big", new Uint8Array(33 << 20))],
     65,
     /does not fit in guest memory/,
+  ],
+  [
+    "initrd that fits RAM but not above the kernel",
+    ["--kernel", elf, "--memory", "32M", "--initrd", file("mid", new Uint8Array(20 << 20))],
+    65,
+    /^Initrd .*mid \(20971520 bytes\) does not fit in guest memory above the kernel \(32 MiB\)$/,
   ],
   ["memory not a size", ["--kernel", elf, "--memory", "lots"], 64, /^Not a size: "lots"/],
   ["memory too small", ["--kernel", elf, "--memory", "2M"], 64, /too small/],
@@ -100,7 +188,8 @@ const cases: Array<[string, string[], number, RegExp]> = [
 
 for (const [name, args, code, re] of cases) {
   Deno.test(`bad input: ${name} → exit ${code}, one line`, async () => {
-    const r = await runCli(["run", ...args]);
+    // A parser that loops forever is killed and fails here rather than hanging the suite.
+    const r = await runCli(["run", ...args], { timeout: 20_000 });
     const lines = r.stderr.trimEnd().split("\n");
     assert.equal(lines.length, 1, r.stderr);
     assert.match(lines[0], /^volt: /);
@@ -143,3 +232,69 @@ Deno.test("volt initramfs writes a gzip cpio that --list reads back", async () =
   assert.equal(bad.code, 64);
   assert.equal(bad.stderr, 'volt: --add takes HOST:GUEST, not "nocolon"\n');
 });
+
+// `volt initramfs --list` on crafted archives: every header value is the file's.
+const cpioFile = (name: string, ...parts: Uint8Array[]) => file(name, concat(...parts));
+const trailer = cpioMember("TRAILER!!!", none, { mode: 0 });
+const listCases: Array<[string, string, RegExp]> = [
+  [
+    "a namesize of 0xffffffff",
+    cpioFile("c1.cpio", cpioMember("init", none, { namesize: 0xffffffff }), trailer),
+    /^Cpio archive truncated in a name at offset 110$/,
+  ],
+  [
+    "a filesize of 0xffffffff",
+    cpioFile("c2.cpio", cpioMember("init", text("x"), { filesize: 0xffffffff }), trailer),
+    /^Cpio archive truncated in the data of "init" at offset 116$/,
+  ],
+  [
+    "a truncated trailer",
+    cpioFile("c3.cpio", cpioMember("init", text("x")), trailer.subarray(0, 115)),
+    /^Cpio archive truncated in a name at offset 230$/,
+  ],
+  [
+    "no trailer",
+    cpioFile("c4.cpio", cpioMember("init", text("x"))),
+    /^Cpio archive truncated in a header at offset 120$/,
+  ],
+  [
+    "a name that is not NUL-terminated",
+    cpioFile("c5.cpio", cpioMember("init", none, { namesize: 4 }), trailer),
+    /^Cpio name not NUL-terminated at offset 110$/,
+  ],
+  [
+    "a non-ASCII byte in a header field",
+    cpioFile(
+      "c6.cpio",
+      (() => {
+        const m = cpioMember("init", none);
+        m.set([0xc3, 0xa9], 6); // "é" where the inode number goes
+        return m;
+      })(),
+    ),
+    /^Bad cpio header field at offset 6$/,
+  ],
+  [
+    // Printed raw before: the newline split the error over two lines.
+    "a FIFO whose name holds a newline",
+    cpioFile("c8.cpio", cpioMember("a\nb", none, { mode: 0o010644 }), trailer),
+    /^Unsupported cpio file type 0o10000 of "a\\nb"$/,
+  ],
+  [
+    "gzip that does not inflate",
+    file("c7.cpio.gz", new Uint8Array([0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 0xff, 0xff])),
+    /^Not valid gzip data: /,
+  ],
+];
+
+for (const [name, path, re] of listCases) {
+  Deno.test(`volt initramfs --list: ${name} → exit 65, one line`, async () => {
+    const r = await runCli(["initramfs", "--list", path], { timeout: 20_000 });
+    const lines = r.stderr.trimEnd().split("\n");
+    assert.equal(lines.length, 1, r.stderr);
+    assert.match(lines[0], /^volt: /);
+    assert.match(lines[0].slice(6), re);
+    assert.equal(r.code, 65, r.stderr);
+    assert.equal(r.stdout, "");
+  });
+}

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { type CpioEntry, gunzip, gzip, readCpio, writeCpio } from "../src/guest/cpio.ts";
 import { VoltError } from "../src/errors.ts";
+import { concat, cpioMember } from "./crafted.ts";
 
 const text = (s: string) => new TextEncoder().encode(s);
 
@@ -148,6 +149,43 @@ Deno.test("cpio: the reader rejects garbage and truncation", () => {
   const bad = archive.slice();
   bad[0] = 0x39;
   assert.throws(() => readCpio(bad), /bad magic/);
+});
+
+Deno.test("cpio: sizes from the header stay in bounds; names in errors stay on one line", () => {
+  const none = new Uint8Array();
+  const trailer = cpioMember("TRAILER!!!", none, { mode: 0 });
+  const err = (re: RegExp) => (e: unknown) => e instanceof VoltError && re.test(e.message);
+  assert.throws(
+    () => readCpio(concat(cpioMember("init", none, { namesize: 0xffffffff }), trailer)),
+    err(/^Cpio archive truncated in a name at offset 110$/),
+  );
+  assert.throws(
+    () => readCpio(concat(cpioMember("init", text("x"), { filesize: 0xffffffff }), trailer)),
+    err(/^Cpio archive truncated in the data of "init" at offset 116$/),
+  );
+  assert.throws(
+    () => readCpio(concat(cpioMember("init", text("x")), trailer.subarray(0, 115))),
+    err(/^Cpio archive truncated in a name at offset 230$/),
+  );
+  // A name from the archive was printed raw: a newline in it split the error over lines.
+  assert.throws(
+    () => readCpio(concat(cpioMember("a\nb", text("x"), { filesize: 0x80000000 }), trailer)),
+    err(/^Cpio archive truncated in the data of "a\\nb" at offset 116$/),
+  );
+  assert.throws(
+    () => readCpio(concat(cpioMember("fifo\r", none, { mode: 0o010644 }), trailer)),
+    err(/^Unsupported cpio file type 0o10000 of "fifo\\r"$/),
+  );
+  // And a megabyte-long name does not become a megabyte-long line.
+  const long = "n".repeat(1 << 20);
+  assert.throws(
+    () => readCpio(cpioMember(long, none, { mode: 0o140644 })),
+    err(new RegExp(`^Unsupported cpio file type 0o140000 of "${"n".repeat(80)}…"$`)),
+  );
+  assert.throws(
+    () => writeCpio([{ type: "file", path: "a\n/../b", data: none }]),
+    err(/^Cpio path must not contain "\.\.": "a\\n\/\.\.\/b"$/),
+  );
 });
 
 Deno.test("gzip round trip, and gunzip rejects non-gzip data", async () => {

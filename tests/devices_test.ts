@@ -181,3 +181,50 @@ Deno.test("console ring: partial lines arrive at once, in order, across writers"
   a.writeSync(new Uint8Array([9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 42]));
   assert.deepEqual([...reader.drain()], [9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 42]);
 });
+
+Deno.test("UART: 16- and 32-bit accesses read all-ones, write nothing, change no state", () => {
+  const state = newSerialState();
+  const out: number[] = [];
+  let irqs = 0;
+  const dev = new Serial(state, { writeSync: (d) => (out.push(...d), d.length) }, {
+    trigger: () => void irqs++,
+  });
+  dev.write(4, new Uint8Array([0x08])); // OUT2
+  dev.write(1, new Uint8Array([0x03])); // RX and THRE interrupts: THRE pending
+  dev.write(7, new Uint8Array([0x5a]));
+  dev.enqueueInput(new Uint8Array([0x41, 0x42]));
+  const before = new Int32Array(state).slice();
+  const irqsBefore = irqs;
+  for (const width of [2, 4]) {
+    for (let off = 0; off < 8; off++) {
+      const d = new Uint8Array(width);
+      dev.read(off, d);
+      assert.deepEqual([...d], new Array(width).fill(0xff), `${width}-byte read at ${off}`);
+      // LCR 0x80 would set DLAB, IER 0 would mask, FCR 0x02 would clear RX.
+      dev.write(off, new Uint8Array(width).fill(off === 2 ? 0x02 : off === 1 ? 0 : 0x80));
+    }
+  }
+  assert.deepEqual(new Int32Array(state), before, "no register, FIFO or pending interrupt moved");
+  assert.deepEqual(out, [], "nothing transmitted");
+  assert.equal(irqs, irqsBefore);
+  const one = new Uint8Array(1);
+  dev.read(0, one);
+  assert.equal(one[0], 0x41, "byte reads still work");
+});
+
+Deno.test("boot-timer port: the first write is the event, on one latch for every vCPU", () => {
+  let readies = 0;
+  const h = { exit() {}, ready: () => void readies++ };
+  const latch = new Int32Array(new SharedArrayBuffer(16));
+  const cpu0 = new BootTimerPort(h, latch, 1);
+  const cpu1 = new BootTimerPort(h, latch, 1);
+  for (let i = 0; i < 10_000; i++) cpu0.write(0, new Uint8Array([1]));
+  cpu1.write(0, new Uint8Array([1, 0]));
+  assert.equal(readies, 1);
+  assert.deepEqual([...latch], [0, 1, 0, 0], "only its own slot is used");
+  const alone = new BootTimerPort(h);
+  alone.write(0, new Uint8Array([1]));
+  alone.write(0, new Uint8Array([1]));
+  assert.equal(readies, 2, "a port with no shared latch has its own");
+  assert.throws(() => new BootTimerPort(h, latch, 4), /latch slot/);
+});

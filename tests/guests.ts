@@ -382,3 +382,95 @@ xcr0: .asciz "xcr0 "
 leaves: ${leaves.map(([l, s]) => `.long ${l}, ${s}`).join("\n  ")}
   .long 0xffffffff, 0
 `);
+
+/**
+ * Floods the boot-timer port: 5000 single writes, then `rep outsb` of a
+ * 4096-byte buffer four times; prints a marker and exits 0. The monitor
+ * must mark the guest ready once.
+ */
+export const bootTimerFlood = () =>
+  assembleElf(`
+  mov ecx, 5000
+1: out 0xf8, al
+  loop 1b
+  mov r8d, 4
+2: lea rsi, [rip + buf]
+  mov ecx, 4096
+  mov dx, 0xf8
+  rep outsb
+  dec r8d
+  jnz 2b
+${PRINT("msg")}${EXIT(0)}
+msg: .asciz "flooded\\n"
+buf: .fill 4096, 1, 1`);
+
+/** Prints a marker and reports `status` on the exit port. */
+export const exitWith = (status: number) =>
+  assembleElf(`${PRINT("msg")}${EXIT(status)}
+msg: .asciz "exiting\\n"`);
+
+/**
+ * Makes 16- and 32-bit accesses to the UART and checks none reaches a
+ * register: wide writes to SCR, LCR (DLAB) and THR change nothing and send
+ * nothing, wide reads give all-ones and do not pop the RX FIFO (filled
+ * through loopback). Prints "serial widths ok" and exits 0, or exits with
+ * the number of the first check that failed (11 to 16).
+ */
+export const serialWidths = () =>
+  assembleElf(`
+  mov dx, 0x3ff
+  mov al, 0x5a
+  out dx, al
+  mov ax, 0x1234
+  out dx, ax
+  mov eax, 0x12345678
+  out dx, eax
+  in al, dx
+  cmp al, 0x5a
+  mov ebx, 11
+  jne 7f
+  in ax, dx
+  cmp ax, 0xffff
+  mov ebx, 12
+  jne 7f
+  mov dx, 0x3f8
+  in eax, dx
+  cmp eax, 0xffffffff
+  mov ebx, 13
+  jne 7f
+  # A wide write of THR must transmit nothing, one of LCR must not set DLAB.
+  mov ax, 0x4242
+  out dx, ax
+  mov dx, 0x3fb
+  mov ax, 0x0080
+  out dx, ax
+  # Loopback puts one byte in the RX FIFO; a wide read must leave it there.
+  mov dx, 0x3fc
+  mov al, 0x18
+  out dx, al
+  mov dx, 0x3f8
+  mov al, 0x41
+  out dx, al
+  in ax, dx
+  cmp ax, 0xffff
+  mov ebx, 14
+  jne 7f
+  mov dx, 0x3fd
+  in al, dx
+  test al, 1
+  mov ebx, 15
+  jz 7f
+  mov dx, 0x3f8
+  in al, dx
+  cmp al, 0x41
+  mov ebx, 16
+  jne 7f
+  mov dx, 0x3fc
+  mov al, 0x08
+  out dx, al
+${PRINT("ok")}${EXIT(0)}
+7: mov dx, 0xf4
+  mov eax, ebx
+  out dx, eax
+  hlt
+ok: .asciz "serial widths ok\\n"`);

@@ -31,7 +31,15 @@ export interface BzImage {
   prefAddress: number;
 }
 
-/** True when `head` (at least 0x206 bytes) carries a setup header. */
+/**
+ * True when `head` (at least 0x206 bytes) carries a setup header.
+ *
+ * @example
+ * ```ts
+ * import { isBzImage } from "./bzimage.ts";
+ * isBzImage(new Uint8Array(0x206)); // false: no "HdrS"
+ * ```
+ */
 export function isBzImage(head: Uint8Array): boolean {
   if (head.length < SETUP.version) return false;
   const dv = new DataView(head.buffer, head.byteOffset, head.byteLength);
@@ -67,11 +75,23 @@ export function parseBzImage(img: Image): BzImage {
   }
   if (!(dv.getUint8(SETUP.loadflags) & LOADED_HIGH)) throw bad("not a high-loading kernel");
   if (!(dv.getUint16(SETUP.xloadflags, true) & XLF_KERNEL_64)) throw bad("no 64-bit entry point");
+  // 0 means 4 (boot.rst); at most 255, so the offset stays below 128 KiB.
   const setupSects = dv.getUint8(SETUP.setup_sects) || 4;
   const pmOffset = (setupSects + 1) * 512;
+  if (pmOffset >= img.size) {
+    throw new VoltError(
+      `${img.name} is truncated: its ${setupSects} setup sectors end at 0x${
+        pmOffset.toString(16)
+      }, past its ${img.size} bytes`,
+    );
+  }
+  // A u32 times 16: below 2^36, exact as a Number.
   const syssize = dv.getUint32(SYSSIZE, true) * 16;
-  if (pmOffset >= img.size || img.size - pmOffset < syssize) {
-    throw new VoltError(`${img.name} is truncated`);
+  if (img.size - pmOffset < syssize) throw new VoltError(`${img.name} is truncated`);
+  const prefAddress = dv.getBigUint64(SETUP.pref_address, true);
+  // x86-64 physical addresses have at most 52 bits; below 2^53 Numbers are exact.
+  if (prefAddress >= 1n << 52n) {
+    throw bad(`pref_address 0x${prefAddress.toString(16)} is not a physical address`);
   }
   const headerEnd = SETUP.jump + 2 + dv.getUint8(SETUP.jump + 1);
   return {
@@ -82,6 +102,6 @@ export function parseBzImage(img: Image): BzImage {
     initrdAddrMax: dv.getUint32(SETUP.initrd_addr_max, true),
     cmdlineSize: dv.getUint32(SETUP.cmdline_size, true),
     initSize: dv.getUint32(SETUP.init_size, true),
-    prefAddress: Number(dv.getBigUint64(SETUP.pref_address, true)),
+    prefAddress: Number(prefAddress),
   };
 }

@@ -35,18 +35,32 @@ export function bytesImage(name: string, bytes: Uint8Array): Image {
     name,
     size: bytes.length,
     readAt(offset, dest) {
-      if (offset + dest.length > bytes.length) throw truncated(name);
+      if (!inside(offset, dest.length, bytes.length)) throw truncated(name);
       dest.set(bytes.subarray(offset, offset + dest.length));
     },
     close() {},
   };
 }
 
+/** `len` bytes at `offset` lie within `size`; a negative or fractional offset never does. */
+function inside(offset: number, len: number, size: number): boolean {
+  return Number.isSafeInteger(offset) && offset >= 0 && offset + len <= size;
+}
+
 function truncated(name: string): VoltError {
   return new VoltError(`${name} is truncated`, "input");
 }
 
-/** Opens `path`, with one-line errors for missing or unreadable files. */
+/**
+ * Opens `path`, with one-line errors for missing or unreadable files.
+ *
+ * @example
+ * ```ts ignore
+ * import { openImage } from "./image.ts";
+ * const img = openImage("vmlinux", "Kernel"); // errors name it "Kernel vmlinux"
+ * img.close();
+ * ```
+ */
 export function openImage(path: string, what: string): Image {
   let file: Deno.FsFile;
   let size: number;
@@ -76,7 +90,7 @@ export function openImage(path: string, what: string): Image {
     name: label,
     size,
     readAt(offset, dest) {
-      if (offset + dest.length > size) throw truncated(label);
+      if (!inside(offset, dest.length, size)) throw truncated(label);
       file.seekSync(offset, Deno.SeekMode.Start);
       let done = 0;
       while (done < dest.length) {

@@ -33,13 +33,16 @@ export interface LoadedKernel {
 const PAGE = 4096;
 const HEAD = 0x400;
 
+/** Whole MiB of guest RAM (`>> 20` would wrap from 2 GiB up). */
+const mib = (mem: GuestMemory) => Math.floor(mem.size / 2 ** 20);
+
 function fits(mem: GuestMemory, addr: number, len: number, what: string): Uint8Array {
   try {
     return mem.bytes(addr, len);
   } catch {
     throw new VoltError(
       `${what} needs guest memory up to 0x${(addr + len).toString(16)}; the guest has ${
-        mem.size >> 20
+        mib(mem)
       } MiB`,
       "input",
     );
@@ -115,7 +118,15 @@ function loadBzImage(mem: GuestMemory, img: Image, bz: BzImage): LoadedKernel {
   };
 }
 
-/** Writes the command line; returns its address and length. */
+/**
+ * Writes the command line; returns its address and length.
+ *
+ * @example
+ * ```ts ignore
+ * import { loadCmdline } from "./loader.ts";
+ * loadCmdline(mem, kernel, "console=ttyS0"); // { addr: 0x20000, size: 13 }
+ * ```
+ */
 export function loadCmdline(
   mem: GuestMemory,
   kernel: LoadedKernel,
@@ -128,7 +139,15 @@ export function loadCmdline(
 
 /**
  * Places the initrd as high in low RAM as the kernel allows, page-aligned,
- * above the kernel.
+ * above the kernel; an initrd that does not fit there is a one-line
+ * {@linkcode VoltError}, whatever size its image claims.
+ *
+ * @example
+ * ```ts ignore
+ * import { openImage } from "./image.ts";
+ * import { loadInitrd } from "./loader.ts";
+ * const { addr, size } = loadInitrd(mem, kernel, openImage("initrd.cpio.gz", "Initrd"));
+ * ```
  */
 export function loadInitrd(
   mem: GuestMemory,
@@ -141,12 +160,12 @@ export function loadInitrd(
   if (img.size > mem.size || addr < floor) {
     throw new VoltError(
       `${img.name} (${img.size} bytes) does not fit in guest memory above the kernel (${
-        mem.size >> 20
+        mib(mem)
       } MiB)`,
       "input",
     );
   }
-  const dest = mem.bytes(addr, img.size);
+  const dest = fits(mem, addr, img.size, img.name);
   mem.prefault(addr, img.size);
   img.readAt(0, dest);
   return { addr, size: img.size };

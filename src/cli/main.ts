@@ -60,11 +60,13 @@ Run options:
                        nested-KVM helper VM where /dev/kvm is absent or PVM
                        (whose guests reach init but cannot run userspace)
 
-Exit status: the guest's status when it reports one, 0 on guest reset or
-power-off, 64 usage, 65 bad input file, 66 missing file, 69 no usable KVM,
-70 monitor failure, 73 cannot write an output file, 80 triple fault, 81 entry failure, 82 KVM internal
-error, 85 guest userspace cannot run on this host (PVM), 130 SIGINT,
-143 SIGTERM. In a terminal, Ctrl-A x stops the VM.
+Exit status: the guest's status when it reports one from 0 to 63, 86 when
+it reports another (a line names it), 0 on guest reset or power-off,
+64 usage, 65 bad input file, 66 missing file, 69 no usable KVM, 70 monitor
+failure, 73 cannot write an output file, 80 triple fault, 81 entry failure,
+82 KVM internal error, 83 guest crash, 84 unexpected KVM exit, 85 guest
+userspace cannot run on this host (PVM), 130 SIGINT, 143 SIGTERM. In a
+terminal, Ctrl-A x stops the VM.
 `;
 
 /** Parses `args` against `options`, turning parser errors into usage errors. */

@@ -259,7 +259,9 @@ async function boot(config: VmConfig, state: JailState, sandbox: SandboxOptions)
         }),
       );
     }
-    const clean = exit.code === 0 || exit.cause === "guest-exit";
+    // A guest status volt does not pass through gets its line: the code alone would hide it.
+    const clean = exit.code === 0 ||
+      (exit.cause === "guest-exit" && exit.code !== EXIT_CODE.guestStatus);
     if (clean) log.info("{message}", { message: exit.message });
     else Deno.stderr.writeSync(new TextEncoder().encode(`volt: ${exit.message}\n`));
     return exit.code;

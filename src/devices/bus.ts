@@ -5,7 +5,12 @@
  * @module
  */
 
-/** What a device on a bus implements. */
+/**
+ * What a device on a bus implements. `data.length` is the guest's access
+ * width (1, 2 or 4 bytes for a port, up to 8 for MMIO), and an access is
+ * routed by its first address only, so it may run past the device's range:
+ * a device checks the widths it accepts.
+ */
 export interface BusDevice {
   /** Fills `data` for a read of `data.length` bytes at `offset`. */
   read(offset: number, data: Uint8Array): void;

@@ -39,16 +39,40 @@ export class ExitPort implements BusDevice {
   }
 }
 
-/** The boot-timer port: any write marks the guest ready. */
+/**
+ * The boot-timer port: the first write marks the guest ready, later ones
+ * do nothing. The latch is an Int32 slot, shared (a SharedArrayBuffer) by
+ * the ports of every vCPU so the VM is ready once: a guest looping on the
+ * port, or `rep outsb` to it, costs the exits and nothing more.
+ *
+ * @example
+ * ```ts
+ * import { BootTimerPort } from "./guest_ctl.ts";
+ * let readies = 0;
+ * const port = new BootTimerPort({ exit() {}, ready: () => void readies++ });
+ * port.write(0, new Uint8Array([1]));
+ * port.write(0, new Uint8Array([1])); // readies = 1
+ * ```
+ */
 export class BootTimerPort implements BusDevice {
   private readonly h: GuestCtlHandler;
-  constructor(h: GuestCtlHandler) {
+  private readonly latch: Int32Array;
+  private readonly slot: number;
+  /** `latch[slot]` is 0 until the first write (default: a latch of its own). */
+  constructor(h: GuestCtlHandler, latch: Int32Array = new Int32Array(1), slot = 0) {
+    if (slot < 0 || slot >= latch.length) {
+      throw new RangeError("Boot-timer latch slot out of range");
+    }
     this.h = h;
+    this.latch = latch;
+    this.slot = slot;
   }
   read(_offset: number, data: Uint8Array): void {
     data.fill(0xff);
   }
   write(_offset: number, _data: Uint8Array): void {
-    this.h.ready();
+    // A load first: once latched, a flood never takes the cache line exclusive.
+    if (Atomics.load(this.latch, this.slot) !== 0) return;
+    if (Atomics.compareExchange(this.latch, this.slot, 0, 1) === 0) this.h.ready();
   }
 }

@@ -148,8 +148,17 @@ export class Serial implements BusDevice {
     return RX_FIFO_SIZE - Atomics.load(this.s, S_RX_COUNT);
   }
 
+  /**
+   * A read of one register. Its registers are a byte wide: a 16- or 32-bit
+   * access reads all-ones and touches nothing (as Firecracker's UART), since
+   * reading RBR or IIR has side effects a wider access must not repeat or
+   * half-apply.
+   */
   read(offset: number, data: Uint8Array): void {
-    data.fill(0);
+    if (data.length !== 1) {
+      data.fill(0xff);
+      return;
+    }
     this.lock();
     try {
       data[0] = this.readReg(offset);
@@ -158,7 +167,9 @@ export class Serial implements BusDevice {
     }
   }
 
+  /** A write of one register; a write wider than a byte is dropped. */
   write(offset: number, data: Uint8Array): void {
+    if (data.length !== 1) return;
     this.lock();
     let tx = -1;
     try {

@@ -64,15 +64,20 @@ const TYPE_BITS = {
 const DEFAULT_MODE = { file: 0o644, dir: 0o755, symlink: 0o777, chardev: 0o600, blockdev: 0o600 };
 
 const encoder = new TextEncoder();
+/**
+ * A path in a message: quoted and escaped, so a name with a newline stays one
+ * line, and cut at 80 characters, since an archive's name may be megabytes.
+ */
+const q = (path: string) => JSON.stringify(path.length > 80 ? `${path.slice(0, 80)}…` : path);
 const decoder = new TextDecoder();
 
 /** `path` without leading "/", empty or "." components; rejects "..". */
 function normalizePath(path: string): string {
   const parts = path.split("/").filter((p) => p !== "" && p !== ".");
-  if (parts.includes("..")) throw new VoltError(`Cpio path must not contain "..": ${path}`);
-  if (parts.length === 0) throw new VoltError(`Empty cpio path: ${JSON.stringify(path)}`);
+  if (parts.includes("..")) throw new VoltError(`Cpio path must not contain "..": ${q(path)}`);
+  if (parts.length === 0) throw new VoltError(`Empty cpio path: ${q(path)}`);
   if (path.includes("\0")) {
-    throw new VoltError(`Cpio path contains a NUL byte: ${JSON.stringify(path)}`);
+    throw new VoltError(`Cpio path contains a NUL byte: ${q(path)}`);
   }
   return parts.join("/");
 }
@@ -80,7 +85,7 @@ function normalizePath(path: string): string {
 /** Checks that `value` fits a header field (8 hex digits). */
 function field(value: number, what: string, path: string): number {
   if (!Number.isInteger(value) || value < 0 || value > 0xffffffff) {
-    throw new VoltError(`Cpio ${what} out of range for ${path}: ${value}`);
+    throw new VoltError(`Cpio ${what} out of range for ${q(path)}: ${value}`);
   }
   return value;
 }
@@ -88,7 +93,7 @@ function field(value: number, what: string, path: string): number {
 function permissions(mode: number | undefined, fallback: number, path: string): number {
   if (mode === undefined) return fallback;
   if (!Number.isInteger(mode) || mode < 0 || mode > 0o7777) {
-    throw new VoltError(`Cpio mode of ${path} must be permission bits (0 to 0o7777)`);
+    throw new VoltError(`Cpio mode of ${q(path)} must be permission bits (0 to 0o7777)`);
   }
   return mode;
 }
@@ -132,7 +137,7 @@ function member(e: CpioEntry, name: string): Member {
         nlink: 2,
       };
     case "symlink":
-      if (e.target === "") throw new VoltError(`Empty symlink target for ${name}`);
+      if (e.target === "") throw new VoltError(`Empty symlink target for ${q(name)}`);
       return {
         ...base,
         mode: TYPE_BITS.symlink | DEFAULT_MODE.symlink,
@@ -196,7 +201,7 @@ export function writeCpio(entries: CpioEntry[], opts: WriteCpioOptions = {}): Ui
   const byPath = new Map<string, CpioEntry>();
   for (const e of entries) {
     const path = normalizePath(e.path);
-    if (byPath.has(path)) throw new VoltError(`Duplicate cpio path: ${path}`);
+    if (byPath.has(path)) throw new VoltError(`Duplicate cpio path: ${q(path)}`);
     byPath.set(path, e);
   }
   for (const path of [...byPath.keys()]) {
@@ -206,7 +211,7 @@ export function writeCpio(entries: CpioEntry[], opts: WriteCpioOptions = {}): Ui
       const existing = byPath.get(parent);
       if (!existing) byPath.set(parent, { type: "dir", path: parent });
       else if (existing.type !== "dir") {
-        throw new VoltError(`Cpio path ${parent} is not a directory but holds ${path}`);
+        throw new VoltError(`Cpio path ${q(parent)} is not a directory but holds ${q(path)}`);
       }
     }
   }
@@ -239,6 +244,28 @@ export function writeCpio(entries: CpioEntry[], opts: WriteCpioOptions = {}): Ui
 }
 
 /**
+ * The 8 ASCII hex digits at `at`, read byte by byte: decoding the header as
+ * UTF-8 first would shift every later field past a non-ASCII byte.
+ */
+function hexField(archive: Uint8Array, at: number): number {
+  let v = 0;
+  for (let i = at; i < at + 8; i++) {
+    const c = archive[i];
+    const d = c >= 0x30 && c <= 0x39
+      ? c - 0x30
+      : c >= 0x61 && c <= 0x66
+      ? c - 0x57
+      : c >= 0x41 && c <= 0x46
+      ? c - 0x37
+      : -1;
+    if (d < 0) throw new VoltError(`Bad cpio header field at offset ${at}`);
+    // Number arithmetic: `<< 4` would go negative from 0x80000000 up.
+    v = v * 16 + d;
+  }
+  return v;
+}
+
+/**
  * Parses a newc archive (also the "070702" variant) up to its trailer.
  * Entries come back as stored, with explicit modes and owners; hard-link
  * and FIFO/socket members are not supported.
@@ -258,21 +285,15 @@ export function readCpio(archive: Uint8Array): CpioEntry[] {
       throw new VoltError(`Cpio archive truncated in ${what} at offset ${off}`);
     }
   };
+  // Each member takes at least a header and a NUL: at most length/111 turns.
   for (;;) {
     need(HEADER_SIZE, "a header");
-    const text = decoder.decode(archive.subarray(off, off + HEADER_SIZE));
-    const magic = text.slice(0, 6);
+    const magic = String.fromCharCode(...archive.subarray(off, off + 6));
     if (magic !== MAGIC && magic !== MAGIC_CRC) {
       throw new VoltError(`Not a cpio newc archive (bad magic at offset ${off})`);
     }
     const f: number[] = [];
-    for (let i = 0; i < 13; i++) {
-      const h = text.slice(6 + i * 8, 14 + i * 8);
-      if (!/^[0-9a-fA-F]{8}$/.test(h)) {
-        throw new VoltError(`Bad cpio header field at offset ${off + 6 + i * 8}`);
-      }
-      f.push(parseInt(h, 16));
-    }
+    for (let i = 0; i < 13; i++) f.push(hexField(archive, off + 6 + i * 8));
     const [, mode, uid, gid, , , size, , , rdevMajor, rdevMinor, nameSize] = f;
     off += HEADER_SIZE;
     need(nameSize, "a name");
@@ -282,7 +303,7 @@ export function readCpio(archive: Uint8Array): CpioEntry[] {
     const name = decoder.decode(archive.subarray(off, off + nameSize - 1));
     off += nameSize + pad4(HEADER_SIZE + nameSize);
     if (name === TRAILER) return out;
-    need(size, `the data of ${name}`);
+    need(size, `the data of ${q(name)}`);
     const data = archive.slice(off, off + size);
     off += size + pad4(size);
     const perm = mode & 0o7777;
@@ -305,7 +326,7 @@ export function readCpio(archive: Uint8Array): CpioEntry[] {
       }
       default:
         throw new VoltError(
-          `Unsupported cpio file type 0o${(mode & S_IFMT).toString(8)} of ${name}`,
+          `Unsupported cpio file type 0o${(mode & S_IFMT).toString(8)} of ${q(name)}`,
         );
     }
   }

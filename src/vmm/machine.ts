@@ -25,6 +25,22 @@ const KICK_SIGNAL = 12; // SIGUSR2
 /** Ctrl-A, then `x`: leave the VM from a raw terminal. */
 const ESCAPE = 0x01;
 
+/**
+ * Host input the monitor holds for the guest beyond the UART's receive
+ * FIFO. Past it {@linkcode Machine.sendInput} refuses bytes and stdin is
+ * not read, so a guest that never reads its console (or reads it slowly)
+ * makes the host's writer wait instead of growing the monitor. A few lines
+ * of typing or a paste fit.
+ */
+export const INPUT_QUEUE_BYTES = 4096;
+/** Bytes stdin is read in at most. */
+const STDIN_CHUNK = 1024;
+/**
+ * How long a terminal's input waits on a full queue the guest takes
+ * nothing from before it is read anyway (see forwardStdin).
+ */
+const TTY_STALL_MS = 500;
+
 interface VcpuThread {
   worker: Worker;
   tid?: number;
@@ -108,7 +124,12 @@ export class Machine {
   private ran = false;
   private readonly cleanups: Array<() => void> = [];
   private pendingInput: Uint8Array[] = [];
+  private pendingBytes = 0;
+  /** When the guest last took queued input, or the queue last filled from empty. */
+  private inputProgressAt = 0;
+  private inputSpace?: PromiseWithResolvers<void>;
   private inputTimer?: ReturnType<typeof setTimeout>;
+  private readyMarked = false;
 
   private constructor(
     cfg: ReturnType<typeof resolveConfig>,
@@ -221,6 +242,9 @@ export class Machine {
         if (this.exit) this.kick(t);
         break;
       case "ready": {
+        // The workers latch the port; this keeps the mark single whatever arrives.
+        if (this.readyMarked) break;
+        this.readyMarked = true;
         const m = this.trace.mark(GUEST_READY_PHASE, e.at - performance.timeOrigin);
         this.onReady(m.ms);
         break;
@@ -249,6 +273,10 @@ export class Machine {
     for (const t of this.threads) this.kick(t);
     logger("vmm").debug("VM stopped: {message}", { message: exit.message });
     this.resolveExit(exit);
+    // Input is over: release whoever waits to send more.
+    this.pendingInput = [];
+    this.pendingBytes = 0;
+    this.wakeInputWaiter();
     if (!this.started) this.cleanup();
   }
 
@@ -300,25 +328,89 @@ export class Machine {
     return true;
   }
 
-  /** Queues bytes for the guest's serial input. */
-  sendInput(data: Uint8Array): void {
-    this.pendingInput.push(data);
+  /**
+   * Queues bytes for the guest's serial input, as many as fit in the
+   * monitor's queue ({@linkcode INPUT_QUEUE_BYTES} in all), and returns how
+   * many it took: the caller keeps the rest and sends it again after
+   * {@linkcode waitInputSpace}. Takes nothing once the VM has stopped. The
+   * bytes are copied.
+   *
+   * @example
+   * ```ts ignore
+   * let rest = new TextEncoder().encode("echo hi\n");
+   * while (rest.length) {
+   *   rest = rest.subarray(vm.sendInput(rest));
+   *   if (rest.length) await vm.waitInputSpace();
+   * }
+   * ```
+   */
+  sendInput(data: Uint8Array): number {
+    if (this.exit) return 0;
+    const n = Math.min(data.length, INPUT_QUEUE_BYTES - this.pendingBytes);
+    if (n <= 0) return 0;
+    if (this.pendingBytes === 0) this.inputProgressAt = performance.now();
+    this.pendingInput.push(data.slice(0, n));
+    this.pendingBytes += n;
     this.drainInput();
+    return n;
+  }
+
+  /** Bytes of input queued and not yet in the UART's FIFO. */
+  get pendingInputBytes(): number {
+    return this.pendingBytes;
+  }
+
+  /**
+   * Resolves once {@linkcode sendInput} would take a byte again (at once if
+   * it would now), or the VM has stopped.
+   *
+   * @example
+   * ```ts ignore
+   * await vm.waitInputSpace();
+   * ```
+   */
+  waitInputSpace(): Promise<void> {
+    if (this.exit || this.pendingBytes < INPUT_QUEUE_BYTES) return Promise.resolve();
+    this.inputSpace ??= Promise.withResolvers();
+    return this.inputSpace.promise;
+  }
+
+  /** {@linkcode waitInputSpace}, for `ms` at most. */
+  private async waitInputSpaceFor(ms: number): Promise<void> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      this.waitInputSpace(),
+      new Promise<void>((r) => (timer = setTimeout(r, ms))),
+    ]);
+    clearTimeout(timer);
+  }
+
+  /** Resolves a pending {@linkcode Machine.waitInputSpace}. */
+  private wakeInputWaiter(): void {
+    this.inputSpace?.resolve();
+    this.inputSpace = undefined;
   }
 
   /** Moves queued input into the UART as far as the guest listens and has room. */
   private drainInput(): void {
     // Input before the guest's driver listens would be lost in a FIFO reset.
     if (!this.serial.rxReady && this.pendingInput.length > 0) return this.retryInput(20);
+    const before = this.pendingBytes;
     while (this.pendingInput.length > 0) {
       const head = this.pendingInput[0];
       const n = this.serial.enqueueInput(head);
+      this.pendingBytes -= n;
       if (n === head.length) this.pendingInput.shift();
       else {
         this.pendingInput[0] = head.subarray(n);
         // The FIFO is full: try again when the guest has read some.
-        return this.retryInput(5);
+        this.retryInput(5);
+        break;
       }
+    }
+    if (this.pendingBytes < before) {
+      this.inputProgressAt = performance.now();
+      this.wakeInputWaiter();
     }
   }
 
@@ -331,7 +423,16 @@ export class Machine {
     }, ms);
   }
 
-  /** Sends our stdin to the guest (raw on a terminal, where Ctrl-A x stops the VM). */
+  /**
+   * Sends our stdin to the guest (raw on a terminal, where Ctrl-A x stops
+   * the VM). It reads no more than the input queue takes, and not at all
+   * while the queue is full, so the writer waits on the guest. On a
+   * terminal, once the guest has taken nothing for {@linkcode TTY_STALL_MS}
+   * with the queue full, it reads anyway and drops what the queue cannot
+   * take (as a UART's overrun drops it): Ctrl-A x must reach the monitor
+   * past a guest that does not read, while a paste into one that does is
+   * not cut short.
+   */
   private forwardStdin(): void {
     const tty = Deno.stdin.isTerminal();
     if (tty) {
@@ -339,12 +440,26 @@ export class Machine {
       this.cleanups.push(() => Deno.stdin.setRaw(false));
     }
     let escape = false;
-    const buf = new Uint8Array(1024);
+    const buf = new Uint8Array(STDIN_CHUNK);
     const pump = async () => {
       while (!this.exit) {
-        const n = await Deno.stdin.read(buf).catch(() => null);
+        const space = INPUT_QUEUE_BYTES - this.pendingBytes;
+        if (space <= 0) {
+          const stalled = performance.now() - this.inputProgressAt;
+          if (!tty) {
+            await this.waitInputSpace();
+            continue;
+          }
+          if (stalled < TTY_STALL_MS) {
+            await this.waitInputSpaceFor(TTY_STALL_MS - stalled);
+            continue;
+          }
+        }
+        // A stalled terminal's reads are dropped whole: read them in full.
+        const into = space > 0 ? buf.subarray(0, Math.min(space, buf.length)) : buf;
+        const n = await Deno.stdin.read(into).catch(() => null);
         if (n === null || this.exit) return;
-        let chunk = buf.slice(0, n);
+        let chunk = into.subarray(0, n);
         if (tty) {
           // Ctrl-A x quits; Ctrl-A Ctrl-A sends one Ctrl-A.
           const out: number[] = [];

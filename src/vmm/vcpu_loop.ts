@@ -27,8 +27,11 @@ const EINTR = 4;
 const EAGAIN = 11;
 const CR0_PG = 0x80000000n;
 
-/** Control words shared by the main thread and every vCPU. */
-export const CTL = { stop: 0 } as const;
+/**
+ * Control words shared by the main thread and every vCPU: `stop` asks the
+ * loops to end, `ready` latches the guest's boot-timer write.
+ */
+export const CTL = { stop: 0, ready: 1 } as const;
 
 /** What a vCPU loop needs. */
 export interface VcpuLoopConfig {
@@ -60,6 +63,8 @@ export class VcpuLoop {
   /** Reusable views for single port accesses of 1, 2 and 4 bytes. */
   private ioViews: Uint8Array[] = [];
   private ioViewOffset = -1;
+  /** One element of a string access (`rep ins/outs`), by width, copied through. */
+  private readonly ioScratch = [0, 1, 2, 3, 4].map((n) => new Uint8Array(n));
 
   constructor(c: VcpuLoopConfig) {
     this.c = c;
@@ -113,9 +118,15 @@ export class VcpuLoop {
     const size = dv.getUint8(RUN.io_size);
     const port = dv.getUint16(RUN.io_port, true);
     const count = dv.getUint32(RUN.io_count, true);
-    const off = Number(dv.getBigUint64(RUN.io_data_offset, true));
+    // Two 32-bit halves: a BigInt read would allocate on every exit.
+    const off = dv.getUint32(RUN.io_data_offset, true) +
+      dv.getUint32(RUN.io_data_offset + 4, true) * 2 ** 32;
     const out = dv.getUint8(RUN.io_direction) === EXIT_IO_OUT;
     const bus = this.c.pio;
+    const run = this.c.run;
+    // KVM reports 1, 2 or 4 bytes and keeps the data inside kvm_run; anything
+    // else is dropped rather than indexed.
+    if ((size !== 1 && size !== 2 && size !== 4) || off + count * size > run.byteLength) return;
     if (count === 1) {
       if (off !== this.ioViewOffset) {
         this.ioViewOffset = off;
@@ -127,10 +138,17 @@ export class VcpuLoop {
       else bus.read(port, data);
       return;
     }
-    for (let i = 0; i < count; i++) {
-      const data = this.c.run.subarray(off + i * size, off + (i + 1) * size);
-      if (out) bus.write(port, data);
-      else bus.read(port, data);
+    // A string access carries up to a page of elements: copy each through
+    // one scratch view rather than allocate a view per element.
+    const data = this.ioScratch[size];
+    for (let i = 0, at = off; i < count; i++, at += size) {
+      if (out) {
+        for (let b = 0; b < size; b++) data[b] = run[at + b];
+        bus.write(port, data);
+      } else {
+        bus.read(port, data);
+        for (let b = 0; b < size; b++) run[at + b] = data[b];
+      }
     }
   }
 

@@ -14,9 +14,9 @@ import { BootTimerPort, ExitPort } from "../devices/guest_ctl.ts";
 import { I8042 } from "../devices/i8042.ts";
 import { Serial, type Writer } from "../devices/serial.ts";
 import { ConsoleRingWriter } from "../devices/console_ring.ts";
-import { vmExit } from "./exit_reason.ts";
+import { guestExit, vmExit } from "./exit_reason.ts";
 import { GuestMemory } from "./memory.ts";
-import { VcpuLoop } from "./vcpu_loop.ts";
+import { CTL, VcpuLoop } from "./vcpu_loop.ts";
 import { Vm } from "./vm.ts";
 import type { VcpuEvent, VcpuStart } from "./worker_protocol.ts";
 
@@ -79,8 +79,7 @@ function start(m: VcpuStart): void {
   };
   let loop: VcpuLoop | undefined = undefined;
   const ctlHandler = {
-    exit: (status: number) =>
-      loop!.stopWith(vmExit("guest-exit", `Guest exited with status ${status}`, m.id, status)),
+    exit: (status: number) => loop!.stopWith(guestExit(status, m.id)),
     ready: () => post({ type: "ready", at: performance.timeOrigin + performance.now() }),
   };
   pio.insert(L.SERIAL_PORT, 8, new Serial(m.serialState, out, serialIrq));
@@ -91,8 +90,10 @@ function start(m: VcpuStart): void {
   );
   pio.insert(L.POST_PORT, 1, silent);
   pio.insert(L.EXIT_PORT, 4, new ExitPort(ctlHandler));
-  pio.insert(L.BOOT_TIMER_PORT, 1, new BootTimerPort(ctlHandler));
-  loop = new VcpuLoop({ id: m.id, fd: m.fd, run, pio, mmio, ctl: new Int32Array(m.ctl), memory });
+  const ctl = new Int32Array(m.ctl);
+  // One latch for every vCPU: the VM is ready once, whichever vCPU says so first.
+  pio.insert(L.BOOT_TIMER_PORT, 1, new BootTimerPort(ctlHandler, ctl, CTL.ready));
+  loop = new VcpuLoop({ id: m.id, fd: m.fd, run, pio, mmio, ctl, memory });
   post({ type: "running", tid: libc().gettid(), at: performance.timeOrigin + performance.now() });
   let exit;
   try {

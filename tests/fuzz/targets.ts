@@ -1,0 +1,19 @@
+/**
+ * Every fuzz target, in the order the suite and `deno task fuzz` run them.
+ */
+
+import { BOOT_TARGETS } from "./boot_targets.ts";
+import { CPIO_TARGETS } from "./cpio_targets.ts";
+import { DEVICE_TARGETS } from "./device_targets.ts";
+import { SECCOMP_TARGETS } from "./seccomp_targets.ts";
+import type { Target } from "./target.ts";
+
+export type { Target };
+
+/** Parsers and loader, cpio, devices, seccomp. */
+export const TARGETS: Target[] = [
+  ...BOOT_TARGETS,
+  ...CPIO_TARGETS,
+  ...DEVICE_TARGETS,
+  ...SECCOMP_TARGETS,
+];
