@@ -19,6 +19,7 @@ import {
   ROOT,
   runCli,
   tmpDir,
+  typeAtShellPrompt,
 } from "./helpers.ts";
 
 const built = await microvmKernelPaths();
@@ -123,35 +124,11 @@ Deno.test({
   ...opts,
   name: "default guest: the interactive shell reads host input over the UART",
   async fn() {
-    // Typed at the prompt, as a person would: bytes sent while init is still
-    // setting up the console are flushed by the guest's tty layer.
-    const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", `${ROOT}/mod.ts`, "run"],
-      stdin: "piped",
-      stdout: "piped",
-      stderr: "piped",
-      env: { DENO_NO_UPDATE_CHECK: "1" },
-    }).spawn();
-    const timer = setTimeout(() => child.kill("SIGKILL"), 300_000);
-    const reader = child.stdout.getReader();
-    const dec = new TextDecoder();
-    let out = "";
-    let typed = false;
-    const writer = child.stdin.getWriter();
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      out += dec.decode(value, { stream: true });
-      // ash follows its prompt with a cursor-position query (ESC [6n).
-      if (!typed && /[#$] $/.test(out.replace("\x1b[6n", ""))) {
-        typed = true;
-        await writer.write(new TextEncoder().encode("echo volt-$((40+2))\nexit 5\n"));
-      }
-    }
-    await writer.close().catch(() => {});
-    const status = await child.status;
-    const stderr = await new Response(child.stderr).text();
-    clearTimeout(timer);
+    const { out, status, stderr } = await typeAtShellPrompt(
+      `${ROOT}/mod.ts`,
+      ["run"],
+      "echo volt-$((40+2))\nexit 5\n",
+    );
     assert.match(out, /\nvolt-42\r?\n/, `${stderr}\n${out.slice(-2000)}`);
     assert.equal(status.code, 5, stderr);
   },

@@ -98,17 +98,29 @@ export const spin = () => assembleElf(`${PRINT("msg")}\n1: jmp 1b\nmsg: .asciz "
  */
 export const serialEcho = () =>
   assembleElf(`
-  # IDT gate for vector 0x24 (IRQ 4), selector 0x10 (64-bit code), present interrupt gate.
-  lea rdi, [rip + idt]
-  add rdi, 0x24 * 16
+  # IDT gates, selector 0x10 (64-bit code), present interrupt gates: vector
+  # 0x24 (IRQ 4) echoes; every other PIC vector, 0x27 and 0x2f above all
+  # (the 8259's spurious interrupt when a line drops before it is taken),
+  # returns, so a spurious one cannot triple-fault the guest.
+  mov ecx, 0x20
+5: lea rdi, [rip + idt]
+  mov eax, ecx
+  shl eax, 4
+  add rdi, rax
+  lea rax, [rip + spurious]
+  cmp ecx, 0x24
+  jne 6f
   lea rax, [rip + handler]
-  mov word ptr [rdi], ax
+6: mov word ptr [rdi], ax
   mov word ptr [rdi + 2], 0x10
   mov word ptr [rdi + 4], 0x8e00
   shr rax, 16
   mov word ptr [rdi + 6], ax
   shr rax, 16
   mov dword ptr [rdi + 8], eax
+  inc ecx
+  cmp ecx, 0x30
+  jne 5b
   lidt [rip + idtr]
   # 8259 initialization: ICW1..ICW4 on both chips.
   mov al, 0x11
@@ -153,6 +165,8 @@ handler:
   jmp handler
 3: mov al, 0x20
   out 0x20, al
+  iretq
+spurious:
   iretq
 4:${PRINT("bye")}${EXIT(0)}
 ready: .asciz "echo ready\\n"

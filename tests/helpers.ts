@@ -4,7 +4,6 @@
  */
 
 import { isPvmHost } from "../src/vmm/host.ts";
-import { tmpDir } from "./asm.ts";
 
 export { assembleElf, tmpDir } from "./asm.ts";
 
@@ -179,4 +178,43 @@ export async function jailChild(args: string[]): Promise<Record<string, unknown>
   const stderr = new TextDecoder().decode(out.stderr);
   if (out.code !== 0) throw new Error(`${args[0]} exited ${out.code}: ${stderr}`);
   return JSON.parse(stdout.split("\n").at(-1)!);
+}
+
+/**
+ * Runs `deno run -A script args...` and types `input` once the guest's
+ * shell prompts, as a person would: bytes sent while init still sets up
+ * the console would be flushed by the guest's tty layer.
+ */
+export async function typeAtShellPrompt(
+  script: string,
+  args: string[],
+  input: string,
+): Promise<{ out: string; status: Deno.CommandStatus; stderr: string }> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", script, ...args],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+    env: { DENO_NO_UPDATE_CHECK: "1" },
+  }).spawn();
+  const timer = setTimeout(() => child.kill("SIGKILL"), 300_000);
+  const reader = child.stdout.getReader();
+  const writer = child.stdin.getWriter();
+  const dec = new TextDecoder();
+  let out = "";
+  let typed = false;
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    out += dec.decode(value, { stream: true });
+    // ash follows its prompt with a cursor-position query (ESC [6n).
+    if (!typed && /[#$] $/.test(out.replaceAll("\x1b[6n", ""))) {
+      typed = true;
+      await writer.write(new TextEncoder().encode(input));
+    }
+  }
+  await writer.close().catch(() => {});
+  const status = await child.status;
+  clearTimeout(timer);
+  return { out, status, stderr: await new Response(child.stderr).text() };
 }

@@ -11,7 +11,7 @@ import {
 } from "../tools/nested/run.ts";
 import { hostKind } from "../src/vmm/host.ts";
 import { subsetArgs, testArgs, testCounts, USERSPACE_TEST_FILES } from "../tools/test.ts";
-import { ROOT, tmpDir } from "./helpers.ts";
+import { ROOT, tmpDir, typeAtShellPrompt } from "./helpers.ts";
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);
@@ -187,34 +187,7 @@ Deno.test({
 });
 
 /** Runs `./volt run` through tools/boot.ts, typing `input` once the shell prompts. */
-async function typeAtPrompt(input: string) {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", `${ROOT}/tools/boot.ts`],
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-    env: { DENO_NO_UPDATE_CHECK: "1" },
-  }).spawn();
-  const timer = setTimeout(() => child.kill("SIGKILL"), 300_000);
-  const reader = child.stdout.getReader();
-  const writer = child.stdin.getWriter();
-  let out = "";
-  let typed = false;
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    out += dec(value);
-    // ash follows its prompt with a cursor-position query (ESC [6n).
-    if (!typed && /[#$] $/.test(out.replaceAll("\x1b[6n", ""))) {
-      typed = true;
-      await writer.write(enc(input));
-    }
-  }
-  await writer.close().catch(() => {});
-  const status = await child.status;
-  clearTimeout(timer);
-  return { out, status, stderr: await new Response(child.stderr).text() };
-}
+const typeAtPrompt = (input: string) => typeAtShellPrompt(`${ROOT}/tools/boot.ts`, [], input);
 
 Deno.test({
   ...helperVm,
