@@ -1,9 +1,12 @@
 /**
- * The project's test entry point: `deno test -A --parallel tests/` where
- * /dev/kvm works, else the same command inside the nested-KVM helper VM
- * (tools/nested/). Extra arguments go to `deno test`; a path among them
- * replaces the default `tests/`. VOLT_NESTED_TIMINGS=1 prints the helper
- * VM's boot and run times at the end.
+ * The project's test entry point, on each kind of host: `deno test -A
+ * --parallel tests/` on hardware KVM; without /dev/kvm, the tests that boot
+ * the helper VM on the host and the rest inside the nested-KVM helper VM
+ * (tools/nested/); on PVM, everything PVM runs here and the tests needing
+ * guest userspace in the helper VM. Ends with one line adding up every
+ * part. Extra arguments go to `deno test`; a path among them replaces the
+ * default `tests/`. VOLT_NESTED_TIMINGS=1 prints the helper VM's boot and
+ * run times at the end.
  *
  * Usage: `deno run -A tools/test.ts [deno test args...]`
  *
@@ -249,9 +252,9 @@ export async function main(extra: string[]): Promise<number> {
   }
   const total = testCounts(parts.map(([, out]) => out).join("\n"));
   const rc = parts.find(([code]) => code !== 0)?.[0] ?? 0;
-  const where = kind === "pvm"
-    ? " (host and helper VM; a test skipped in one ran in the other)"
-    : "";
+  const where = kind === "hardware"
+    ? ""
+    : " (host and helper VM; a test skipped in one ran in the other)";
   console.log(`volt test on ${hostKindLabel(kind)}${where}:`);
   console.log(`total: ${total.passed} passed, ${total.failed} failed, ${total.ignored} skipped`);
   return rc;
