@@ -10,19 +10,33 @@ import { createVm } from "../mod.ts";
 import { e820Map } from "../src/arch/x86_64/e820.ts";
 import { E820_RAM } from "../ffi/bootparam.ts";
 import { writeCpio } from "../src/guest/cpio.ts";
-import { assertNoKernelWarning, needsFullKvm, needsKvm, pvmHost, tmpDir } from "./helpers.ts";
+import {
+  assertNoKernelWarning,
+  needsFullKvm,
+  needsKvm,
+  pvmHost,
+  retryHelperVmTripleFault,
+  tmpDir,
+} from "./helpers.ts";
 import { debianKernel } from "./kernels.ts";
 import { microvmKernelPaths } from "../src/guest/default_guest.ts";
 
 const hex = (n: number) => `0x${n.toString(16).padStart(16, "0")}`;
 
 /** Boots until every pattern matched (or the kernel reached init), then stops. */
-async function bootLinux(
+function bootLinux(kernel: string, initrd: string, done: RegExp, timeoutMs: number, cpus = 1) {
+  return retryHelperVmTripleFault(
+    () => bootOnce(kernel, initrd, done, timeoutMs, cpus),
+    (r) => r.exit.cause === "triple-fault",
+  );
+}
+
+async function bootOnce(
   kernel: string,
   initrd: string,
   done: RegExp,
   timeoutMs: number,
-  cpus = 1,
+  cpus: number,
 ) {
   const vm = await createVm({
     kernel,
