@@ -186,6 +186,31 @@ Deno.test({
   },
 });
 
+Deno.test({
+  ...helperVm,
+  name: "nested: a process the command leaves behind cannot keep the helper VM up",
+  fn: async () => {
+    const child = new Deno.Command(Deno.execPath(), {
+      args: [
+        "eval",
+        `import { runNested } from "${ROOT}/tools/nested/run.ts";
+         Deno.exit(await runNested(["sh", "-c", "sleep 300 & echo left; exit 4"],
+           { cwd: "${ROOT}", progress: () => {}, shutdownGraceMs: 3000 }));`,
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const out = await child.output();
+    const err = dec(out.stderr).trim();
+    assert.equal(out.code, 4, err);
+    assert.match(dec(out.stdout), /^left$/m);
+    assert.match(
+      err,
+      /^volt nested: the helper VM did not power off within 3 s of the command's end/m,
+    );
+  },
+});
+
 /** Runs `./volt run` through tools/boot.ts, typing `input` once the shell prompts. */
 const typeAtPrompt = (input: string) => typeAtShellPrompt(`${ROOT}/tools/boot.ts`, [], input);
 

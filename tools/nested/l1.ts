@@ -105,7 +105,7 @@ export const CTL = {
   tty: "tty",
   /** Present when the command reads the console (the host's stdin), not /dev/null. */
   stdin: "stdin",
-  /** Written by the init: the command's exit status. */
+  /** Written by the init as soon as the command ends: its exit status. */
   status: "status",
   /** Written by the init when it fails before or around the command. */
   error: "error",
@@ -181,15 +181,19 @@ stamp ready
 echo "${START_MARKER}"
 in=/dev/null
 [ -e /ctl/${CTL.stdin} ] && in=/dev/console
+# The status reaches the host as soon as the command ends (the control
+# share is not cached): a process the command left behind can hold the
+# pipe to cat, or sync can be slow, and the host then stops the VM itself.
 if [ -e /ctl/${CTL.tty} ]; then
   env -i /bin/chroot /mnt /bin/sh -c "$cmd" <$in
   rc=$?
+  echo "$rc" >/ctl/${CTL.status}
 else
-  { env -i /bin/chroot /mnt /bin/sh -c "$cmd" <$in 2>&1; echo $? >/rc; } | cat
-  rc=$(cat /rc)
+  { env -i /bin/chroot /mnt /bin/sh -c "$cmd" <$in 2>&1; echo $? >/ctl/${CTL.status}; } | cat
+  rc=$(cat /ctl/${CTL.status})
 fi
 stamp done
-echo "$rc" >/ctl/${CTL.status}
+kill -9 -1 2>/dev/null
 sync
 poweroff -f
 `;

@@ -60,6 +60,8 @@ export interface NestedOptions {
   stallMs?: Partial<Record<Stage, number>>;
   /** What the command stage is called in the watchdog's line (default "command"). */
   commandStage?: string;
+  /** How long the VM may take to power off after the command (default {@linkcode SHUTDOWN_GRACE_MS}). */
+  shutdownGraceMs?: number;
 }
 
 /**
@@ -102,6 +104,12 @@ export const STALL_MS: Record<Stage, number> = {
  * ```
  */
 export const STALL_STATUS = 125;
+
+/**
+ * How long the helper VM may take to power off once the command's status
+ * is in: it syncs the writable shares (a second or two), then powers off.
+ */
+export const SHUTDOWN_GRACE_MS = 30_000;
 
 /**
  * Status returned when the VM is killed for taking too long (as timeout(1)).
@@ -522,8 +530,8 @@ export async function runNested(cmd: string[], opts: NestedOptions): Promise<num
       stdout: "piped",
       stderr: "piped",
     }).spawn();
-    let stopped: "timeout" | "stall" | Deno.Signal | undefined;
-    const stop = (why: "timeout" | "stall" | Deno.Signal) => {
+    let stopped: "timeout" | "stall" | "shutdown" | Deno.Signal | undefined;
+    const stop = (why: "timeout" | "stall" | "shutdown" | Deno.Signal) => {
       stopped ??= why;
       child.kill("SIGKILL");
     };
@@ -539,9 +547,17 @@ export async function runNested(cmd: string[], opts: NestedOptions): Promise<num
       filter.started ? "command" : filter.sawInit ? "helper init" : "QEMU start";
     let lastProgress = performance.now();
     let stalled: Stage | undefined;
+    let endedAt: number | undefined;
+    const grace = opts.shutdownGraceMs ?? SHUTDOWN_GRACE_MS;
     const watchdog = setInterval(() => {
+      const now = performance.now();
+      endedAt ??= readText(`${ctl}/${CTL.status}`) === undefined ? undefined : now;
+      if (endedAt !== undefined) {
+        if (now - endedAt > grace) stop("shutdown");
+        return;
+      }
       const s = stage();
-      if (performance.now() - lastProgress > bounds[s]) {
+      if (now - lastProgress > bounds[s]) {
         stalled = s;
         stop("stall");
       }
@@ -597,13 +613,19 @@ export async function runNested(cmd: string[], opts: NestedOptions): Promise<num
       );
       return STALL_STATUS;
     }
-    if (stopped === "timeout") {
+    if (stopped === "shutdown") {
+      console.error(
+        `volt nested: the helper VM did not power off within ${
+          grace / 1000
+        } s of the command's end; it was stopped (writes to the shared directories may be lost)`,
+      );
+    } else if (stopped === "timeout") {
       console.error(
         `volt nested: timed out after ${Math.round(timeoutMs / 1000)} s; the helper VM was killed`,
       );
       return TIMEOUT_STATUS;
     }
-    if (stopped) {
+    if (stopped && stopped !== "shutdown") {
       console.error(`volt nested: ${stopped}; the helper VM was killed`);
       return stopped === "SIGINT" ? 130 : 143;
     }
