@@ -161,21 +161,25 @@ Deno.test({
   },
 });
 
+/** Runs `sh -c script` in the helper VM from a child process, with `options` added (source text). */
+function nestedInChild(script: string, options: string): Promise<Deno.CommandOutput> {
+  return new Deno.Command(Deno.execPath(), {
+    args: [
+      "eval",
+      `import { runNested } from "${ROOT}/tools/nested/run.ts";
+       Deno.exit(await runNested(["sh", "-c", ${JSON.stringify(script)}],
+         { cwd: "${ROOT}", progress: () => {}, ${options} }));`,
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+}
+
 Deno.test({
   ...helperVm,
   name: "nested: the watchdog stops a silent command with one line naming the stage",
   fn: async () => {
-    const child = new Deno.Command(Deno.execPath(), {
-      args: [
-        "eval",
-        `import { runNested } from "${ROOT}/tools/nested/run.ts";
-         Deno.exit(await runNested(["sh", "-c", "echo quiet now; sleep 300"],
-           { cwd: "${ROOT}", progress: () => {}, stallMs: { command: 4000 } }));`,
-      ],
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    const out = await child.output();
+    const out = await nestedInChild("echo quiet now; sleep 300", "stallMs: { command: 4000 }");
     const err = dec(out.stderr).trim();
     assert.equal(out.code, STALL_STATUS, err);
     assert.match(
@@ -190,17 +194,7 @@ Deno.test({
   ...helperVm,
   name: "nested: a process the command leaves behind cannot keep the helper VM up",
   fn: async () => {
-    const child = new Deno.Command(Deno.execPath(), {
-      args: [
-        "eval",
-        `import { runNested } from "${ROOT}/tools/nested/run.ts";
-         Deno.exit(await runNested(["sh", "-c", "sleep 300 & echo left; exit 4"],
-           { cwd: "${ROOT}", progress: () => {}, shutdownGraceMs: 3000 }));`,
-      ],
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    const out = await child.output();
+    const out = await nestedInChild("sleep 300 & echo left; exit 4", "shutdownGraceMs: 3000");
     const err = dec(out.stderr).trim();
     assert.equal(out.code, 4, err);
     assert.match(dec(out.stdout), /^left$/m);
