@@ -10,7 +10,14 @@ import {
   writableDirs,
 } from "../tools/nested/run.ts";
 import { hostKind } from "../src/vmm/host.ts";
-import { subsetArgs, testArgs, testCounts, USERSPACE_TEST_FILES } from "../tools/test.ts";
+import {
+  retryTripleFaults,
+  subsetArgs,
+  testArgs,
+  testCounts,
+  tripleFaultedTests,
+  USERSPACE_TEST_FILES,
+} from "../tools/test.ts";
 import { ROOT, tmpDir, typeAtShellPrompt } from "./helpers.ts";
 
 const enc = (s: string) => new TextEncoder().encode(s);
@@ -260,4 +267,53 @@ Deno.test("nested: tools/test.ts adds up every part and picks the userspace file
     "tests/linux_test.ts",
   ]);
   assert.equal(userspaceArgs(["test", "-A", "tests/cpio_test.ts"]), undefined);
+});
+
+Deno.test("nested: tests failing on a triple fault run once more by name, others stand", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const marker = `${dir}/ran`;
+    await Deno.writeTextFile(
+      `${dir}/a_test.ts`,
+      `Deno.test("passes", () => {});
+Deno.test("faults (once)", () => {
+  try { Deno.statSync(${JSON.stringify(marker)}); } catch {
+    Deno.writeTextFileSync(${JSON.stringify(marker)}, "");
+    throw new Error("volt: Guest triple fault (KVM_EXIT_SHUTDOWN) at rip 0xfff0");
+  }
+});
+Deno.test({ name: "other", ignore: Deno.env.get("OTHER") !== "1", fn() { throw new Error("no"); } });
+`,
+    );
+    const runs: string[][] = [];
+    const run = async (args = ["test", "-A", "--no-check", "a_test.ts"], other = "0") => {
+      runs.push(args);
+      const o = await new Deno.Command(Deno.execPath(), {
+        args,
+        cwd: dir,
+        env: { NO_COLOR: "1", OTHER: other },
+      }).output();
+      return [o.code, new TextDecoder().decode(o.stdout)] as [number, string];
+    };
+    const first = await run();
+    assert.notEqual(first[0], 0);
+    assert.deepEqual(tripleFaultedTests(first[1]), [{
+      name: "faults (once)",
+      file: "./a_test.ts",
+    }]);
+    const [code, out] = await retryTripleFaults(first, ["test", "-A", "--no-check", "a_test.ts"], run);
+    assert.equal(code, 0, out);
+    assert.deepEqual(runs[1].slice(-3), ["--filter", "/^(?:faults \\(once\\))$/", "./a_test.ts"]);
+    assert.deepEqual(testCounts(out), { passed: 2, failed: 0, ignored: 1 });
+
+    // Another failure beside the triple fault: nothing is run again.
+    await Deno.remove(marker);
+    const mixed = await run(undefined, "1");
+    assert.equal(tripleFaultedTests(mixed[1]), undefined);
+    const before = runs.length;
+    assert.deepEqual(await retryTripleFaults(mixed, ["test"], run), mixed);
+    assert.equal(runs.length, before);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

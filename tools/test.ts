@@ -96,7 +96,9 @@ export interface TestCounts {
  */
 export function testCounts(output: string): TestCounts {
   // deno-lint-ignore no-control-regex
-  const plain = output.replace(/\x1b\[[0-9;]*m/g, "");
+  let plain = output.replace(/\x1b\[[0-9;]*m/g, "");
+  const reset = plain.lastIndexOf(RESET_COUNTS);
+  if (reset >= 0) plain = plain.slice(reset);
   const c: TestCounts = { passed: 0, failed: 0, ignored: 0 };
   const re = /^(?:ok|FAILED) \| (\d+) passed[^|]*\| (\d+) failed[^|\n]*(?:\| (\d+) ignored)?/gm;
   for (const m of plain.matchAll(re)) {
@@ -189,10 +191,10 @@ async function denoNested(
   // One test file at a time in the helper VM: its 2 emulated CPUs are slow,
   // and two nested guests booting at once starved each other into timeouts.
   const serial = ["test", "--no-check", ...args.slice(1).filter((a) => a !== "--parallel")];
-  const once = async (): Promise<[number, string]> => {
+  const once = async (cmd: string[] = serial): Promise<[number, string]> => {
     const dec = new TextDecoder();
     let out = "";
-    const rc = await runNested([Deno.execPath(), ...serial], {
+    const rc = await runNested([Deno.execPath(), ...cmd], {
       cwd: ROOT,
       env,
       timings,
@@ -205,11 +207,119 @@ async function denoNested(
     return [rc, out];
   };
   const first = await once();
-  if (first[0] !== STALL_STATUS) return first;
+  if (first[0] !== STALL_STATUS) return await retryTripleFaults(first, serial, once);
   // Seen twice on 2026-12-01: the helper VM's two emulated CPUs stayed busy
   // and no test went on, in runs that otherwise pass. One more try.
   console.error("volt test: the helper VM stalled; running its part once more");
-  return await once();
+  return await retryTripleFaults(await once(), serial, once);
+}
+
+/**
+ * When every test that failed in the helper VM failed on a guest triple
+ * fault (TCG's emulated SVM, about once a run, QEMU's own guests too), runs
+ * those tests once more by name and counts their second result instead.
+ * Any other failure stands as it is.
+ *
+ * @example
+ * ```ts ignore
+ * import { retryTripleFaults } from "./test.ts";
+ * const [code, out] = await retryTripleFaults([1, "..."], ["test", "tests/"], run);
+ * ```
+ */
+export async function retryTripleFaults(
+  first: [number, string],
+  args: string[],
+  run: (args?: string[]) => Promise<[number, string]>,
+): Promise<[number, string]> {
+  const [code, out] = first;
+  const counts = testCounts(out);
+  if (code === 0 || code === STALL_STATUS) return first;
+  const faulted = tripleFaultedTests(out);
+  if (!faulted || faulted.length !== counts.failed) return first;
+  const names = faulted.map((t) => t.name);
+  console.error(
+    `volt test: ${names.length} test(s) failed on a guest triple fault in the helper VM (TCG's emulated SVM); running them once more: ${
+      names.join("; ")
+    }`,
+  );
+  const again = await run(retryArgs(args, faulted));
+  const re = testCounts(again[1]);
+  const merged: TestCounts = {
+    passed: counts.passed + re.passed,
+    failed: re.failed,
+    ignored: counts.ignored,
+  };
+  return [again[0], `${out}\n${summaryLine(merged)}`];
+}
+
+/** A `deno test` summary line for `c`, as testCounts reads it (it replaces the lines before it). */
+function summaryLine(c: TestCounts): string {
+  return `${RESET_COUNTS}\n${
+    c.failed ? "FAILED" : "ok"
+  } | ${c.passed} passed | ${c.failed} failed | ${c.ignored} ignored`;
+}
+
+/** Marks where a merged summary starts: testCounts counts only the lines after it. */
+const RESET_COUNTS = "volt test: counts so far replaced by the retry's";
+
+/** A failed test: its top-level name and its file, as `deno test` reports them. */
+export interface FailedTest {
+  name: string;
+  file: string;
+}
+
+/**
+ * The tests that failed in `output` (a `deno test` run), if every one of
+ * them failed with a guest triple fault; undefined otherwise, or when there
+ * was no failure.
+ *
+ * @example
+ * ```ts
+ * import { tripleFaultedTests } from "./test.ts";
+ * const out = " ERRORS \n\nboots => ./tests/a_test.ts:2:6\n" +
+ *   "error: volt: Guest triple fault (KVM_EXIT_SHUTDOWN) at rip 0xfff0\n\n FAILURES \n";
+ * console.log(tripleFaultedTests(out)); // [{ name: "boots", file: "./tests/a_test.ts" }]
+ * ```
+ */
+export function tripleFaultedTests(output: string): FailedTest[] | undefined {
+  // deno-lint-ignore no-control-regex
+  const plain = output.replace(/\x1b\[[0-9;]*m/g, "");
+  const start = plain.lastIndexOf("\n ERRORS \n");
+  if (start < 0) return undefined;
+  const end = plain.indexOf("\n FAILURES \n", start);
+  const section = plain.slice(start, end < 0 ? undefined : end);
+  const header = /^(.+) => (\.?\/?\S+?):\d+:\d+$/gm;
+  const heads = [...section.matchAll(header)];
+  if (heads.length === 0) return undefined;
+  const tests: FailedTest[] = [];
+  for (const [i, h] of heads.entries()) {
+    const body = section.slice(h.index, heads[i + 1]?.index ?? section.length);
+    if (!/triple fault/i.test(body)) return undefined;
+    const name = h[1].split(" ... ")[0];
+    if (!tests.some((t) => t.name === name)) tests.push({ name, file: h[2] });
+  }
+  return tests;
+}
+
+/**
+ * `args` (a `deno test` command) narrowed to `tests`: their files only,
+ * and a filter matching exactly their names.
+ *
+ * @example
+ * ```ts
+ * import { retryArgs } from "./test.ts";
+ * console.log(retryArgs(["test", "--no-check", "tests/"], [{ name: "a (b)", file: "./tests/x_test.ts" }]));
+ * // ["test", "--no-check", "--filter", "/^(?:a \\(b\\))$/", "./tests/x_test.ts"]
+ * ```
+ */
+export function retryArgs(args: string[], tests: FailedTest[]): string[] {
+  const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&");
+  const own = args.filter((a, i) =>
+    i === 0 || (a.startsWith("-") && a !== "--filter" && !a.startsWith("--filter=") &&
+      args[i - 1] !== "--filter")
+  );
+  const files = [...new Set(tests.map((t) => t.file))];
+  return [...own, "--filter", `/^(?:${tests.map((t) => escape(t.name)).join("|")})$/`, ...files];
 }
 
 /** How long the tests in the helper VM may go without printing a line. */
@@ -264,7 +374,11 @@ export async function main(extra: string[]): Promise<number> {
       parts.push(await denoNested(nested, { VOLT_TEST_SCOPE: "userspace" }));
     }
   }
-  const total = testCounts(parts.map(([, out]) => out).join("\n"));
+  const total = parts.map(([, out]) => testCounts(out)).reduce((a, b) => ({
+    passed: a.passed + b.passed,
+    failed: a.failed + b.failed,
+    ignored: a.ignored + b.ignored,
+  }), { passed: 0, failed: 0, ignored: 0 });
   const rc = parts.find(([code]) => code !== 0)?.[0] ?? 0;
   const where = kind === "hardware"
     ? ""
