@@ -301,7 +301,11 @@ Deno.test({ name: "other", ignore: Deno.env.get("OTHER") !== "1", fn() { throw n
       name: "faults (once)",
       file: "./a_test.ts",
     }]);
-    const [code, out] = await retryTripleFaults(first, ["test", "-A", "--no-check", "a_test.ts"], run);
+    const [code, out] = await retryTripleFaults(
+      first,
+      ["test", "-A", "--no-check", "a_test.ts"],
+      run,
+    );
     assert.equal(code, 0, out);
     assert.deepEqual(runs[1].slice(-3), ["--filter", "/^(?:faults \\(once\\))$/", "./a_test.ts"]);
     assert.deepEqual(testCounts(out), { passed: 2, failed: 0, ignored: 1 });
