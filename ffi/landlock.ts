@@ -25,6 +25,7 @@ export const RULESET_ATTR = {
   scoped: 16,
   sizeFs: 8,
   sizeNet: 16,
+  sizeScoped: 24,
 } as const;
 
 /** `struct landlock_path_beneath_attr`, packed: u64 then s32, 12 bytes. */
@@ -84,3 +85,14 @@ export function fsRightsForAbi(abi: number): bigint {
 
 /** Landlock syscall numbers are in ffi/syscalls.ts; ABI 4 is the first with network rights. */
 export const LANDLOCK_NET_ABI = 4;
+
+/** `LANDLOCK_SCOPE_*` bits (ABI 6): IPC the domain may not reach outside itself. */
+export const SCOPE = {
+  /** Connecting to an abstract unix socket created outside the domain. */
+  ABSTRACT_UNIX_SOCKET: 1n << 0n,
+  /** Sending a signal to a process outside the domain. */
+  SIGNAL: 1n << 1n,
+} as const;
+
+/** The first ABI with scopes. */
+export const LANDLOCK_SCOPE_ABI = 6;

@@ -54,6 +54,8 @@ const symbols = {
   gettid: { parameters: [], result: "i32" },
   getpid: { parameters: [], result: "i32" },
   tgkill: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  getrlimit: { parameters: ["i32", "buffer"], result: "i32" },
+  setrlimit: { parameters: ["i32", "buffer"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The bound libc symbols. */
@@ -148,6 +150,8 @@ export const MAP_NORESERVE = 0x4000;
  * include/uapi/asm-generic/mman-common.h).
  */
 export const MADV_POPULATE_WRITE = 23;
+/** `madvise(2)`: leave the range out of core dumps (Linux 3.4). */
+export const MADV_DONTDUMP = 16;
 
 /**
  * Opens `path` with libc (Deno's own open would need broad permissions for

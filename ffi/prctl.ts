@@ -4,6 +4,10 @@
  * @module
  */
 
+/** Read the process's dumpable flag. */
+export const PR_GET_DUMPABLE = 3;
+/** Set the dumpable flag: 0 means no core dump, no ptrace attach, /proc files owned by root. */
+export const PR_SET_DUMPABLE = 4;
 /** Read the seccomp mode of the calling thread. */
 export const PR_GET_SECCOMP = 21;
 /** Is a capability in the bounding set? */

@@ -23,3 +23,5 @@ export const CLONE_NEW_MASK = Object.values(CLONE_NEW).reduce((a, b) => a | b, 0
 export const CLONE_VM = 0x00000100;
 /** Same thread group: what `pthread_create` asks for. */
 export const CLONE_THREAD = 0x00010000;
+/** Share signal handlers: `CLONE_THREAD` requires it. */
+export const CLONE_SIGHAND = 0x00000800;

@@ -7,6 +7,8 @@ import * as kvm from "../ffi/kvm.ts";
 import * as bp from "../ffi/bootparam.ts";
 import * as fcntl from "../ffi/fcntl.ts";
 import * as libc from "../ffi/libc.ts";
+import * as prctl from "../ffi/prctl.ts";
+import * as resource from "../ffi/resource.ts";
 import { ccAvailable, tmpDir } from "./helpers.ts";
 
 const tables: Record<string, Record<string, number>> = {
@@ -23,11 +25,19 @@ const tables: Record<string, Record<string, number>> = {
   FCNTL: { ...fcntl, O_CLOEXEC: libc.O_CLOEXEC, O_RDWR: libc.O_RDWR },
   MMAN: {
     MADV_POPULATE_WRITE: libc.MADV_POPULATE_WRITE,
+    MADV_DONTDUMP: libc.MADV_DONTDUMP,
     MAP_NORESERVE: libc.MAP_NORESERVE,
     MAP_ANONYMOUS: libc.MAP_ANONYMOUS,
     MAP_PRIVATE: libc.MAP_PRIVATE,
     MAP_SHARED: libc.MAP_SHARED,
   },
+  PRCTL: prctl,
+  RESOURCE: {
+    RLIMIT_CORE: resource.RLIMIT_CORE,
+    RLIMIT_NOFILE: resource.RLIMIT_NOFILE,
+    CLOSE_RANGE_CLOEXEC: resource.CLOSE_RANGE_CLOEXEC,
+  },
+  RLIMIT_STRUCT: resource.RLIMIT_STRUCT,
 };
 const scalars: Record<string, number> = {
   BOOT_PARAMS_SIZE: bp.BOOT_PARAMS_SIZE,

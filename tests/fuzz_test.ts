@@ -22,6 +22,7 @@ const RUNS: Record<string, number> = {
   "i8042": 3000,
   "seccomp-monitor": 5000,
   "seccomp-policies": 800,
+  "console-safe": 3000,
 };
 
 const override = Number(Deno.env.get("VOLT_FUZZ_RUNS") ?? "");

@@ -488,3 +488,19 @@ ${PRINT("ok")}${EXIT(0)}
   out dx, eax
   hlt
 ok: .asciz "serial widths ok\\n"`);
+
+/** Prints `text`'s bytes (no NUL among them) on COM1, then exits with 0. */
+export const printBytes = (text: string) => {
+  const bytes = [...new TextEncoder().encode(text)];
+  if (bytes.includes(0)) throw new Error("printBytes: the text holds a NUL");
+  return assembleElf(`${PRINT("msg")}${EXIT(0)}
+msg: .byte ${[...bytes, 0].join(", ")}`);
+};
+
+/** Prints a marker, then a line on COM1 forever: a console flood. */
+export const consoleFlood = () =>
+  assembleElf(`${PRINT("msg")}
+1:${PRINT("line")}
+  jmp 1b
+msg: .asciz "flooding\\n"
+line: .asciz "flood flood flood flood flood flood flood flood flood flood\\n"`);

@@ -86,18 +86,33 @@ export interface CliResult {
   stderr: string;
 }
 
+/** How a CLI child is started. */
+export interface CliSpawn {
+  /** A command that executes its trailing arguments (`bash -c ...`, `setpriv ...`). */
+  wrap?: string[];
+  /** More environment for the child. */
+  env?: Record<string, string>;
+}
+
+/** `deno run -A mod.ts ...args`, perhaps behind `opts.wrap`. */
+function cliCommand(args: string[], opts: CliSpawn, stdin: "null" | "piped"): Deno.Command {
+  const argv = [Deno.execPath(), "run", "-A", `${ROOT}/mod.ts`, ...args];
+  const [cmd, ...rest] = [...(opts.wrap ?? []), ...argv];
+  return new Deno.Command(cmd, {
+    args: rest,
+    stdin,
+    stdout: "piped",
+    stderr: "piped",
+    env: { DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1", ...opts.env },
+  });
+}
+
 /** Runs `deno run -A mod.ts ...args` with a timeout (ms). */
 export async function runCli(
   args: string[],
-  opts: { stdin?: string; timeout?: number } = {},
+  opts: { stdin?: string; timeout?: number } & CliSpawn = {},
 ): Promise<CliResult> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", `${ROOT}/mod.ts`, ...args],
-    stdin: opts.stdin === undefined ? "null" : "piped",
-    stdout: "piped",
-    stderr: "piped",
-    env: { DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1" },
-  }).spawn();
+  const child = cliCommand(args, opts, opts.stdin === undefined ? "null" : "piped").spawn();
   if (opts.stdin !== undefined) {
     const w = child.stdin.getWriter();
     await w.write(new TextEncoder().encode(opts.stdin));
@@ -126,14 +141,12 @@ export interface CliChild {
  * Starts `deno run -A mod.ts ...args` and resolves once `marker` appears on
  * its stdout (or the output ends).
  */
-export async function startCliUntil(args: string[], marker: string): Promise<CliChild> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", `${ROOT}/mod.ts`, ...args],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-    env: { DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1" },
-  }).spawn();
+export async function startCliUntil(
+  args: string[],
+  marker: string,
+  opts: CliSpawn = {},
+): Promise<CliChild> {
+  const child = cliCommand(args, opts, "null").spawn();
   const reader = child.stdout.getReader();
   const dec = new TextDecoder();
   let seen = "";

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ACCESS_FS, fsRightsForAbi } from "../ffi/landlock.ts";
+import { ACCESS_FS, fsRightsForAbi, LANDLOCK_SCOPE_ABI } from "../ffi/landlock.ts";
 import { accessRights, landlockAbi } from "../src/sandbox/landlock.ts";
 import { jailChild, tmpDir } from "./helpers.ts";
 
@@ -56,6 +56,26 @@ Deno.test({
 });
 
 Deno.test({
+  name: "landlock: the signal scope stops signals leaving the domain; the probe sees the domain",
+  ignore: reason !== undefined,
+  fn: async () => {
+    const r = await child(["landlock-scope", String(Deno.pid)]);
+    assert.equal(r.before, "ok");
+    assert.equal(r.enforcedBefore, false);
+    assert.equal(r.enforcedAfter, true);
+    assert.equal(r.self, "ok", "its own process is inside the domain");
+    if ((r.abi as number) >= LANDLOCK_SCOPE_ABI) {
+      assert.equal(r.scoped, true);
+      assert.equal(r.after, "EPERM", "kill(test runner, 0) from the scoped domain");
+      const u = await child(["landlock-scope", String(Deno.pid), "unscoped"]);
+      assert.equal(u.after, "ok", "without the scope the signal goes through");
+    } else {
+      assert.equal(r.scoped, false);
+    }
+  },
+});
+
+Deno.test({
   name: "landlock: through the jail, the main thread and pool threads are confined",
   ignore: reason !== undefined,
   fn: async () => {
@@ -66,6 +86,7 @@ Deno.test({
     const r = await child(["landlock-jail", file, forbidden]);
     assert.equal(r.allowed, "ok");
     assert.equal(r.allowedAsync, "ok");
+    assert.equal(r.cacheWrite, "PermissionDenied", "writing Deno's cache");
     assert.equal(r.sync, "PermissionDenied", "readFileSync from the main thread");
     assert.equal(r.async, "PermissionDenied", "Deno.readFile served by a pool thread");
     assert.deepEqual(r.many, Array(8).fill("PermissionDenied"));

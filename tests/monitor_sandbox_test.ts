@@ -4,6 +4,7 @@
  * monitor in sandbox_e2e_test.ts.
  */
 import assert from "node:assert/strict";
+import { denoDir } from "../src/sandbox/jail.ts";
 import { libcPath } from "../ffi/libc.ts";
 import {
   decodeJailState,
@@ -47,6 +48,15 @@ Deno.test("jail plan: Deno grants FFI and reads of the program, libc and guest f
   assert.deepEqual(args.slice(-3), [`${ROOT}/mod.ts`, "run", "--kernel=/k/vmlinux"]);
   assert.equal(args.filter((a) => a.startsWith("--allow")).length, 2, args.join(" "));
   assert.equal(plan.exec.env?.DENO_NO_UPDATE_CHECK, "1");
+  // The caller's environment stays outside: only Deno's cache and colour.
+  assert.deepEqual(
+    Object.keys(plan.exec.env!).sort(),
+    [
+      "DENO_DIR",
+      "DENO_NO_UPDATE_CHECK",
+      ...(Deno.env.get("NO_COLOR") === undefined ? [] : ["NO_COLOR"]),
+    ].sort(),
+  );
 
   const rules = new Map(plan.rules!.map((r) => [r.path, r.access]));
   assert.equal(rules.get("/k/vmlinux"), "read");
@@ -55,9 +65,11 @@ Deno.test("jail plan: Deno grants FFI and reads of the program, libc and guest f
   assert.equal(rules.get(ROOT), "read");
   const exeDir = Deno.execPath().slice(0, Deno.execPath().lastIndexOf("/"));
   assert.equal(rules.get(exeDir), "exec-read");
-  // Nothing else writable but Deno's cache, and no blanket grant of /.
+  // Nothing writable but the KVM device: Deno's cache is read-only (the
+  // unjailed volt runs its code next time), and no blanket grant of /.
   const writable = plan.rules!.filter((r) => r.access === "readwrite").map((r) => r.path);
-  assert.equal(writable.length, 2, writable.join(" "));
+  assert.deepEqual(writable, ["/dev/kvm"]);
+  assert.equal(rules.get(denoDir()), "read");
   assert.ok(!rules.has("/") && !rules.has("/etc") && !rules.has("/proc"));
 });
 
@@ -103,16 +115,18 @@ Deno.test("jail state: round trip, and a summary that names what is off", () => 
       seccomp: { syscalls: 54, log: false },
       state,
       revoked: true,
+      dumpable: false,
     }),
     "Sandbox: seccomp 54 syscalls (kill otherwise), Landlock ABI 6 with 9 rules, " +
-      "no capabilities (bounding set empty), no_new_privs, Deno: FFI only (reads revoked)",
+      "no capabilities (bounding set empty), no_new_privs, undumpable, Deno: FFI only (reads revoked)",
   );
   assert.equal(
     sandboxSummary({
       seccomp: "off",
       state: { ...state, landlock: { skipped: "off" }, bounding: false },
       revoked: false,
+      dumpable: true,
     }),
-    "Sandbox: seccomp off, Landlock off, no capabilities, no_new_privs, Deno: FFI and guest reads",
+    "Sandbox: seccomp off, Landlock off, no capabilities, no_new_privs, dumpable, Deno: FFI and guest reads",
   );
 });

@@ -53,7 +53,7 @@ Deno.test({
           `Sandbox: seccomp ${MONITOR_POLICY.rules.length} syscalls \\(kill otherwise\\), `,
         ),
       );
-      assert.match(out.stderr, /no_new_privs, Deno: FFI only \(reads revoked\)/);
+      assert.match(out.stderr, /no_new_privs, undumpable, Deno: FFI only \(reads revoked\)/);
     }
   },
 });
@@ -130,5 +130,107 @@ Deno.test({
     const out = await run.finish("SIGTERM");
     assert.equal(out.code, 143);
     assert.equal(out.stderr, "volt: Stopped by SIGTERM\n");
+  },
+});
+
+/** One `/proc/<pid>/limits` row: [soft, hard]. */
+function procLimit(pid: number, name: string): [string, string] {
+  const row = Deno.readTextFileSync(`/proc/${pid}/limits`).split("\n").find((l) =>
+    l.startsWith(name)
+  );
+  assert.ok(row, `no ${name} in /proc/${pid}/limits`);
+  const [soft, hard] = row.slice(name.length).trim().split(/\s+/);
+  return [soft, hard];
+}
+
+Deno.test({
+  ...needsKvm,
+  name:
+    "sandbox: the jailed monitor has none of the caller's descriptors or environment, low limits, no dump",
+  async fn() {
+    const secret = "volt-test-secret-4d1f";
+    // Shell redirections the caller forgot: fds 200 and 201 open on a file, not close-on-exec.
+    const run = await startCliUntil(
+      ["run", "--kernel", g.spin(), "--memory", "72M", "--log-level", "info"],
+      "spinning\n",
+      {
+        wrap: ["bash", "-c", 'exec 200</etc/hostname 201</etc/hostname; exec "$@"', "bash"],
+        env: { VOLT_TEST_SECRET: secret },
+      },
+    );
+    const pid = run.child.pid;
+    try {
+      const fds = [...Deno.readDirSync(`/proc/${pid}/fd`)].map((e) => Number(e.name));
+      for (const fd of fds) {
+        let target = "";
+        try {
+          target = Deno.readLinkSync(`/proc/${pid}/fd/${fd}`);
+        } catch { /* closed meanwhile */ }
+        assert.notEqual(target, "/etc/hostname", `fd ${fd} reached the monitor`);
+      }
+      assert.ok(!fds.includes(200) && !fds.includes(201), fds.join(" "));
+
+      const env = Deno.readTextFileSync(`/proc/${pid}/environ`).split("\0").filter((e) => e);
+      assert.ok(!env.some((e) => e.includes(secret)), env.join(" "));
+      assert.deepEqual(
+        env.map((e) => e.slice(0, e.indexOf("="))).sort(),
+        ["DENO_DIR", "DENO_NO_UPDATE_CHECK", "NO_COLOR"],
+      );
+
+      assert.deepEqual(procLimit(pid, "Max core file size"), ["0", "0"]);
+      assert.deepEqual(procLimit(pid, "Max open files"), ["1024", "1024"]);
+
+      // Guest RAM (72 MiB, one mapping) is left out of core dumps.
+      const smaps = Deno.readTextFileSync(`/proc/${pid}/smaps`).split(/\n(?=[0-9a-f]+-[0-9a-f]+ )/);
+      const ram = smaps.filter((m) => /\nSize:\s+73728 kB\n/.test(m));
+      assert.equal(ram.length, 1, `${ram.length} mappings of 72 MiB`);
+      assert.match(ram[0], /\nVmFlags:.* dd\b/);
+    } finally {
+      const out = await run.finish("SIGTERM");
+      assert.equal(out.code, 143, out.stderr);
+      assert.match(out.stderr, /, no_new_privs, undumpable, /);
+    }
+  },
+});
+
+const hasSetpriv = new Deno.Command("sh", { args: ["-c", "command -v setpriv"] }).outputSync()
+  .success;
+
+Deno.test({
+  ...needsKvm,
+  ignore: needsKvm.ignore || !hasSetpriv || Deno.uid() !== 0,
+  name: "sandbox: a forged --jail-state under an outside no_new_privs cannot claim Landlock",
+  async fn() {
+    // What systemd's NoNewPrivileges= or Kubernetes gives: NNP, no capabilities.
+    const forged = btoa(JSON.stringify({
+      origin: Date.now(),
+      marks: [],
+      landlock: { abi: 6, rules: 9 },
+      bounding: true,
+    }));
+    const jailed = (extra: string[]) =>
+      runCli(["run", "--kernel", g.hello(), `--jail-state=${forged}`, ...extra], {
+        wrap: ["setpriv", "--nnp", "--inh-caps=-all", "--bounding-set=-all", "--"],
+      });
+    const r = await jailed([]);
+    assert.equal(r.code, 70, r.stderr);
+    // One line naming each layer the state claimed and the process lacks.
+    assert.match(
+      r.stderr,
+      /^volt: The monitor is not jailed as planned: Landlock is not enforced, the resource limits are not set\n$/,
+    );
+    // Claiming no Landlock does not pass --require-sandbox either.
+    const skipped = btoa(JSON.stringify({
+      origin: Date.now(),
+      marks: [],
+      landlock: { skipped: "off" },
+      bounding: true,
+    }));
+    const r2 = await runCli(
+      ["run", "--kernel", g.hello(), `--jail-state=${skipped}`, "--require-sandbox"],
+      { wrap: ["setpriv", "--nnp", "--inh-caps=-all", "--bounding-set=-all", "--"] },
+    );
+    assert.equal(r2.code, 70, r2.stderr);
+    assert.match(r2.stderr, /Landlock is not enforced/);
   },
 });

@@ -54,21 +54,32 @@ Deno.test("seccomp: every syscall number gets the verdict the policy gives it", 
     const name = syscallName(nr);
     const rule = name && rules.get(name);
     // All-zero arguments: an ioctl request of 0 is not on the list; clone
-    // flags of 0 create no namespace.
+    // flags of 0 are a fork; tgkill of pid 0 is not this process.
     let want = rule ? actionValue(rule.action ?? "allow") : KILL;
-    if (name === "ioctl") want = KILL;
+    if (name === "ioctl" || name === "clone" || name === "tgkill") want = KILL;
     const got = run(program, { nr, arch: AUDIT_ARCH_X86_64, args: [0n, 0n, 0n, 0n, 0n, 0n] });
     assert.equal(got, want, `${name ?? nr}: got 0x${got.toString(16)}`);
     if (got === ALLOW) allowed++;
   }
-  assert.equal(allowed, rules.size - 2); // ioctl (needs a request) and clone3 (ENOSYS)
+  // ioctl, clone and tgkill need their arguments; clone3 answers ENOSYS.
+  assert.equal(allowed, rules.size - 4);
+});
+
+Deno.test("seccomp: tgkill reaches this process's threads with the kick or abort only", () => {
+  const pid = BigInt(Deno.pid);
+  assert.equal(call("tgkill", [pid, 1234n, 12n]), ALLOW, "SIGUSR2, the vCPU kick");
+  assert.equal(call("tgkill", [pid, 1234n, 6n]), ALLOW, "SIGABRT");
+  assert.equal(call("tgkill", [pid, 1234n, 9n]), KILL, "SIGKILL");
+  assert.equal(call("tgkill", [pid, 1234n, 15n]), KILL, "SIGTERM");
+  assert.equal(call("tgkill", [1n, 1n, 12n]), KILL, "another process");
+  assert.equal(call("tgkill", [pid + 1n, 1234n, 12n]), KILL, "the next pid");
 });
 
 Deno.test("seccomp: plain entries decide on nr alone, so the kernel can cache them", () => {
   // The kernel caches "always allowed" per nr only when the filter's
   // verdict cannot depend on the arguments: random arguments must not
   // change any verdict outside the argument-checked rules.
-  const checked = new Set(["ioctl", "clone"]);
+  const checked = new Set(["ioctl", "clone", "tgkill"]);
   const random = () => BigInt.asUintN(64, BigInt(Math.floor(Math.random() * 2 ** 52)) << 12n);
   for (let nr = 0; nr <= MAX_SYSCALL; nr++) {
     if (checked.has(syscallName(nr) ?? "")) continue;
@@ -148,6 +159,11 @@ Deno.test("seccomp: ioctl passes only listed requests", () => {
 
 Deno.test("seccomp: clone creates threads but no namespaces; clone3 answers ENOSYS", () => {
   assert.equal(call("clone", [THREAD_FLAGS]), ALLOW);
+  // fork() and vfork-style posix_spawn: a new process, not a thread.
+  assert.equal(call("clone", [0x11n]), KILL, "fork (SIGCHLD)");
+  assert.equal(call("clone", [BigInt(CLONE_VM | 0x4000 | 0x11)]), KILL, "CLONE_VM|CLONE_VFORK");
+  assert.equal(call("clone", [THREAD_FLAGS & ~BigInt(CLONE_THREAD)]), KILL, "no CLONE_THREAD");
+  assert.equal(call("clone", [THREAD_FLAGS | (1n << 32n)]), ALLOW, "upper half ignored");
   for (const [name, flag] of Object.entries(CLONE_NEW)) {
     assert.equal(call("clone", [THREAD_FLAGS | BigInt(flag)]), KILL, `CLONE_NEW${name}`);
   }
@@ -292,6 +308,8 @@ for (
     ["main socket", "socket from the main thread"],
     ["worker getppid", "getppid from a Worker started before the filter"],
     ["worker ptrace", "ptrace from a Worker started before the filter"],
+    ["main clone", "clone without CLONE_THREAD (a fork)"],
+    ["main tgkill", "tgkill of another process"],
   ]
 ) {
   Deno.test(`seccomp: ${what} kills the process with SIGSYS`, async () => {

@@ -54,6 +54,10 @@ Run options:
   --require-sandbox    refuse to boot when a layer cannot be applied
   --metrics-json PATH  write the boot phases, VMM init and guest boot time
                        (volt-init's boot-timer write) as JSON at exit
+  --console-mode M     auto | safe | raw (default auto: safe when stdout is a
+                       terminal and stdin is not); safe keeps the guest's
+                       OSC, DCS, terminal queries and charset switches from
+                       your terminal, raw passes every byte
   --log-level L        trace | debug | info | warning | error | fatal | off
                        (default warning)
   --native             boot on this host: ./volt run otherwise boots in the

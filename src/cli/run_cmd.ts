@@ -19,6 +19,7 @@ import { openImages, selectTemplate } from "../vmm/builder.ts";
 import { BootTrace } from "../vmm/trace.ts";
 import { bootMetrics, openMetricsFile, writeMetrics } from "../vmm/metrics.ts";
 import { enterJail } from "../sandbox/jail.ts";
+import { dumpable, makeUndumpable } from "../sandbox/process.ts";
 import { pathExists } from "../sandbox/landlock.ts";
 import {
   decodeJailState,
@@ -29,9 +30,11 @@ import {
   programLocation,
   type SandboxOptions,
   sandboxSummary,
+  seccompMode,
   verifyJailed,
 } from "../sandbox/monitor.ts";
 import { buildFilter, installFilter, MONITOR_POLICY } from "../sandbox/seccomp.ts";
+import { SECCOMP_MODE_FILTER } from "../../ffi/seccomp.ts";
 import { resolveGuest } from "./guest_cmd.ts";
 import { parse, parseLevel } from "./main.ts";
 
@@ -51,6 +54,7 @@ const OPTIONS = {
   "require-sandbox": { type: "boolean" },
   "seccomp-log": { type: "boolean" },
   "metrics-json": { type: "string" },
+  "console-mode": { type: "string" },
   // `./volt run` decides where to boot; the monitor itself always boots here.
   native: { type: "boolean" },
   [JAIL_STATE_OPTION]: { type: "string" },
@@ -109,6 +113,7 @@ export async function runCommand(args: string[]): Promise<number> {
     bootProtocol: v.boot as BootProtocol | undefined,
     cpuTemplate: v["cpu-template"],
     console: "stdout",
+    consoleMode: v["console-mode"] as VmConfig["consoleMode"],
     stdin: true,
     kvmDevice: v.kvm,
   };
@@ -146,7 +151,9 @@ async function jail(
     `--kvm=${cfg.kvmDevice}`,
   ];
   if (initrd) inner.push(`--initrd=${initrd}`);
-  for (const k of ["cmdline", "append", "memory", "cpus", "boot", "log-level"] as const) {
+  for (
+    const k of ["cmdline", "append", "memory", "cpus", "boot", "log-level", "console-mode"] as const
+  ) {
     if (v[k] !== undefined) inner.push(`--${k}=${v[k]}`);
   }
   for (const k of ["no-seccomp", "seccomp-log", "require-sandbox"] as const) {
@@ -171,6 +178,7 @@ async function jail(
     requireLandlock: sandbox.require,
     warn: (line) => log.warn("{line}", { line }),
     onStep: (step) => trace.mark(step),
+    keepFds: metricsFd === undefined ? [] : [metricsFd],
     then: (applied) => {
       if (sandbox.require && !applied.bounding) {
         throw new VoltError(
@@ -199,7 +207,8 @@ async function boot(config: VmConfig, state: JailState, sandbox: SandboxOptions)
   const onMark = (m: { ms: number; phase: string }) =>
     log.trace("{ms} ms {phase}", { ms: m.ms.toFixed(2), phase: m.phase });
   state.marks.forEach(onMark);
-  verifyJailed(state);
+  makeUndumpable();
+  verifyJailed(state, sandbox.require);
   const machine = await Machine.create(config, {
     onMark,
     traceOrigin: state.origin,
@@ -225,6 +234,9 @@ async function boot(config: VmConfig, state: JailState, sandbox: SandboxOptions)
         ? { ...MONITOR_POLICY, defaultAction: "log" as const }
         : MONITOR_POLICY;
       installFilter(buildFilter(policy), { log: sandbox.seccompLog });
+      if (seccompMode() !== SECCOMP_MODE_FILTER) {
+        throw new VoltError("The seccomp filter is not in force after installing it", "internal");
+      }
       machine.trace.mark("seccomp installed");
       seccomp = {
         syscalls: policy.rules.length,
@@ -239,7 +251,9 @@ async function boot(config: VmConfig, state: JailState, sandbox: SandboxOptions)
       cpus: machine.built.vcpus.length,
       t: machine.built.template.name,
     });
-    logger("sandbox").info("{line}", { line: sandboxSummary({ seccomp, state, revoked: true }) });
+    logger("sandbox").info("{line}", {
+      line: sandboxSummary({ seccomp, state, revoked: true, dumpable: dumpable() }),
+    });
     machine.start();
     const exit = await machine.wait();
     await machine.settled();
@@ -258,6 +272,12 @@ async function boot(config: VmConfig, state: JailState, sandbox: SandboxOptions)
           exit,
         }),
       );
+    }
+    if (machine.consoleDropped) {
+      log.info("The console kept {n} terminal control sequences from the terminal ({mode} mode)", {
+        n: machine.consoleDropped,
+        mode: machine.consoleMode,
+      });
     }
     // A guest status volt does not pass through gets its line: the code alone would hide it.
     const clean = exit.code === 0 ||

@@ -21,7 +21,9 @@ export function newConsoleRing(): SharedArrayBuffer {
 
 /**
  * The writer side (vCPU threads). When the ring is full it waits for the
- * reader, like a slow terminal would make the guest wait.
+ * reader, like a slow terminal would make the guest wait, until `stopped`
+ * says the VM is stopping: then the rest is dropped, so a reader that
+ * never drains (stdout blocked) cannot hold a vCPU past a stop.
  *
  * @example
  * ```ts
@@ -34,9 +36,11 @@ export function newConsoleRing(): SharedArrayBuffer {
 export class ConsoleRingWriter implements Writer {
   private readonly h: Int32Array;
   private readonly data: Uint8Array;
-  constructor(sab: SharedArrayBuffer) {
+  private readonly stopped: () => boolean;
+  constructor(sab: SharedArrayBuffer, stopped: () => boolean = () => false) {
     this.h = new Int32Array(sab, 0, 4);
     this.data = new Uint8Array(sab, HEADER_BYTES);
+    this.stopped = stopped;
   }
   writeSync(bytes: Uint8Array): number {
     const h = this.h;
@@ -45,6 +49,7 @@ export class ConsoleRingWriter implements Writer {
       for (let i = 0; i < bytes.length; i++) {
         let head = Atomics.load(h, H_HEAD);
         while (head - Atomics.load(h, H_TAIL) >= CONSOLE_RING_BYTES) {
+          if (this.stopped()) return bytes.length;
           // Full: let the reader catch up.
           Atomics.notify(h, H_SEQ);
           Atomics.wait(h, H_TAIL, Atomics.load(h, H_TAIL), 10);
@@ -84,17 +89,21 @@ export class ConsoleRingReader {
     return out;
   }
 
-  /** Calls `sink` with each batch until {@linkcode stop}. */
-  async pump(sink: (bytes: Uint8Array) => void): Promise<void> {
+  /**
+   * Calls `sink` with each batch until {@linkcode stop}, waiting for a
+   * sink that returns a promise before draining more: a slow sink makes
+   * the writers wait, and nothing queues up here.
+   */
+  async pump(sink: (bytes: Uint8Array) => void | Promise<void>): Promise<void> {
     while (!this.stopped) {
       const seq = Atomics.load(this.h, H_SEQ);
       const got = this.drain();
-      if (got.length) sink(got);
+      if (got.length) await sink(got);
       const w = Atomics.waitAsync(this.h, H_SEQ, seq, 100);
       if (w.async) await w.value;
     }
     const rest = this.drain();
-    if (rest.length) sink(rest);
+    if (rest.length) await sink(rest);
   }
 
   /** Ends {@linkcode pump} after a last drain. */

@@ -16,6 +16,7 @@ import { PR_SET_NO_NEW_PRIVS } from "../../ffi/prctl.ts";
 import { VoltError } from "../errors.ts";
 import { dropCapabilities } from "./caps.ts";
 import { applyLandlock, type LandlockRule, pathExists } from "./landlock.ts";
+import { closeOnExecExcept, limitResources } from "./process.ts";
 
 /**
  * Where Deno keeps its caches: `DENO_DIR`, else the XDG cache directory,
@@ -37,9 +38,12 @@ export function denoDir(): string {
 /**
  * The Landlock rules a jailed `deno run` needs to start and exit: its
  * executable's directory and the system libraries (exec-read), and its
- * cache directory (readwrite: SQLite writes there, at exit too). The
- * program's own files, /dev/kvm, guest images and /proc are the caller's
- * to add. Measured: Deno starts without /proc, /sys, /etc and /dev/null.
+ * cache directory, read-only: the unjailed `volt` runs the code cached
+ * there next time, so a compromised monitor must not write it. Deno then
+ * keeps its SQLite caches in memory and transpiles what is not cached
+ * (measured: a fresh worker module loads). The program's own files,
+ * /dev/kvm, guest images and /proc are the caller's to add. Measured: Deno
+ * starts without /proc, /sys, /etc and /dev/null.
  *
  * @example
  * ```ts ignore
@@ -58,10 +62,9 @@ export function denoRuntimeRules(): LandlockRule[] {
   for (const p of ["/lib", "/lib64", "/usr/lib", "/usr/lib64"]) {
     if (pathExists(p)) rules.push({ path: p, access: "exec-read" });
   }
-  // A missing cache directory could not take a rule, and Deno creates it
-  // on first use.
+  // A missing cache directory could not take a rule.
   if (!pathExists(denoDir())) Deno.mkdirSync(denoDir(), { recursive: true });
-  rules.push({ path: denoDir(), access: "readwrite" });
+  rules.push({ path: denoDir(), access: "read" });
   return rules;
 }
 
@@ -86,7 +89,9 @@ export interface JailOptions {
   requireLandlock?: boolean;
   /** Receives one line when Landlock is skipped (default: stderr). */
   warn?: (line: string) => void;
-  /** Called after each layer: "no_new_privs set", "landlock applied", "capabilities dropped". */
+  /** Descriptors from 3 up that the program inherits; every other one is closed on exec. */
+  keepFds?: readonly number[];
+  /** Called after each layer: "no_new_privs set", "landlock applied", "capabilities dropped", "limits set". */
   onStep?: (step: string) => void;
   /**
    * What to execute once restricted; a function learns what was applied
@@ -98,7 +103,7 @@ export interface JailOptions {
 /** What {@linkcode enterJail} applied before executing. */
 export interface JailApplied {
   /** Landlock's ABI and rule count, or why it was not applied. */
-  landlock: { abi: number; rules: number } | { skipped: string };
+  landlock: { abi: number; rules: number; scoped?: boolean } | { skipped: string };
   /** The capability bounding set was emptied (needs CAP_SETPCAP). */
   bounding: boolean;
 }
@@ -128,7 +133,8 @@ function cArray(
 
 /**
  * On the calling thread: sets no_new_privs, applies Landlock, drops every
- * capability, then executes `then`, which inherits all of it on every
+ * capability, lowers the resource limits, marks inherited descriptors
+ * close-on-exec, then executes `then`, which inherits all of it on every
  * thread it will ever have. Returns only by throwing.
  *
  * @example
@@ -148,18 +154,20 @@ export function enterJail(opts: JailOptions): never {
   opts.onStep?.("no_new_privs set");
   let landlock: JailApplied["landlock"] = { skipped: "off" };
   if (opts.landlockRules) {
-    const r = applyLandlock(opts.landlockRules, { denyTcp: true });
+    const r = applyLandlock(opts.landlockRules, { denyTcp: true, scoped: true });
     if ("unsupported" in r) {
       if (opts.requireLandlock) throw new VoltError(r.unsupported, "internal");
       (opts.warn ?? ((line: string) => console.error(line)))(`${r.unsupported}; going on`);
       landlock = { skipped: `unavailable (${r.unsupported})` };
     } else {
-      landlock = { abi: r.abi, rules: opts.landlockRules.length };
+      landlock = { abi: r.abi, rules: opts.landlockRules.length, scoped: r.scoped };
       opts.onStep?.("landlock applied");
     }
   }
   const { bounding } = dropCapabilities();
   opts.onStep?.("capabilities dropped");
+  limitResources();
+  opts.onStep?.("limits set");
 
   const then = typeof opts.then === "function" ? opts.then({ landlock, bounding }) : opts.then;
   const { execPath, args } = then;
@@ -169,6 +177,7 @@ export function enterJail(opts: JailOptions): never {
   const envp = cArray(Object.entries(env).map(([k, v]) => `${k}=${v}`));
   const keep = [path, argv.keep, envp.keep];
   pinned.add(keep);
+  closeOnExecExcept(opts.keepFds ?? []);
   l.execve(path, argv.array, envp.array);
   const e = errno();
   pinned.delete(keep);

@@ -20,8 +20,10 @@ import {
   LANDLOCK_CREATE_RULESET_VERSION,
   LANDLOCK_NET_ABI,
   LANDLOCK_RULE_PATH_BENEATH,
+  LANDLOCK_SCOPE_ABI,
   PATH_BENEATH_ATTR,
   RULESET_ATTR,
+  SCOPE,
 } from "../../ffi/landlock.ts";
 import { cstr, errno, libc, O_CLOEXEC } from "../../ffi/libc.ts";
 import { PR_SET_NO_NEW_PRIVS } from "../../ffi/prctl.ts";
@@ -58,6 +60,30 @@ function opens(path: string, flags: number): boolean {
  */
 export function pathExists(path: string): boolean {
   return opens(path, 0);
+}
+
+const EACCES = 13;
+
+/**
+ * Whether a Landlock domain restricts this thread, by a probe that must be
+ * denied: listing `/`, which no rule of volt's jail covers. Without
+ * Landlock, root's directory opens for anyone.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { landlockEnforced } from "./landlock.ts";
+ * assert.equal(landlockEnforced(), false); // the test runner is not jailed
+ * ```
+ */
+export function landlockEnforced(probe = "/"): boolean {
+  const l = libc();
+  const fd = l.open(cstr(probe), O_DIRECTORY | O_CLOEXEC, 0);
+  if (fd >= 0) {
+    l.close(fd);
+    return false;
+  }
+  return errno() === EACCES;
 }
 
 /** How much of a path a rule grants. */
@@ -129,6 +155,11 @@ export function accessRights(access: LandlockAccess, abi: number): bigint {
 export interface RulesetOptions {
   /** Also deny TCP bind and connect (ABI 4 and later; ignored before). */
   denyTcp?: boolean;
+  /**
+   * Also deny signals to processes outside the domain and connections to
+   * abstract unix sockets made outside it (ABI 6 and later; ignored before).
+   */
+  scoped?: boolean;
 }
 
 /**
@@ -148,6 +179,8 @@ export class Ruleset {
   readonly abi: number;
   /** Rights the ruleset denies unless a rule grants them. */
   readonly handledFs: bigint;
+  /** `LANDLOCK_SCOPE_*` bits in force (0n before ABI 6 or when not asked). */
+  readonly scoped: bigint;
   #fd: number;
 
   /** Creates the ruleset for `abi`; throws a one-line error if the kernel refuses. */
@@ -155,8 +188,13 @@ export class Ruleset {
     this.abi = abi;
     this.handledFs = fsRightsForAbi(abi);
     const net = opts.denyTcp && abi >= LANDLOCK_NET_ABI;
-    const attr = new Uint8Array(net ? RULESET_ATTR.sizeNet : RULESET_ATTR.sizeFs);
+    const scoped = opts.scoped && abi >= LANDLOCK_SCOPE_ABI;
+    this.scoped = scoped ? SCOPE.ABSTRACT_UNIX_SOCKET | SCOPE.SIGNAL : 0n;
+    const attr = new Uint8Array(
+      scoped ? RULESET_ATTR.sizeScoped : net ? RULESET_ATTR.sizeNet : RULESET_ATTR.sizeFs,
+    );
     const v = new DataView(attr.buffer);
+    if (scoped) v.setBigUint64(RULESET_ATTR.scoped, this.scoped, true);
     v.setBigUint64(RULESET_ATTR.handled_access_fs, this.handledFs, true);
     if (net) {
       v.setBigUint64(
@@ -256,7 +294,7 @@ export class Ruleset {
 export function applyLandlock(
   rules: readonly LandlockRule[],
   opts: RulesetOptions = {},
-): { abi: number } | LandlockUnsupported {
+): { abi: number; scoped: boolean } | LandlockUnsupported {
   const abi = landlockAbi();
   if (typeof abi !== "number") return abi;
   const rs = new Ruleset(abi, opts);
@@ -267,5 +305,5 @@ export function applyLandlock(
     throw e;
   }
   rs.restrictSelf();
-  return { abi };
+  return { abi, scoped: rs.scoped !== 0n };
 }

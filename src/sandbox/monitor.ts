@@ -14,12 +14,14 @@
 
 import { errnoName } from "../../ffi/errno.ts";
 import { errno, libc, libcPath } from "../../ffi/libc.ts";
-import { PR_CAPBSET_READ, PR_GET_NO_NEW_PRIVS } from "../../ffi/prctl.ts";
+import { PR_CAPBSET_READ, PR_GET_NO_NEW_PRIVS, PR_GET_SECCOMP } from "../../ffi/prctl.ts";
+import { RLIMIT_CORE, RLIMIT_NOFILE } from "../../ffi/resource.ts";
 import { VoltError } from "../errors.ts";
 import type { Mark } from "../vmm/trace.ts";
 import { capLastCap, getCapabilities } from "./caps.ts";
-import { denoRuntimeRules, type JailApplied, type JailExec } from "./jail.ts";
-import type { LandlockRule } from "./landlock.ts";
+import { denoDir, denoRuntimeRules, type JailApplied, type JailExec } from "./jail.ts";
+import { landlockEnforced, type LandlockRule } from "./landlock.ts";
+import { getLimit, MONITOR_RLIMITS, monitorEnv } from "./process.ts";
 
 /** Which layers a run asks for. */
 export interface SandboxOptions {
@@ -179,7 +181,7 @@ export function planJail(input: JailPlanInput): JailPlan {
   deno.push("--allow-ffi", `--allow-read=${reads.join(",")}`);
   // A remote program's vCPU workers load from its host.
   if (!program.root) deno.push(`--allow-import=${new URL(program.main).host}`);
-  const env = { ...Deno.env.toObject(), DENO_NO_UPDATE_CHECK: "1" };
+  const env = monitorEnv(Deno.env.toObject(), denoDir());
   const exec: JailExec = {
     execPath: Deno.execPath(),
     args: [...deno, program.main, ...input.args],
@@ -213,26 +215,42 @@ export function boundingSetEmpty(): boolean {
 }
 
 /**
- * Checks, in the jailed monitor, what the jail promised: no_new_privs,
- * no capabilities, and an empty bounding set when it was dropped. A
- * mismatch is an error: the sandbox summary must not claim a layer that
- * is not there.
+ * Checks, in the jailed monitor, every layer the jail state claims, by
+ * measuring it: no_new_privs, no capabilities, an empty bounding set when
+ * claimed, Landlock by a probe that must be denied, the resource limits.
+ * The state comes from the command line, and anyone under an existing
+ * no_new_privs can forge one: a mismatch is an error, so the sandbox
+ * summary never claims a layer that is not there, and `require` refuses a
+ * state that skipped one.
  *
  * @example
  * ```ts ignore
  * import { decodeJailState, verifyJailed } from "./monitor.ts";
- * verifyJailed(decodeJailState(flag));
+ * verifyJailed(decodeJailState(flag), false);
  * ```
  */
-export function verifyJailed(state: JailState): void {
+export function verifyJailed(state: JailState, require: boolean): void {
   const missing: string[] = [];
   if (!noNewPrivs()) missing.push("no_new_privs is not set");
   const caps = getCapabilities();
   if (caps.effective | caps.permitted | caps.inheritable) missing.push("capabilities remain");
-  if (state.bounding && !boundingSetEmpty()) missing.push("the bounding set is not empty");
+  const emptyBounding = boundingSetEmpty();
+  if ((state.bounding || require) && !emptyBounding) missing.push("the bounding set is not empty");
+  const claimsLandlock = "abi" in state.landlock;
+  if ((claimsLandlock || require) && !landlockEnforced()) missing.push("Landlock is not enforced");
+  const [, core] = getLimit(RLIMIT_CORE);
+  const [, nofile] = getLimit(RLIMIT_NOFILE);
+  if (core > MONITOR_RLIMITS.core || nofile > MONITOR_RLIMITS.nofile) {
+    missing.push("the resource limits are not set");
+  }
   if (missing.length) {
     throw new VoltError(`The monitor is not jailed as planned: ${missing.join(", ")}`, "internal");
   }
+}
+
+/** The calling thread's seccomp mode: 0 none, 1 strict, 2 filter. */
+export function seccompMode(): number {
+  return libc().prctl(PR_GET_SECCOMP, 0n, 0n, 0n, 0n);
 }
 
 /** The facts of one sandboxed run, for its one-line summary. */
@@ -240,6 +258,8 @@ export interface SandboxFacts {
   seccomp: { syscalls: number; log: boolean } | "off";
   state: JailState;
   revoked: boolean;
+  /** Measured: the process may be dumped and ptraced by its user. */
+  dumpable: boolean;
 }
 
 /**
@@ -252,6 +272,7 @@ export interface SandboxFacts {
  *   seccomp: { syscalls: 55, log: false },
  *   state: { origin: 0, marks: [], landlock: { abi: 6, rules: 9 }, bounding: true },
  *   revoked: true,
+ *   dumpable: false,
  * });
  * ```
  */
@@ -262,10 +283,13 @@ export function sandboxSummary(f: SandboxFacts): string {
       ? "seccomp off"
       : `seccomp ${f.seccomp.syscalls} syscalls (${f.seccomp.log ? "log" : "kill"} otherwise)`,
     "abi" in landlock
-      ? `Landlock ABI ${landlock.abi} with ${landlock.rules} rules`
+      ? `Landlock ABI ${landlock.abi} with ${landlock.rules} rules${
+        landlock.scoped ? " (signals and abstract sockets scoped)" : ""
+      }`
       : `Landlock ${landlock.skipped}`,
     f.state.bounding ? "no capabilities (bounding set empty)" : "no capabilities",
     "no_new_privs",
+    f.dumpable ? "dumpable" : "undumpable",
     f.revoked ? "Deno: FFI only (reads revoked)" : "Deno: FFI and guest reads",
   ];
   return `Sandbox: ${parts.join(", ")}`;

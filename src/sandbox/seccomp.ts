@@ -32,7 +32,7 @@ import { errno, libc } from "../../ffi/libc.ts";
 import { errnoName } from "../../ffi/errno.ts";
 import { KVM } from "../../ffi/kvm.ts";
 import { PR_SET_NO_NEW_PRIVS } from "../../ffi/prctl.ts";
-import { CLONE_NEW_MASK } from "../../ffi/sched.ts";
+import { CLONE_NEW_MASK, CLONE_SIGHAND, CLONE_THREAD, CLONE_VM } from "../../ffi/sched.ts";
 import {
   AUDIT_ARCH_I386,
   AUDIT_ARCH_X86_64,
@@ -70,11 +70,13 @@ export type ArgIndex = 0 | 1 | 2 | 3 | 4 | 5;
  *   upper half is garbage the kernel ignores, so it must not be checked.
  * - `eq`: the full 64-bit value equals one of the values.
  * - `clear`: none of the bits of the 64-bit mask is set.
+ * - `set`: every bit of the 64-bit mask is set.
  */
 export type ArgCheck =
   | { arg: ArgIndex; eq32: readonly number[] | Readonly<Record<string, number>> }
   | { arg: ArgIndex; eq: readonly bigint[] }
-  | { arg: ArgIndex; clear: bigint };
+  | { arg: ArgIndex; clear: bigint }
+  | { arg: ArgIndex; set: bigint };
 
 /** A verdict of the filter. */
 export type Action =
@@ -281,6 +283,13 @@ export function buildFilter(policy: Policy): Program {
           a.ld(field(c.arg, "hi")).jeq(hi(v), next, other);
           if (other !== deny) a.label(other);
         });
+      } else if ("set" in c) {
+        const halves = ([["lo", lo(c.set)], ["hi", hi(c.set)]] as const)
+          .filter(([, m]) => m !== 0);
+        if (halves.length === 0) a.ja(next);
+        halves.forEach(([half, m], j) =>
+          a.ld(field(c.arg, half)).and(m).jeq(m, j === halves.length - 1 ? next : undefined, deny)
+        );
       } else {
         const halves = ([["lo", lo(c.clear)], ["hi", hi(c.clear)]] as const)
           .filter(([, m]) => m !== 0);
@@ -304,6 +313,7 @@ function describeCheck(c: ArgCheck): string {
     return `args[${c.arg}] (low 32 bits) in {${items.join(", ")}}`;
   }
   if ("eq" in c) return `args[${c.arg}] in {${c.eq.map((v) => `0x${v.toString(16)}`).join(", ")}}`;
+  if ("set" in c) return `args[${c.arg}] & 0x${c.set.toString(16)} == 0x${c.set.toString(16)}`;
   return `args[${c.arg}] & 0x${c.clear.toString(16)} == 0`;
 }
 
@@ -431,11 +441,133 @@ export { AUDIT_ARCH_I386, AUDIT_ARCH_X86_64, X32_SYSCALL_BIT };
 const ENOSYS = 38;
 
 /**
- * Starting allow-list for the monitor once the VM is built and its workers
- * run: the 49 syscalls that kept a Deno monitor alive (DESIGN.md §4), with
- * ioctl narrowed to the requests the run loop makes and thread creation
- * narrowed to namespace-free `clone`. To be calibrated on a KVM host under
- * kill-on-violation; edit here, one entry per line.
+ * The allow-list of the monitor with process id `pid`, once the VM is
+ * built and its workers run: the syscalls that kept a Deno monitor alive
+ * (DESIGN.md §4), with ioctl narrowed to the requests the run loop makes,
+ * `clone` to namespace-free threads, and `tgkill` to the process's own
+ * threads and the signals it sends. Edit here, one entry per line.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { buildFilter, monitorPolicy } from "./seccomp.ts";
+ * assert.ok(buildFilter(monitorPolicy(Deno.pid)).length > 60);
+ * ```
+ */
+export function monitorPolicy(pid: number): Policy {
+  return {
+    name: "monitor",
+    rules: [
+      // Argument-checked, hottest first: every guest exit is an ioctl.
+      {
+        name: "ioctl",
+        args: [{
+          arg: 1,
+          eq32: {
+            KVM_RUN: KVM.RUN,
+            KVM_IRQ_LINE: KVM.IRQ_LINE,
+            KVM_GET_REGS: KVM.GET_REGS,
+            KVM_GET_SREGS: KVM.GET_SREGS,
+            TCGETS,
+            TCSETS,
+            TCSETSW,
+            TCSETSF,
+            TIOCGWINSZ,
+            FIONBIO,
+            FIOCLEX,
+          },
+        }],
+        why: "vCPU run loop, IRQ injection, register dumps for error reports, raw terminal",
+      },
+      {
+        name: "clone",
+        args: [
+          { arg: 0, clear: BigInt(CLONE_NEW_MASK) },
+          { arg: 0, set: BigInt(CLONE_THREAD | CLONE_VM | CLONE_SIGHAND) },
+        ],
+        why: "new threads (Deno's pool grows on demand): never a process, never new namespaces",
+      },
+      {
+        name: "clone3",
+        action: { errno: ENOSYS },
+        why: "its flags live in memory seccomp cannot read; glibc falls back to clone",
+      },
+      "read",
+      "write",
+      "close",
+      {
+        name: "stat",
+        why: "Deno's caches at exit: its glibc ABI (__xstat) makes the old stat syscall",
+      },
+      "fstat",
+      "lseek",
+      "mmap",
+      "mprotect",
+      {
+        name: "pkey_mprotect",
+        why: "V8 flips JIT pages with protection keys on CPUs that have PKU",
+      },
+      "munmap",
+      "brk",
+      "rt_sigaction",
+      "rt_sigprocmask",
+      "rt_sigreturn",
+      "pread64",
+      "pwrite64",
+      "sched_yield",
+      "mremap",
+      "madvise",
+      "getpid",
+      "sendto",
+      "recvfrom",
+      "socketpair",
+      "exit",
+      "fcntl",
+      "fsync",
+      "ftruncate",
+      "rename",
+      {
+        name: "unlink",
+        why: "SQLite deletes its journal in Deno's cache at exit; Landlock bounds where",
+      },
+      "sysinfo",
+      "sigaltstack",
+      "sched_getparam",
+      "sched_getscheduler",
+      "prctl",
+      "gettid",
+      "futex",
+      "sched_getaffinity",
+      "clock_nanosleep",
+      "exit_group",
+      "epoll_wait",
+      "epoll_ctl",
+      {
+        name: "tgkill",
+        args: [{ arg: 0, eq32: [pid] }, { arg: 2, eq32: { SIGABRT, SIGUSR2 } }],
+        why: "the vCPU kick (SIGUSR2) and abort, to this process's own threads only",
+      },
+      "openat",
+      "newfstatat",
+      "set_robust_list",
+      "eventfd2",
+      "epoll_create1",
+      "getrandom",
+      "statx",
+      "rseq",
+      // A signal (the vCPU kick) interrupting a timed wait restarts it here.
+      "restart_syscall",
+    ],
+  };
+}
+
+/** SIGABRT and SIGUSR2 (asm-generic/signal.h). */
+const SIGABRT = 6;
+const SIGUSR2 = 12;
+
+/**
+ * {@linkcode monitorPolicy} for this process: what the monitor installs on
+ * itself, and what `volt sandbox --print` shows.
  *
  * @example
  * ```ts
@@ -443,100 +575,4 @@ const ENOSYS = 38;
  * console.log(buildFilter(MONITOR_POLICY).length);
  * ```
  */
-export const MONITOR_POLICY: Policy = {
-  name: "monitor",
-  rules: [
-    // Argument-checked, hottest first: every guest exit is an ioctl.
-    {
-      name: "ioctl",
-      args: [{
-        arg: 1,
-        eq32: {
-          KVM_RUN: KVM.RUN,
-          KVM_IRQ_LINE: KVM.IRQ_LINE,
-          KVM_GET_REGS: KVM.GET_REGS,
-          KVM_GET_SREGS: KVM.GET_SREGS,
-          TCGETS,
-          TCSETS,
-          TCSETSW,
-          TCSETSF,
-          TIOCGWINSZ,
-          FIONBIO,
-          FIOCLEX,
-        },
-      }],
-      why: "vCPU run loop, IRQ injection, register dumps for error reports, raw terminal",
-    },
-    {
-      name: "clone",
-      args: [{ arg: 0, clear: BigInt(CLONE_NEW_MASK) }],
-      why: "new threads (Deno's pool grows on demand), never new namespaces",
-    },
-    {
-      name: "clone3",
-      action: { errno: ENOSYS },
-      why: "its flags live in memory seccomp cannot read; glibc falls back to clone",
-    },
-    "read",
-    "write",
-    "close",
-    {
-      name: "stat",
-      why: "Deno's caches at exit: its glibc ABI (__xstat) makes the old stat syscall",
-    },
-    "fstat",
-    "lseek",
-    "mmap",
-    "mprotect",
-    {
-      name: "pkey_mprotect",
-      why: "V8 flips JIT pages with protection keys on CPUs that have PKU",
-    },
-    "munmap",
-    "brk",
-    "rt_sigaction",
-    "rt_sigprocmask",
-    "rt_sigreturn",
-    "pread64",
-    "pwrite64",
-    "sched_yield",
-    "mremap",
-    "madvise",
-    "getpid",
-    "sendto",
-    "recvfrom",
-    "socketpair",
-    "exit",
-    "fcntl",
-    "fsync",
-    "ftruncate",
-    "rename",
-    {
-      name: "unlink",
-      why: "SQLite deletes its journal in Deno's cache at exit; Landlock bounds where",
-    },
-    "sysinfo",
-    "sigaltstack",
-    "sched_getparam",
-    "sched_getscheduler",
-    "prctl",
-    "gettid",
-    "futex",
-    "sched_getaffinity",
-    "clock_nanosleep",
-    "exit_group",
-    "epoll_wait",
-    "epoll_ctl",
-    "tgkill",
-    "openat",
-    "newfstatat",
-    "set_robust_list",
-    "eventfd2",
-    "epoll_create1",
-    "getrandom",
-    "statx",
-    "rseq",
-    // A signal (the vCPU kick) interrupting a timed wait restarts it here.
-    "restart_syscall",
-  ],
-};
+export const MONITOR_POLICY: Policy = monitorPolicy(Deno.pid);

@@ -7,6 +7,7 @@
 import { VoltError } from "../errors.ts";
 import type { BootProtocol } from "../boot/loader.ts";
 import type { ConsoleSink } from "./worker_protocol.ts";
+import type { ConsoleMode } from "./console_filter.ts";
 
 /** What a caller asks for. */
 export interface VmConfig {
@@ -28,6 +29,13 @@ export interface VmConfig {
   cpuTemplate?: string;
   /** Where the guest console goes. Default `stdout`. */
   console?: ConsoleSink;
+  /**
+   * How console bytes reach a terminal on stdout: `safe` drops the escape
+   * sequences a guest could use against the terminal, `raw` passes every
+   * byte, `auto` (default) is `safe` when stdout is a terminal and stdin is
+   * not.
+   */
+  consoleMode?: ConsoleMode | "auto";
   /** Forward host stdin to the guest's serial port. */
   stdin?: boolean;
   /** The KVM device. Default `/dev/kvm`. */
@@ -92,6 +100,10 @@ export function resolveConfig(c: VmConfig): ResolvedConfig {
     throw new VoltError(`vCPU count must be 1 to ${MAX_CPUS}, not ${c.cpus}`, "usage");
   }
   const bootProtocol = c.bootProtocol ?? "auto";
+  const consoleMode = c.consoleMode ?? "auto";
+  if (!["auto", "safe", "raw"].includes(consoleMode)) {
+    throw new VoltError(`Unknown console mode: ${consoleMode} (auto, safe or raw)`, "usage");
+  }
   if (!["auto", "pvh", "linux64"].includes(bootProtocol)) {
     throw new VoltError(`Unknown boot protocol: ${bootProtocol} (auto, pvh or linux64)`, "usage");
   }
@@ -105,6 +117,7 @@ export function resolveConfig(c: VmConfig): ResolvedConfig {
     bootProtocol,
     cpuTemplate: c.cpuTemplate ?? "auto",
     console: c.console ?? "stdout",
+    consoleMode,
     stdin: c.stdin ?? false,
     kvmDevice: c.kvmDevice ?? "/dev/kvm",
   };

@@ -9,6 +9,14 @@ import { libc } from "../../ffi/libc.ts";
 import { SERIAL_IRQ } from "../arch/x86_64/layout.ts";
 import { newSerialState, Serial } from "../devices/serial.ts";
 import { ConsoleRingReader, newConsoleRing } from "../devices/console_ring.ts";
+import {
+  autoConsoleMode,
+  ConsoleFilter,
+  type ConsoleMode,
+  PrivateModeWatch,
+  terminalReset,
+} from "./console_filter.ts";
+import { VoltError } from "../errors.ts";
 import { logger } from "../log.ts";
 import { buildVm, type BuiltVm } from "./builder.ts";
 import { resolveConfig, type VmConfig } from "./config.ts";
@@ -40,6 +48,11 @@ const STDIN_CHUNK = 1024;
  * nothing from before it is read anyway (see forwardStdin).
  */
 const TTY_STALL_MS = 500;
+/**
+ * How long a stopped VM's last console bytes may wait on a stdout that
+ * takes nothing (a pipe nobody reads) before they are dropped.
+ */
+export const CONSOLE_FLUSH_MS = 1000;
 
 interface VcpuThread {
   worker: Worker;
@@ -115,6 +128,13 @@ export class Machine {
   private readonly consoleRing = newConsoleRing();
   private readonly consoleReader = new ConsoleRingReader(this.consoleRing);
   private consolePump?: Promise<void>;
+  private consoleFilter?: ConsoleFilter;
+  private afterConsole: () => void = noop;
+  /**
+   * How console bytes reach stdout (`console: "stdout"`), `auto` resolved
+   * at start.
+   */
+  consoleMode?: ConsoleMode;
   private readonly serial: Serial;
   private readonly cfg: ReturnType<typeof resolveConfig>;
   private exit?: VmExit;
@@ -225,8 +245,40 @@ export class Machine {
     });
     if (this.cfg.console === "message") {
       this.consolePump = this.consoleReader.pump((b) => this.onConsole(b));
+    } else if (this.cfg.console === "stdout") {
+      // The terminal reset follows the guest's last bytes.
+      this.consolePump = this.consoleReader.pump(this.stdoutSink()).finally(() =>
+        this.afterConsole()
+      );
     }
     if (this.cfg.stdin) this.forwardStdin();
+  }
+
+  /**
+   * Writes console bytes to stdout, filtered in `safe` mode, one write at a
+   * time: a stdout that blocks holds the ring, then the guest, never this
+   * thread (signals and the stop go on).
+   */
+  private stdoutSink(): (bytes: Uint8Array) => Promise<void> {
+    const tty = Deno.stdout.isTerminal();
+    const mode = this.cfg.consoleMode === "auto"
+      ? autoConsoleMode(tty, this.cfg.stdin && Deno.stdin.isTerminal())
+      : this.cfg.consoleMode;
+    this.consoleMode = mode;
+    const filter = mode === "safe" ? new ConsoleFilter() : undefined;
+    this.consoleFilter = filter;
+    const modes = tty && !filter ? new PrivateModeWatch() : undefined;
+    if (tty) this.afterConsole = () => Deno.stdout.writeSync(terminalReset(modes?.seen ?? false));
+    return async (bytes) => {
+      let out = filter ? filter.filter(bytes) : bytes;
+      modes?.watch(out);
+      while (out.length) out = out.subarray(await Deno.stdout.write(out));
+    };
+  }
+
+  /** Console control sequences `safe` mode kept from the terminal so far. */
+  get consoleDropped(): number {
+    return this.consoleFilter?.dropped ?? 0;
   }
 
   /** Handles one message from a vCPU worker. */
@@ -324,8 +376,13 @@ export class Machine {
       await new Promise((r) => setTimeout(r, 5));
     }
     this.consoleReader.stop();
-    await this.consolePump;
-    return true;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const flushed = await Promise.race([
+      this.consolePump?.then(() => true, () => true) ?? true,
+      new Promise<boolean>((r) => (timer = setTimeout(() => r(false), CONSOLE_FLUSH_MS))),
+    ]);
+    clearTimeout(timer);
+    return flushed;
   }
 
   /**
@@ -362,7 +419,9 @@ export class Machine {
 
   /**
    * Resolves once {@linkcode sendInput} would take a byte again (at once if
-   * it would now), or the VM has stopped.
+   * it would now), or the VM stops while it waits. Once the VM has stopped
+   * it rejects: nothing more can be sent, and a send loop must end rather
+   * than spin.
    *
    * @example
    * ```ts ignore
@@ -370,7 +429,10 @@ export class Machine {
    * ```
    */
   waitInputSpace(): Promise<void> {
-    if (this.exit || this.pendingBytes < INPUT_QUEUE_BYTES) return Promise.resolve();
+    if (this.exit) {
+      return Promise.reject(new VoltError("The VM has stopped and takes no more input", "usage"));
+    }
+    if (this.pendingBytes < INPUT_QUEUE_BYTES) return Promise.resolve();
     this.inputSpace ??= Promise.withResolvers();
     return this.inputSpace.promise;
   }
@@ -379,7 +441,7 @@ export class Machine {
   private async waitInputSpaceFor(ms: number): Promise<void> {
     let timer: ReturnType<typeof setTimeout> | undefined;
     await Promise.race([
-      this.waitInputSpace(),
+      this.waitInputSpace().catch(() => {}),
       new Promise<void>((r) => (timer = setTimeout(r, ms))),
     ]);
     clearTimeout(timer);

@@ -6,7 +6,9 @@
  */
 
 import {
+  errno,
   libc,
+  MADV_DONTDUMP,
   MADV_POPULATE_WRITE,
   MAP_ANONYMOUS,
   MAP_NORESERVE,
@@ -14,6 +16,7 @@ import {
   mmap,
   PROT_READ,
   PROT_WRITE,
+  SysError,
 } from "../../ffi/libc.ts";
 import { MMIO_GAP_END, MMIO_GAP_START } from "../arch/x86_64/layout.ts";
 
@@ -80,6 +83,10 @@ export class GuestMemory {
   /** Maps `size` bytes of anonymous memory, MAP_NORESERVE. */
   static allocate(size: number): GuestMemory {
     const ptr = mmap(size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE);
+    // The guest's secrets stay out of the monitor's core dumps.
+    if (libc().madvise(BigInt(Deno.UnsafePointer.value(ptr)), BigInt(size), MADV_DONTDUMP) !== 0) {
+      throw new SysError("madvise", errno());
+    }
     const buf = Deno.UnsafePointerView.getArrayBuffer(ptr, size);
     return new GuestMemory(buf, BigInt(Deno.UnsafePointer.value(ptr)));
   }

@@ -25,10 +25,14 @@ const post = (e: VcpuEvent) => self.postMessage(e);
 /** Reads as zero, ignores writes: Linux's I/O-delay port. */
 const silent: BusDevice = { read: (_o, d) => d.fill(0), write() {} };
 
+/**
+ * Console output goes through the ring to the main thread in every mode:
+ * a vCPU never blocks on the host's stdout, and a stop drops what is left.
+ */
 function consoleWriter(m: VcpuStart): Writer {
-  if (m.console === "stdout") return Deno.stdout;
-  if (m.console === "message") return new ConsoleRingWriter(m.consoleRing);
-  return { writeSync: (d) => d.length };
+  if (m.console === "none") return { writeSync: (d) => d.length };
+  const ctl = new Int32Array(m.ctl);
+  return new ConsoleRingWriter(m.consoleRing, () => Atomics.load(ctl, CTL.stop) !== 0);
 }
 
 /**

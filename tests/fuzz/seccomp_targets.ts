@@ -37,6 +37,7 @@ function argPasses(c: ArgCheck, arg: bigint): boolean {
     return values.some((x) => (x >>> 0) === Number(v & 0xffffffffn));
   }
   if ("eq" in c) return c.eq.some((x) => BigInt.asUintN(64, x) === v);
+  if ("set" in c) return (v & BigInt.asUintN(64, c.set)) === BigInt.asUintN(64, c.set);
   return (v & BigInt.asUintN(64, c.clear)) === 0n;
 }
 
@@ -66,6 +67,7 @@ const argCheck: fc.Arbitrary<ArgCheck> = fc.oneof(
   fc.record({ arg: argIndex, eq32: fc.array(u32, { minLength: 1, maxLength: 8 }) }),
   fc.record({ arg: argIndex, eq: fc.array(u64, { minLength: 1, maxLength: 4 }) }),
   fc.record({ arg: argIndex, clear: u64 }),
+  fc.record({ arg: argIndex, set: u64 }),
 );
 
 const rule: fc.Arbitrary<SyscallRule> = fc.record({
@@ -107,6 +109,8 @@ function calls(p: Policy): fc.Arbitrary<SeccompInput[]> {
         ? (Array.isArray(c.eq32) ? c.eq32 as number[] : Object.values(c.eq32)).map(BigInt)
         : "eq" in c
         ? [...c.eq]
+        : "set" in c
+        ? [c.set, c.set & ~(c.set & -c.set), 2n ** 64n - 1n, 0n]
         : [c.clear, ~c.clear & (2n ** 64n - 1n), 0n]
     )
   );

@@ -3,6 +3,7 @@
  */
 
 import { BOOT_TARGETS } from "./boot_targets.ts";
+import { CONSOLE_TARGETS } from "./console_targets.ts";
 import { CPIO_TARGETS } from "./cpio_targets.ts";
 import { DEVICE_TARGETS } from "./device_targets.ts";
 import { SECCOMP_TARGETS } from "./seccomp_targets.ts";
@@ -10,10 +11,11 @@ import type { Target } from "./target.ts";
 
 export type { Target };
 
-/** Parsers and loader, cpio, devices, seccomp. */
+/** Parsers and loader, cpio, devices, seccomp, the console filter. */
 export const TARGETS: Target[] = [
   ...BOOT_TARGETS,
   ...CPIO_TARGETS,
   ...DEVICE_TARGETS,
   ...SECCOMP_TARGETS,
+  ...CONSOLE_TARGETS,
 ];
