@@ -47,6 +47,9 @@ Deno.test({
     const r = await volt(["run", "--kernel", g.hello(), "--log-level", "info"]);
     assert.equal(r.stdout, "Hello from a volt guest\n");
     assert.equal(r.code, 7, r.stderr);
-    assert.match(r.stderr, /Sandbox: seccomp \d+ syscalls \(kill otherwise\), Landlock /);
+    assert.match(
+      r.stderr,
+      /Sandbox: seccomp \d+ syscalls, \d+ on vCPU threads \(kill otherwise\), Landlock /,
+    );
   },
 });

@@ -21,6 +21,7 @@ const RUNS: Record<string, number> = {
   "uart": 2000,
   "i8042": 3000,
   "seccomp-monitor": 5000,
+  "seccomp-vcpu": 3000,
   "seccomp-policies": 800,
   "console-safe": 3000,
 };

@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { readThreadStatus } from "../src/sandbox/caps.ts";
-import { MONITOR_POLICY } from "../src/sandbox/seccomp.ts";
+import { MONITOR_POLICY, VCPU_POLICY } from "../src/sandbox/seccomp.ts";
 import { needsKvm, runCli, startCliUntil } from "./helpers.ts";
 import * as g from "./guests.ts";
 
@@ -39,6 +39,15 @@ Deno.test({
         assert.equal(t.noNewPrivs, 1, `${where} NoNewPrivs`);
         assert.equal(t.seccomp, 2, `${where} Seccomp`);
       }
+      // Each vCPU thread stacked its own filter on the process-wide one. (KVM's
+      // own task in the process, kvm-nx-lpage-recovery, is made by a vCPU
+      // thread at its first KVM_RUN and inherits that thread's filters.)
+      const own = threads.filter((t) => !t.name.startsWith("kvm-"));
+      const stacked = own.filter((t) => t.seccompFilters === 2);
+      const names = own.map((t) => `${t.name}:${t.seccompFilters}`).join(" ");
+      assert.equal(stacked.length, 2, names);
+      assert.ok(stacked.every((t) => t.name.startsWith("worker-")), names);
+      assert.ok(own.every((t) => t.seccompFilters === 1 || t.seccompFilters === 2), names);
       // Deno's own layer: the jailed monitor runs with FFI and reads only.
       const args = cmdline(run.child.pid);
       assert.ok(args.includes("--allow-ffi"), args.join(" "));
@@ -50,7 +59,7 @@ Deno.test({
       assert.match(
         out.stderr,
         new RegExp(
-          `Sandbox: seccomp ${MONITOR_POLICY.rules.length} syscalls \\(kill otherwise\\), `,
+          `Sandbox: seccomp ${MONITOR_POLICY.rules.length} syscalls, ${VCPU_POLICY.rules.length} on vCPU threads \\(kill otherwise\\), `,
         ),
       );
       assert.match(out.stderr, /no_new_privs, undumpable, Deno: FFI only \(reads revoked\)/);

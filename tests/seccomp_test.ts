@@ -18,6 +18,7 @@ import {
   syscallNumber,
   type SyscallRule,
   SYSCALLS,
+  VCPU_POLICY,
   X32_SYSCALL_BIT,
 } from "../src/sandbox/seccomp.ts";
 import { ROOT } from "./helpers.ts";
@@ -54,15 +55,16 @@ Deno.test("seccomp: every syscall number gets the verdict the policy gives it", 
     const name = syscallName(nr);
     const rule = name && rules.get(name);
     // All-zero arguments: an ioctl request of 0 is not on the list; clone
-    // flags of 0 are a fork; tgkill of pid 0 is not this process.
+    // flags of 0 are a fork; tgkill of pid 0 is not this process; seccomp
+    // op 0 is strict mode.
     let want = rule ? actionValue(rule.action ?? "allow") : KILL;
-    if (name === "ioctl" || name === "clone" || name === "tgkill") want = KILL;
+    if (["ioctl", "clone", "tgkill", "seccomp"].includes(name ?? "")) want = KILL;
     const got = run(program, { nr, arch: AUDIT_ARCH_X86_64, args: [0n, 0n, 0n, 0n, 0n, 0n] });
     assert.equal(got, want, `${name ?? nr}: got 0x${got.toString(16)}`);
     if (got === ALLOW) allowed++;
   }
-  // ioctl, clone and tgkill need their arguments; clone3 answers ENOSYS.
-  assert.equal(allowed, rules.size - 4);
+  // ioctl, clone, tgkill and seccomp need their arguments; clone3 answers ENOSYS.
+  assert.equal(allowed, rules.size - 5);
 });
 
 Deno.test("seccomp: tgkill reaches this process's threads with the kick or abort only", () => {
@@ -75,11 +77,32 @@ Deno.test("seccomp: tgkill reaches this process's threads with the kick or abort
   assert.equal(call("tgkill", [pid + 1n, 1234n, 12n]), KILL, "the next pid");
 });
 
+Deno.test("seccomp: a vCPU thread runs the guest, and opens, spawns and connects nothing", () => {
+  const vcpu = buildFilter(VCPU_POLICY);
+  const v = (name: string, args: bigint[] = []) =>
+    run(vcpu, { nr: syscallNumber(name), arch: AUDIT_ARCH_X86_64, args });
+  assert.equal(v("ioctl", [5n, BigInt(KVM.RUN)]), ALLOW);
+  assert.equal(v("ioctl", [5n, BigInt(KVM.IRQ_LINE)]), ALLOW);
+  for (const req of [KVM.CREATE_VM, KVM.SET_USER_MEMORY_REGION, KVM.SET_REGS, TCGETS]) {
+    assert.equal(v("ioctl", [5n, BigInt(req)]), KILL, `ioctl 0x${req.toString(16)}`);
+  }
+  assert.equal(v("openat"), (SECCOMP_RET.ERRNO | 13) >>> 0, "openat answers EACCES");
+  for (
+    const name of ["socket", "connect", "execve", "clone", "fork", "ptrace", "mount", "seccomp"]
+  ) {
+    assert.equal(v(name), KILL, name);
+  }
+  for (const name of ["futex", "mmap", "munmap", "write", "rt_sigreturn", "exit"]) {
+    assert.equal(v(name), ALLOW, name);
+  }
+  assert.ok(VCPU_POLICY.rules.length < MONITOR_POLICY.rules.length);
+});
+
 Deno.test("seccomp: plain entries decide on nr alone, so the kernel can cache them", () => {
   // The kernel caches "always allowed" per nr only when the filter's
   // verdict cannot depend on the arguments: random arguments must not
   // change any verdict outside the argument-checked rules.
-  const checked = new Set(["ioctl", "clone", "tgkill"]);
+  const checked = new Set(["ioctl", "clone", "tgkill", "seccomp"]);
   const random = () => BigInt.asUintN(64, BigInt(Math.floor(Math.random() * 2 ** 52)) << 12n);
   for (let nr = 0; nr <= MAX_SYSCALL; nr++) {
     if (checked.has(syscallName(nr) ?? "")) continue;

@@ -12,7 +12,7 @@ import { configureLogging, type Level, LOG_LEVELS, logger } from "../log.ts";
 import { cpuidCommand } from "./cpuid_cmd.ts";
 import { guestCommand, initramfsCommand, kernelCommand } from "./guest_cmd.ts";
 import { runCommand } from "./run_cmd.ts";
-import { formatPolicy, MONITOR_POLICY } from "../sandbox/seccomp.ts";
+import { formatPolicy, MONITOR_POLICY, VCPU_POLICY } from "../sandbox/seccomp.ts";
 
 /** The version `volt --version` prints. */
 export const VERSION: string = meta.version;
@@ -117,6 +117,8 @@ export async function main(args: string[]): Promise<number> {
       case "sandbox":
         parse(rest, { print: { type: "boolean" } });
         console.log(formatPolicy(MONITOR_POLICY));
+        console.log("\nStacked on each vCPU thread right before its first KVM_RUN:\n");
+        console.log(formatPolicy(VCPU_POLICY));
         return EXIT_CODE.ok;
       case "kernel":
         return await kernelCommand(rest);

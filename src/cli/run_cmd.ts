@@ -28,12 +28,21 @@ import {
   type JailState,
   planJail,
   programLocation,
+  type SandboxFacts,
   type SandboxOptions,
   sandboxSummary,
   seccompMode,
   verifyJailed,
 } from "../sandbox/monitor.ts";
-import { buildFilter, installFilter, MONITOR_POLICY } from "../sandbox/seccomp.ts";
+import {
+  buildFilter,
+  encodeFilter,
+  installFilter,
+  MONITOR_POLICY,
+  type Policy,
+  VCPU_POLICY,
+} from "../sandbox/seccomp.ts";
+import type { VcpuFilter } from "../vmm/worker_protocol.ts";
 import { SECCOMP_MODE_FILTER } from "../../ffi/seccomp.ts";
 import { resolveGuest } from "./guest_cmd.ts";
 import { parse, parseLevel } from "./main.ts";
@@ -226,20 +235,24 @@ async function boot(config: VmConfig, state: JailState, sandbox: SandboxOptions)
     // monitor reads nothing more through Deno.
     Deno.permissions.revokeSync({ name: "read" });
     machine.trace.mark("deno reads revoked");
-    let seccomp: { syscalls: number; log: boolean } | "off" = "off";
+    let seccomp: SandboxFacts["seccomp"] = "off";
+    let vcpuFilter: VcpuFilter | undefined;
     if (sandbox.seccomp) {
       // Every vCPU thread exists: from here on, a syscall outside the
       // allow-list kills the whole process (TSYNC).
-      const policy = sandbox.seccompLog
-        ? { ...MONITOR_POLICY, defaultAction: "log" as const }
-        : MONITOR_POLICY;
+      const withDefault = (p: Policy): Policy =>
+        sandbox.seccompLog ? { ...p, defaultAction: "log" } : p;
+      const policy = withDefault(MONITOR_POLICY);
       installFilter(buildFilter(policy), { log: sandbox.seccompLog });
       if (seccompMode() !== SECCOMP_MODE_FILTER) {
         throw new VoltError("The seccomp filter is not in force after installing it", "internal");
       }
       machine.trace.mark("seccomp installed");
+      const vcpu = withDefault(VCPU_POLICY);
+      vcpuFilter = { program: encodeFilter(buildFilter(vcpu)), log: sandbox.seccompLog };
       seccomp = {
         syscalls: policy.rules.length,
+        vcpuSyscalls: vcpu.rules.length,
         log: sandbox.seccompLog,
       };
     }
@@ -254,7 +267,7 @@ async function boot(config: VmConfig, state: JailState, sandbox: SandboxOptions)
     logger("sandbox").info("{line}", {
       line: sandboxSummary({ seccomp, state, revoked: true, dumpable: dumpable() }),
     });
-    machine.start();
+    machine.start({ vcpuFilter });
     const exit = await machine.wait();
     await machine.settled();
     if (state.metricsFd !== undefined) {

@@ -204,6 +204,8 @@ export interface ThreadStatus {
   noNewPrivs: number;
   /** `Seccomp:` 0 none, 1 strict, 2 filter. */
   seccomp: number;
+  /** `Seccomp_filters:` filters stacked on the thread (Linux 5.9; 0 before). */
+  seccompFilters: number;
 }
 
 /**
@@ -232,6 +234,7 @@ export function parseStatus(text: string): Omit<ThreadStatus, "tid"> {
     capAmb: hex("CapAmb"),
     noNewPrivs: num("NoNewPrivs"),
     seccomp: num("Seccomp"),
+    seccompFilters: num("Seccomp_filters"),
   };
 }
 

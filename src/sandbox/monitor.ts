@@ -255,7 +255,8 @@ export function seccompMode(): number {
 
 /** The facts of one sandboxed run, for its one-line summary. */
 export interface SandboxFacts {
-  seccomp: { syscalls: number; log: boolean } | "off";
+  /** Syscalls of the process-wide filter and of each vCPU thread's own. */
+  seccomp: { syscalls: number; vcpuSyscalls?: number; log: boolean } | "off";
   state: JailState;
   revoked: boolean;
   /** Measured: the process may be dumped and ptraced by its user. */
@@ -281,7 +282,9 @@ export function sandboxSummary(f: SandboxFacts): string {
   const parts = [
     f.seccomp === "off"
       ? "seccomp off"
-      : `seccomp ${f.seccomp.syscalls} syscalls (${f.seccomp.log ? "log" : "kill"} otherwise)`,
+      : `seccomp ${f.seccomp.syscalls} syscalls${
+        f.seccomp.vcpuSyscalls ? `, ${f.seccomp.vcpuSyscalls} on vCPU threads` : ""
+      } (${f.seccomp.log ? "log" : "kill"} otherwise)`,
     "abi" in landlock
       ? `Landlock ABI ${landlock.abi} with ${landlock.rules} rules${
         landlock.scoped ? " (signals and abstract sockets scoped)" : ""

@@ -27,6 +27,7 @@ import {
   BPF_LD,
   BPF_RET,
   BPF_W,
+  SOCK_FILTER,
 } from "../../ffi/bpf.ts";
 import { errno, libc } from "../../ffi/libc.ts";
 import { errnoName } from "../../ffi/errno.ts";
@@ -397,14 +398,27 @@ const pinned = new Set<unknown>();
  * ```
  */
 export function installFilter(program: Program, opts: InstallOptions = {}): void {
+  installEncoded(encode(program), opts);
+}
+
+/**
+ * {@linkcode installFilter} for a program already encoded as `sock_filter`
+ * bytes: a vCPU thread gets its filter from the main thread this way.
+ *
+ * @example
+ * ```ts ignore
+ * import { buildFilter, encodeFilter, installEncoded, VCPU_POLICY } from "./seccomp.ts";
+ * installEncoded(encodeFilter(buildFilter(VCPU_POLICY)), { tsync: false });
+ * ```
+ */
+export function installEncoded(filter: Uint8Array<ArrayBuffer>, opts: InstallOptions = {}): void {
   const l = libc();
   if (l.prctl(PR_SET_NO_NEW_PRIVS, 1n, 0n, 0n, 0n) !== 0) {
     throw new VoltError(`Setting no_new_privs failed: ${errnoName(errno())}`, "internal");
   }
-  const filter = encode(program);
   const fprog = new Uint8Array(SOCK_FPROG.size);
   const v = new DataView(fprog.buffer);
-  v.setUint16(SOCK_FPROG.len, program.length, true);
+  v.setUint16(SOCK_FPROG.len, filter.length / SOCK_FILTER.size, true);
   v.setBigUint64(
     SOCK_FPROG.filter,
     BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(filter))),
@@ -434,8 +448,14 @@ export function installFilter(program: Program, opts: InstallOptions = {}): void
   }
 }
 
+/** A program as the `sock_filter` bytes {@linkcode installEncoded} takes. */
+export const encodeFilter: (program: Program) => Uint8Array<ArrayBuffer> = encode;
+
 /** Arch values and the x32 marker, for feeding the emulator. */
 export { AUDIT_ARCH_I386, AUDIT_ARCH_X86_64, X32_SYSCALL_BIT };
+
+/** EACCES (asm-generic/errno-base.h): permission denied. */
+const EACCES = 13;
 
 /** ENOSYS (asm-generic/errno.h): "no such syscall", which makes glibc fall back. */
 const ENOSYS = 38;
@@ -486,6 +506,15 @@ export function monitorPolicy(pid: number): Policy {
           { arg: 0, set: BigInt(CLONE_THREAD | CLONE_VM | CLONE_SIGHAND) },
         ],
         why: "new threads (Deno's pool grows on demand): never a process, never new namespaces",
+      },
+      {
+        name: "seccomp",
+        args: [
+          { arg: 0, eq32: { SECCOMP_SET_MODE_FILTER } },
+          { arg: 1, eq: [0n, BigInt(SECCOMP_FILTER_FLAG_LOG)] },
+        ],
+        why:
+          "each vCPU thread stacks its own, smaller filter (no TSYNC: it binds that thread alone)",
       },
       {
         name: "clone3",
@@ -561,6 +590,89 @@ export function monitorPolicy(pid: number): Policy {
   };
 }
 
+/**
+ * The allow-list a vCPU thread stacks on the monitor's right before its
+ * first KVM_RUN (Firecracker's vCPU filter): the run loop's ioctls, and
+ * what a Deno worker's runtime does on its own thread (memory, futexes,
+ * its event loop, the signal pipe the kick writes to, thread exit). No
+ * file is opened, no thread or socket made, no other ioctl: a guest that
+ * takes over the vCPU thread through a device bug gets this much.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { vcpuPolicy } from "./seccomp.ts";
+ * assert.ok(!vcpuPolicy(1).rules.includes("openat"));
+ * ```
+ */
+export function vcpuPolicy(pid: number): Policy {
+  return {
+    name: "vcpu",
+    rules: [
+      {
+        name: "ioctl",
+        args: [{
+          arg: 1,
+          eq32: {
+            KVM_RUN: KVM.RUN,
+            KVM_IRQ_LINE: KVM.IRQ_LINE,
+            KVM_GET_REGS: KVM.GET_REGS,
+            KVM_GET_SREGS: KVM.GET_SREGS,
+          },
+        }],
+        why: "the run loop, the serial IRQ, register dumps for error reports",
+      },
+      {
+        name: "tgkill",
+        args: [{ arg: 0, eq32: [pid] }, { arg: 2, eq32: { SIGABRT, SIGUSR2 } }],
+        why: "abort, to this process only",
+      },
+      {
+        name: "openat",
+        action: { errno: EACCES },
+        why:
+          "glibc's malloc asks /proc/sys/vm/overcommit_memory once, from whichever thread trims a heap first; it copes",
+      },
+      "sched_getparam",
+      "sched_getscheduler",
+      "futex",
+      "read",
+      "write",
+      "sendto",
+      "recvfrom",
+      "epoll_wait",
+      "epoll_ctl",
+      "close",
+      "mmap",
+      "mprotect",
+      {
+        name: "pkey_mprotect",
+        why: "V8 flips JIT pages with protection keys on CPUs that have PKU",
+      },
+      "munmap",
+      "madvise",
+      "mremap",
+      "brk",
+      "rt_sigaction",
+      "rt_sigprocmask",
+      "rt_sigreturn",
+      "sigaltstack",
+      "sched_yield",
+      "sched_getaffinity",
+      "getpid",
+      "gettid",
+      "getrandom",
+      "clock_nanosleep",
+      "prctl",
+      "rseq",
+      "set_robust_list",
+      "exit",
+      "exit_group",
+      "restart_syscall",
+    ],
+  };
+}
+
 /** SIGABRT and SIGUSR2 (asm-generic/signal.h). */
 const SIGABRT = 6;
 const SIGUSR2 = 12;
@@ -576,3 +688,6 @@ const SIGUSR2 = 12;
  * ```
  */
 export const MONITOR_POLICY: Policy = monitorPolicy(Deno.pid);
+
+/** {@linkcode vcpuPolicy} for this process. */
+export const VCPU_POLICY: Policy = vcpuPolicy(Deno.pid);

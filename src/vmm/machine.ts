@@ -23,7 +23,7 @@ import { resolveConfig, type VmConfig } from "./config.ts";
 import { type VmExit, vmExit } from "./exit_reason.ts";
 import { BootTrace, FIRST_RUN_PHASE, GUEST_READY_PHASE, type Mark } from "./trace.ts";
 import { CTL } from "./vcpu_loop.ts";
-import type { VcpuEvent, VcpuStart } from "./worker_protocol.ts";
+import type { VcpuEvent, VcpuFilter, VcpuStart } from "./worker_protocol.ts";
 
 /**
  * The kick signal. Not SIGUSR1: Deno opens its inspector on SIGUSR1 (as
@@ -208,8 +208,11 @@ export class Machine {
     return m;
   }
 
-  /** Starts every vCPU. */
-  start(): void {
+  /**
+   * Starts every vCPU; with `vcpuFilter`, each vCPU thread stacks that
+   * seccomp filter on itself right before its first KVM_RUN.
+   */
+  start(opts: { vcpuFilter?: VcpuFilter } = {}): void {
     if (this.started) throw new Error("VM already started");
     this.started = true;
     // Before the messages: a worker may reach KVM_RUN before this thread
@@ -240,6 +243,7 @@ export class Machine {
         console: this.cfg.console,
         consoleRing: this.consoleRing,
         pvm: b.template.name === "pvm",
+        vcpuFilter: opts.vcpuFilter,
       };
       t.worker.postMessage(msg);
     });

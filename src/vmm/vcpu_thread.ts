@@ -14,6 +14,7 @@ import { BootTimerPort, ExitPort } from "../devices/guest_ctl.ts";
 import { I8042 } from "../devices/i8042.ts";
 import { Serial, type Writer } from "../devices/serial.ts";
 import { ConsoleRingWriter } from "../devices/console_ring.ts";
+import { installEncoded } from "../sandbox/seccomp.ts";
 import { guestExit, vmExit } from "./exit_reason.ts";
 import { GuestMemory } from "./memory.ts";
 import { CTL, VcpuLoop } from "./vcpu_loop.ts";
@@ -101,6 +102,8 @@ function start(m: VcpuStart): void {
   post({ type: "running", tid: libc().gettid(), at: performance.timeOrigin + performance.now() });
   let exit;
   try {
+    // Last: everything this thread sets up is done; from here it runs the guest.
+    if (m.vcpuFilter) installEncoded(m.vcpuFilter.program, { tsync: false, log: m.vcpuFilter.log });
     exit = loop.run();
   } catch (e) {
     exit = vmExit("monitor-error", `vCPU ${m.id}: ${(e as Error).message}`, m.id);

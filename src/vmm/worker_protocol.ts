@@ -26,6 +26,16 @@ export interface VcpuStart {
   consoleRing: SharedArrayBuffer;
   /** The host is PVM: watch for the userspace fault it causes. */
   pvm: boolean;
+  /** A seccomp filter (`sock_filter` bytes) this thread stacks right before its first KVM_RUN. */
+  vcpuFilter?: VcpuFilter;
+}
+
+/** The vCPU thread's own seccomp filter. */
+export interface VcpuFilter {
+  /** Encoded `sock_filter` instructions. */
+  program: Uint8Array<ArrayBuffer>;
+  /** Log instead of kill (calibration): the kernel logs every non-ALLOW verdict. */
+  log: boolean;
 }
 
 /** Worker → main. */

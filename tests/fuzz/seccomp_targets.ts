@@ -21,6 +21,7 @@ import {
   syscallName,
   type SyscallRule,
   SYSCALLS,
+  VCPU_POLICY,
   X32_SYSCALL_BIT,
 } from "../../src/sandbox/seccomp.ts";
 import { defineTarget, type Target } from "./target.ts";
@@ -160,6 +161,7 @@ function checkSeccomp(p: Policy, inputs: SeccompInput[], program = buildFilter(p
 }
 
 const MONITOR_PROGRAM = buildFilter(MONITOR_POLICY);
+const VCPU_PROGRAM = buildFilter(VCPU_POLICY);
 
 /** The seccomp targets. */
 export const SECCOMP_TARGETS: Target[] = [
@@ -168,6 +170,13 @@ export const SECCOMP_TARGETS: Target[] = [
     about: "the monitor's filter, emulated, gives each random call the verdict MONITOR_POLICY says",
     arbitrary: calls(MONITOR_POLICY),
     check: (inputs: SeccompInput[]) => checkSeccomp(MONITOR_POLICY, inputs, MONITOR_PROGRAM),
+  }),
+  defineTarget({
+    name: "seccomp-vcpu",
+    about:
+      "each vCPU thread's filter, emulated, gives each random call the verdict VCPU_POLICY says",
+    arbitrary: calls(VCPU_POLICY),
+    check: (inputs: SeccompInput[]) => checkSeccomp(VCPU_POLICY, inputs, VCPU_PROGRAM),
   }),
   defineTarget({
     name: "seccomp-policies",
