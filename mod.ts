@@ -20,7 +20,11 @@ import { Machine } from "./src/vmm/machine.ts";
 
 export type { VmConfig } from "./src/vmm/config.ts";
 export type { StopCause, VmExit } from "./src/vmm/exit_reason.ts";
-export type { Mark } from "./src/vmm/trace.ts";
+export type { BootTrace, Mark } from "./src/vmm/trace.ts";
+export type { BootProtocol } from "./src/boot/loader.ts";
+export type { ConsoleSink, VcpuFilter } from "./src/vmm/worker_protocol.ts";
+export type { ConsoleMode } from "./src/vmm/console_filter.ts";
+export type { ErrorKind } from "./src/errors.ts";
 export { Machine } from "./src/vmm/machine.ts";
 export { EXIT_CODE, VoltError } from "./src/errors.ts";
 export { DEFAULT_CMDLINE } from "./src/boot/cmdline.ts";

@@ -112,7 +112,12 @@ export interface CreateOptions {
 export class Machine {
   /** Boot phases so far. */
   readonly trace: BootTrace;
-  /** The built VM (memory, vCPUs, kernel facts). */
+  /**
+   * The built VM (memory, vCPUs, kernel facts): the monitor's internals,
+   * for tests and tools; they may change between versions.
+   *
+   * @internal
+   */
   readonly built: BuiltVm;
   /** Receives console bytes when `console` is `message`. */
   onConsole: (bytes: Uint8Array) => void = noop;

@@ -30,6 +30,7 @@ export interface Mark {
  * ```
  */
 export class BootTrace {
+  /** Every phase so far, in order. */
   readonly marks: Mark[] = [];
   private readonly listener?: (m: Mark) => void;
   private readonly offset: number;
