@@ -337,7 +337,14 @@ async function measure(
       const [a, b] = await pair(
         i,
         () => toFirstRun(["--kernel", guest.kernel]),
-        () => toFirstRun(["--kernel", guest.kernel, "--no-seccomp", "--no-landlock"]),
+        () =>
+          toFirstRun([
+            "--kernel",
+            guest.kernel,
+            "--no-seccomp",
+            "--no-landlock",
+            "--allow-root-without-landlock",
+          ]),
       );
       if (a && b) {
         on.push(vmmWall(a));

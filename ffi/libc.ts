@@ -53,6 +53,7 @@ const symbols = {
   __errno_location: { parameters: [], result: "pointer" },
   gettid: { parameters: [], result: "i32" },
   getpid: { parameters: [], result: "i32" },
+  getuid: { parameters: [], result: "u32" },
   tgkill: { parameters: ["i32", "i32", "i32"], result: "i32" },
   getrlimit: { parameters: ["i32", "buffer"], result: "i32" },
   setrlimit: { parameters: ["i32", "buffer"], result: "i32" },

@@ -152,6 +152,14 @@ const cases: Array<[string, string[], number, RegExp]> = [
     64,
     /^--require-sandbox conflicts with --no-landlock$/,
   ],
+  ...(Deno.uid() === 0
+    ? [[
+      "root without Landlock",
+      ["--kernel", elf, "--no-landlock"],
+      64,
+      /^Refusing to run the monitor as root without Landlock \(--no-landlock\): run volt as a user with access to \/dev\/kvm, or pass --allow-root-without-landlock$/,
+    ] as [string, string[], number, RegExp]]
+    : []),
   [
     "seccomp logging without seccomp",
     ["--kernel", elf, "--no-seccomp", "--seccomp-log"],

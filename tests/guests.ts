@@ -504,3 +504,180 @@ export const consoleFlood = () =>
   jmp 1b
 msg: .asciz "flooding\\n"
 line: .asciz "flood flood flood flood flood flood flood flood flood flood\\n"`);
+
+/**
+ * Every AP floods COM1: `perAp` bytes of 'x' to THR, each followed by an LSR
+ * and a scratch-register access, with no lock; the BSP counts them in and
+ * exits 0. Serial contention from every vCPU at once.
+ */
+export const smpSerialFlood = (perAp: number) =>
+  assembleElf(
+    `
+  mov ecx, 0x1b
+  rdmsr
+  or eax, 0xc00
+  wrmsr
+  mov ecx, 0x830
+  xor edx, edx
+  mov eax, 0x000c4500
+  wrmsr
+  mov eax, 100000
+1: dec eax
+  jnz 1b
+  mov ecx, 0x830
+  mov eax, 0x000c4600 | (${AP_START} >> 12)
+  wrmsr
+  mov eax, 0x000c4600 | (${AP_START} >> 12)
+  wrmsr
+  mov eax, 1
+  cpuid
+  shr ebx, 16
+  and ebx, 0xff
+  dec ebx
+2: pause
+  movzx eax, word ptr [ap_count]
+  cmp eax, ebx
+  jne 2b
+${PRINT("done")}${EXIT(0)}
+done: .asciz "\\nall APs flooded\\n"
+
+.section .ap, "ax"
+.code16
+ap_start:
+  cli
+  mov ax, cs
+  mov ds, ax
+  mov cx, ${perAp}
+3: mov dx, 0x3f8
+  mov al, 'x'
+  out dx, al
+  mov dx, 0x3fd
+  in al, dx
+  mov dx, 0x3ff
+  out dx, al
+  loop 3b
+  lock inc word ptr [ap_count - ap_start]
+5: hlt
+  jmp 5b
+.align 2
+ap_count: .word 0
+`,
+    0x200000,
+    [`--section-start=.ap=0x${AP_START.toString(16)}`],
+  );
+
+/**
+ * Writes every UART register with values from a xorshift sequence (DLAB
+ * on and off, FIFO resets, loopback, interrupts enabled with no IDT: the
+ * PIC is left masked) and reads each back, `rounds` times, then prints a
+ * marker and exits 0. The UART's state machine under garbage.
+ */
+export const serialGarbage = (rounds: number) =>
+  assembleElf(`
+  mov al, 0xff
+  out 0x21, al
+  out 0xa1, al
+  mov ebx, 0x2545f491
+  mov ecx, ${rounds}
+1: mov edx, 0x3f8
+2: mov eax, ebx
+  shl eax, 13
+  xor ebx, eax
+  mov eax, ebx
+  shr eax, 17
+  xor ebx, eax
+  mov eax, ebx
+  shl eax, 5
+  xor ebx, eax
+  mov eax, ebx
+  out dx, al
+  in al, dx
+  inc edx
+  cmp edx, 0x400
+  jne 2b
+  loop 1b
+  mov dx, 0x3fb
+  mov al, 0x03
+  out dx, al
+  mov dx, 0x3fc
+  xor al, al
+  out dx, al
+${PRINT("msg")}${EXIT(0)}
+msg: .asciz "\\nserial garbage survived\\n"`);
+
+/**
+ * Sends the i8042 xorshift garbage on its command (0x64) and data (0x60)
+ * ports, skipping the reset pulse (0xfe) and the output-port write (0xd1)
+ * so the guest runs to its end; reads status and data after each. Prints a
+ * marker and exits 0.
+ */
+export const i8042Garbage = (rounds: number) =>
+  assembleElf(`
+  mov ebx, 0x1b873593
+  mov ecx, ${rounds}
+1: mov eax, ebx
+  shl eax, 13
+  xor ebx, eax
+  mov eax, ebx
+  shr eax, 17
+  xor ebx, eax
+  mov eax, ebx
+  shl eax, 5
+  xor ebx, eax
+  mov eax, ebx
+  cmp al, 0xfe
+  je 2f
+  cmp al, 0xd1
+  je 2f
+  out 0x64, al
+2: in al, 0x64
+  mov al, ah
+  out 0x60, al
+  in al, 0x60
+  loop 1b
+${PRINT("msg")}${EXIT(0)}
+msg: .asciz "i8042 garbage survived\\n"`);
+
+/**
+ * Floods the POST, serial and an unclaimed port and unbacked MMIO, then
+ * faults with no IDT in the middle of it: a triple fault mid-flood.
+ */
+export const tripleFaultMidFlood = () =>
+  assembleElf(`
+  mov rdi, 0x30000000
+  mov ecx, 20000
+1: out 0x80, al
+  mov dx, 0x3f8
+  mov al, '.'
+  out dx, al
+  mov dx, 0x2345
+  in al, dx
+  mov dword ptr [rdi], ecx
+  cmp ecx, 10000
+  je 2f
+  loop 1b
+2: ud2`);
+
+/**
+ * Exit-port garbage: writes of every width to the port's other offsets
+ * (0xf5..0xf7, ignored) and a read, then status 200 (outside the range
+ * that passes through).
+ */
+export const exitPortGarbage = () =>
+  assembleElf(`
+  mov dx, 0xf5
+  mov al, 3
+  out dx, al
+  mov ax, 5
+  out dx, ax
+  mov dx, 0xf7
+  mov al, 9
+  out dx, al
+  mov dx, 0xf4
+  in eax, dx
+${PRINT("msg")}
+  mov dx, 0xf4
+  mov eax, 200
+  out dx, eax
+  hlt
+msg: .asciz "exit garbage sent\n"`);

@@ -52,6 +52,9 @@ Run options:
   --no-landlock        skip Landlock (on by default: the monitor opens only
                        the guest's files, /dev/kvm and Deno's own)
   --require-sandbox    refuse to boot when a layer cannot be applied
+  --allow-root-without-landlock
+                       run the monitor as root where Landlock is off or
+                       missing (refused by default: root keeps its files)
   --metrics-json PATH  write the boot phases, VMM init and guest boot time
                        (volt-init's boot-timer write) as JSON at exit
   --console-mode M     auto | safe | raw (default auto: safe when stdout is a

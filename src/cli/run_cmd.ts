@@ -9,6 +9,7 @@
  * @module
  */
 
+import { libc } from "../../ffi/libc.ts";
 import { EXIT_CODE, VoltError } from "../errors.ts";
 import { configureLogging, logger } from "../log.ts";
 import type { BootProtocol } from "../boot/loader.ts";
@@ -28,6 +29,8 @@ import {
   type JailState,
   planJail,
   programLocation,
+  rootNeedsLandlock,
+  rootWithoutLandlock,
   type SandboxFacts,
   type SandboxOptions,
   sandboxSummary,
@@ -62,6 +65,7 @@ const OPTIONS = {
   "no-landlock": { type: "boolean" },
   "require-sandbox": { type: "boolean" },
   "seccomp-log": { type: "boolean" },
+  "allow-root-without-landlock": { type: "boolean" },
   "metrics-json": { type: "string" },
   "console-mode": { type: "string" },
   // `./volt run` decides where to boot; the monitor itself always boots here.
@@ -85,6 +89,8 @@ export function sandboxOptions(v: Partial<Values>): SandboxOptions {
     landlock: !v["no-landlock"],
     require: !!v["require-sandbox"],
     seccompLog: !!v["seccomp-log"],
+    // libc's, not Deno.uid(): the jailed monitor has no --allow-sys.
+    landlockRequired: rootNeedsLandlock(libc().getuid(), !!v["allow-root-without-landlock"]),
   };
   if (opts.require) {
     const off = ["no-seccomp", "no-landlock", "seccomp-log"].find((k) => v[k as keyof Values]);
@@ -92,6 +98,9 @@ export function sandboxOptions(v: Partial<Values>): SandboxOptions {
   }
   if (opts.seccompLog && !opts.seccomp) {
     throw new VoltError("--seccomp-log conflicts with --no-seccomp", "usage");
+  }
+  if (opts.landlockRequired && !opts.landlock) {
+    throw new VoltError(rootWithoutLandlock("--no-landlock"), "usage");
   }
   return opts;
 }
@@ -165,7 +174,14 @@ async function jail(
   ) {
     if (v[k] !== undefined) inner.push(`--${k}=${v[k]}`);
   }
-  for (const k of ["no-seccomp", "seccomp-log", "require-sandbox"] as const) {
+  for (
+    const k of [
+      "no-seccomp",
+      "seccomp-log",
+      "require-sandbox",
+      "allow-root-without-landlock",
+    ] as const
+  ) {
     if (v[k]) inner.push(`--${k}`);
   }
   const plan = planJail({
@@ -184,7 +200,8 @@ async function jail(
   log.debug("Jailed monitor: {args}", { args: plan.exec.args.join(" ") });
   return enterJail({
     landlockRules: plan.rules,
-    requireLandlock: sandbox.require,
+    requireLandlock: sandbox.require || sandbox.landlockRequired,
+    requireLandlockWhy: sandbox.landlockRequired ? rootWithoutLandlock : undefined,
     warn: (line) => log.warn("{line}", { line }),
     onStep: (step) => trace.mark(step),
     keepFds: metricsFd === undefined ? [] : [metricsFd],
@@ -217,7 +234,7 @@ async function boot(config: VmConfig, state: JailState, sandbox: SandboxOptions)
     log.trace("{ms} ms {phase}", { ms: m.ms.toFixed(2), phase: m.phase });
   state.marks.forEach(onMark);
   makeUndumpable();
-  verifyJailed(state, sandbox.require);
+  verifyJailed(state, sandbox.require, sandbox.landlockRequired);
   const machine = await Machine.create(config, {
     onMark,
     traceOrigin: state.origin,

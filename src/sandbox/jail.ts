@@ -87,6 +87,8 @@ export interface JailOptions {
   landlockRules?: readonly LandlockRule[];
   /** Fail instead of going on when the kernel lacks Landlock (default false). */
   requireLandlock?: boolean;
+  /** Turns the reason Landlock is missing into the refusal's message (default: the reason). */
+  requireLandlockWhy?: (reason: string) => string;
   /** Receives one line when Landlock is skipped (default: stderr). */
   warn?: (line: string) => void;
   /** Descriptors from 3 up that the program inherits; every other one is closed on exec. */
@@ -156,7 +158,9 @@ export function enterJail(opts: JailOptions): never {
   if (opts.landlockRules) {
     const r = applyLandlock(opts.landlockRules, { denyTcp: true, scoped: true });
     if ("unsupported" in r) {
-      if (opts.requireLandlock) throw new VoltError(r.unsupported, "internal");
+      if (opts.requireLandlock) {
+        throw new VoltError(opts.requireLandlockWhy?.(r.unsupported) ?? r.unsupported, "internal");
+      }
       (opts.warn ?? ((line: string) => console.error(line)))(`${r.unsupported}; going on`);
       landlock = { skipped: `unavailable (${r.unsupported})` };
     } else {

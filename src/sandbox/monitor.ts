@@ -33,6 +33,40 @@ export interface SandboxOptions {
   require: boolean;
   /** Log instead of killing on a syscall outside the allow-list (calibration). */
   seccompLog: boolean;
+  /**
+   * Landlock must be in force: the monitor runs as root, which without
+   * capabilities still owns root's files, and Landlock is what confines
+   * them (`--allow-root-without-landlock` lifts it).
+   */
+  landlockRequired: boolean;
+}
+
+/**
+ * Whether a monitor run by `uid` must have Landlock. Root without
+ * capabilities keeps file-owner access to everything root owns (/etc/shadow,
+ * /root/.ssh, Deno's cache); Landlock takes it away whatever the uid, and
+ * its ptrace and signal scoping keep root's other processes out of reach,
+ * so root runs the monitor only under Landlock. Switching to an
+ * unprivileged uid instead would need every file the monitor reads (Deno's
+ * cache and a jsr program under /root, the guest cache, /dev/kvm's 0600
+ * node) passed in as descriptors.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { rootNeedsLandlock } from "./monitor.ts";
+ * assert.equal(rootNeedsLandlock(0, false), true);
+ * assert.equal(rootNeedsLandlock(1000, false), false);
+ * assert.equal(rootNeedsLandlock(0, true), false);
+ * ```
+ */
+export function rootNeedsLandlock(uid: number, allowed: boolean): boolean {
+  return uid === 0 && !allowed;
+}
+
+/** The one line that refuses root without Landlock, and how to proceed. */
+export function rootWithoutLandlock(why: string): string {
+  return `Refusing to run the monitor as root without Landlock (${why}): run volt as a user with access to /dev/kvm, or pass --allow-root-without-landlock`;
 }
 
 /** What the outer process tells the jailed monitor: what its jail applied, and more. */
@@ -220,16 +254,16 @@ export function boundingSetEmpty(): boolean {
  * claimed, Landlock by a probe that must be denied, the resource limits.
  * The state comes from the command line, and anyone under an existing
  * no_new_privs can forge one: a mismatch is an error, so the sandbox
- * summary never claims a layer that is not there, and `require` refuses a
- * state that skipped one.
+ * summary never claims a layer that is not there, and `require` (or
+ * `landlockRequired`, for root) refuses a state that skipped one.
  *
  * @example
  * ```ts ignore
  * import { decodeJailState, verifyJailed } from "./monitor.ts";
- * verifyJailed(decodeJailState(flag), false);
+ * verifyJailed(decodeJailState(flag), false, true);
  * ```
  */
-export function verifyJailed(state: JailState, require: boolean): void {
+export function verifyJailed(state: JailState, require: boolean, landlockRequired = false): void {
   const missing: string[] = [];
   if (!noNewPrivs()) missing.push("no_new_privs is not set");
   const caps = getCapabilities();
@@ -237,7 +271,9 @@ export function verifyJailed(state: JailState, require: boolean): void {
   const emptyBounding = boundingSetEmpty();
   if ((state.bounding || require) && !emptyBounding) missing.push("the bounding set is not empty");
   const claimsLandlock = "abi" in state.landlock;
-  if ((claimsLandlock || require) && !landlockEnforced()) missing.push("Landlock is not enforced");
+  if ((claimsLandlock || require || landlockRequired) && !landlockEnforced()) {
+    missing.push("Landlock is not enforced");
+  }
   const [, core] = getLimit(RLIMIT_CORE);
   const [, nofile] = getLimit(RLIMIT_NOFILE);
   if (core > MONITOR_RLIMITS.core || nofile > MONITOR_RLIMITS.nofile) {

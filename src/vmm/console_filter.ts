@@ -19,6 +19,11 @@
 /** How guest console bytes reach a terminal. */
 export type ConsoleMode = "safe" | "raw";
 
+/** Where console bytes go: a host file such as stdout. */
+export interface ByteWriter {
+  writeSync(data: Uint8Array): number;
+}
+
 const ESC = 0x1b;
 /** Longest CSI parameter run kept; a longer one is dropped whole. */
 const MAX_CSI = 64;
@@ -255,4 +260,66 @@ export class PrivateModeWatch {
  */
 export function autoConsoleMode(stdoutTty: boolean, stdinTty: boolean): ConsoleMode {
   return stdoutTty && !stdinTty ? "safe" : "raw";
+}
+
+/**
+ * A vCPU thread's console writer to a terminal (or pipe): in `safe` mode
+ * through its own {@linkcode ConsoleFilter}, in `raw` mode watched for
+ * private modes. Each vCPU has one; their filters are separate, which
+ * stays safe: a filter writes only whole sequences, so interleaved
+ * writes cannot make one, and a sequence a guest splits across vCPUs is
+ * text to each. Counts go to shared `counters` slots (Atomics), for the
+ * monitor's summary and its terminal reset.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { ConsoleWriter } from "./console_filter.ts";
+ * const seen: number[] = [];
+ * const counters = new Int32Array(new SharedArrayBuffer(8));
+ * const w = new ConsoleWriter({ writeSync: (d) => (seen.push(...d), d.length) }, "safe", counters, 0, 1);
+ * w.writeSync(new TextEncoder().encode("a\x1b]52;c;x\x07b"));
+ * assert.deepEqual(seen, [0x61, 0x62]);
+ * assert.equal(counters[0], 1);
+ * ```
+ */
+export class ConsoleWriter implements ByteWriter {
+  readonly #inner: ByteWriter;
+  readonly #filter?: ConsoleFilter;
+  readonly #watch?: PrivateModeWatch;
+  readonly #counters: Int32Array;
+  readonly #droppedSlot: number;
+  readonly #modesSlot: number;
+
+  constructor(
+    inner: ByteWriter,
+    mode: ConsoleMode,
+    counters: Int32Array,
+    droppedSlot: number,
+    modesSlot: number,
+  ) {
+    this.#inner = inner;
+    if (mode === "safe") this.#filter = new ConsoleFilter();
+    else this.#watch = new PrivateModeWatch();
+    this.#counters = counters;
+    this.#droppedSlot = droppedSlot;
+    this.#modesSlot = modesSlot;
+  }
+
+  writeSync(data: Uint8Array): number {
+    let out = data;
+    if (this.#filter) {
+      const before = this.#filter.dropped;
+      out = this.#filter.filter(data);
+      const dropped = this.#filter.dropped - before;
+      if (dropped) Atomics.add(this.#counters, this.#droppedSlot, dropped);
+    } else if (!this.#watch!.seen) {
+      this.#watch!.watch(data);
+      if (this.#watch!.seen) Atomics.store(this.#counters, this.#modesSlot, 1);
+    }
+    // Short writes: the serial device expects every byte taken.
+    let rest = out;
+    while (rest.length) rest = rest.subarray(this.#inner.writeSync(rest));
+    return data.length;
+  }
 }

@@ -9,13 +9,7 @@ import { libc } from "../../ffi/libc.ts";
 import { SERIAL_IRQ } from "../arch/x86_64/layout.ts";
 import { newSerialState, Serial } from "../devices/serial.ts";
 import { ConsoleRingReader, newConsoleRing } from "../devices/console_ring.ts";
-import {
-  autoConsoleMode,
-  ConsoleFilter,
-  type ConsoleMode,
-  PrivateModeWatch,
-  terminalReset,
-} from "./console_filter.ts";
+import { autoConsoleMode, type ConsoleMode, terminalReset } from "./console_filter.ts";
 import { VoltError } from "../errors.ts";
 import { logger } from "../log.ts";
 import { buildVm, type BuiltVm } from "./builder.ts";
@@ -133,8 +127,7 @@ export class Machine {
   private readonly consoleRing = newConsoleRing();
   private readonly consoleReader = new ConsoleRingReader(this.consoleRing);
   private consolePump?: Promise<void>;
-  private consoleFilter?: ConsoleFilter;
-  private afterConsole: () => void = noop;
+
   /**
    * How console bytes reach stdout (`console: "stdout"`), `auto` resolved
    * at start.
@@ -224,6 +217,7 @@ export class Machine {
     // gets back here, and phases stay in time order.
     this.trace.mark("vcpus started");
     const b = this.built;
+    if (this.cfg.console === "stdout") this.consoleMode = this.resolveConsoleMode();
     this.threads.forEach((t, id) => {
       const cpu = b.vcpus[id];
       t.run = new Uint8Array(
@@ -247,6 +241,7 @@ export class Machine {
         ctl: this.ctl,
         console: this.cfg.console,
         consoleRing: this.consoleRing,
+        consoleMode: this.consoleMode ?? "raw",
         pvm: b.template.name === "pvm",
         vcpuFilter: opts.vcpuFilter,
       };
@@ -254,40 +249,31 @@ export class Machine {
     });
     if (this.cfg.console === "message") {
       this.consolePump = this.consoleReader.pump((b) => this.onConsole(b));
-    } else if (this.cfg.console === "stdout") {
-      // The terminal reset follows the guest's last bytes.
-      this.consolePump = this.consoleReader.pump(this.stdoutSink()).finally(() =>
-        this.afterConsole()
-      );
     }
     if (this.cfg.stdin) this.forwardStdin();
   }
 
   /**
-   * Writes console bytes to stdout, filtered in `safe` mode, one write at a
-   * time: a stdout that blocks holds the ring, then the guest, never this
-   * thread (signals and the stop go on).
+   * Resolves `auto` for a stdout console, and resets the terminal once the
+   * vCPU threads (which write stdout themselves) are done.
    */
-  private stdoutSink(): (bytes: Uint8Array) => Promise<void> {
+  private resolveConsoleMode(): ConsoleMode {
     const tty = Deno.stdout.isTerminal();
     const mode = this.cfg.consoleMode === "auto"
       ? autoConsoleMode(tty, this.cfg.stdin && Deno.stdin.isTerminal())
       : this.cfg.consoleMode;
-    this.consoleMode = mode;
-    const filter = mode === "safe" ? new ConsoleFilter() : undefined;
-    this.consoleFilter = filter;
-    const modes = tty && !filter ? new PrivateModeWatch() : undefined;
-    if (tty) this.afterConsole = () => Deno.stdout.writeSync(terminalReset(modes?.seen ?? false));
-    return async (bytes) => {
-      let out = filter ? filter.filter(bytes) : bytes;
-      modes?.watch(out);
-      while (out.length) out = out.subarray(await Deno.stdout.write(out));
-    };
+    if (tty) {
+      const ctl = new Int32Array(this.ctl);
+      this.cleanups.push(() => {
+        Deno.stdout.writeSync(terminalReset(Atomics.load(ctl, CTL.privateModes) !== 0));
+      });
+    }
+    return mode;
   }
 
   /** Console control sequences `safe` mode kept from the terminal so far. */
   get consoleDropped(): number {
-    return this.consoleFilter?.dropped ?? 0;
+    return Atomics.load(new Int32Array(this.ctl), CTL.consoleDropped);
   }
 
   /** Handles one message from a vCPU worker. */

@@ -31,7 +31,14 @@ const CR0_PG = 0x80000000n;
  * Control words shared by the main thread and every vCPU: `stop` asks the
  * loops to end, `ready` latches the guest's boot-timer write.
  */
-export const CTL = { stop: 0, ready: 1 } as const;
+export const CTL = {
+  stop: 0,
+  ready: 1,
+  /** Control sequences the console's safe mode dropped, over every vCPU. */
+  consoleDropped: 2,
+  /** Non-zero once raw console output set a terminal private mode. */
+  privateModes: 3,
+} as const;
 
 /** What a vCPU loop needs. */
 export interface VcpuLoopConfig {

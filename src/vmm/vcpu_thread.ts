@@ -14,6 +14,7 @@ import { BootTimerPort, ExitPort } from "../devices/guest_ctl.ts";
 import { I8042 } from "../devices/i8042.ts";
 import { Serial, type Writer } from "../devices/serial.ts";
 import { ConsoleRingWriter } from "../devices/console_ring.ts";
+import { ConsoleWriter } from "./console_filter.ts";
 import { installEncoded } from "../sandbox/seccomp.ts";
 import { guestExit, vmExit } from "./exit_reason.ts";
 import { GuestMemory } from "./memory.ts";
@@ -27,12 +28,23 @@ const post = (e: VcpuEvent) => self.postMessage(e);
 const silent: BusDevice = { read: (_o, d) => d.fill(0), write() {} };
 
 /**
- * Console output goes through the ring to the main thread in every mode:
- * a vCPU never blocks on the host's stdout, and a stop drops what is left.
+ * The vCPU's console writer: to stdout directly, through its own filter in
+ * safe mode (each vCPU thread writes its bytes itself: a stdout that blocks
+ * holds this vCPU, and a kick interrupts the write); to the ring for
+ * `message`; nowhere for `none`.
  */
 function consoleWriter(m: VcpuStart): Writer {
   if (m.console === "none") return { writeSync: (d) => d.length };
   const ctl = new Int32Array(m.ctl);
+  if (m.console === "stdout") {
+    return new ConsoleWriter(
+      Deno.stdout,
+      m.consoleMode,
+      ctl,
+      CTL.consoleDropped,
+      CTL.privateModes,
+    );
+  }
   return new ConsoleRingWriter(m.consoleRing, () => Atomics.load(ctl, CTL.stop) !== 0);
 }
 

@@ -4,6 +4,7 @@
  * @module
  */
 
+import type { ConsoleMode } from "./console_filter.ts";
 import type { VmExit } from "./exit_reason.ts";
 
 /** Where the guest console goes. */
@@ -24,6 +25,8 @@ export interface VcpuStart {
   console: ConsoleSink;
   /** Console bytes for `message` mode. */
   consoleRing: SharedArrayBuffer;
+  /** How `stdout` console bytes reach a terminal (auto already resolved). */
+  consoleMode: ConsoleMode;
   /** The host is PVM: watch for the userspace fault it causes. */
   pvm: boolean;
   /** A seccomp filter (`sock_filter` bytes) this thread stacks right before its first KVM_RUN. */
