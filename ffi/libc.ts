@@ -162,6 +162,14 @@ export function openPath(path: string, flags: number): number {
   return check(libc().open(cstr(path), flags | O_CLOEXEC, 0), `open ${path}`);
 }
 
+/**
+ * Opens `path` for a program this process executes next: without
+ * close-on-exec, so the descriptor survives `execve`. Returns -1 on failure.
+ */
+export function openInheritable(path: string, flags: number): number {
+  return libc().open(cstr(path), flags, 0);
+}
+
 /** Maps `len` bytes; throws on MAP_FAILED. */
 export function mmap(
   len: number,

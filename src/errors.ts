@@ -24,7 +24,9 @@ export const EXIT_CODE = {
   unexpectedExit: 84,
   noUserspace: 85,
   guestStatus: 86,
+  sighup: 129,
   sigint: 130,
+  sigquit: 131,
   sigterm: 143,
 } as const;
 

@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { EXIT_CODE } from "../mod.ts";
 import { ConsoleFilter, terminalReset } from "../src/vmm/console_filter.ts";
-import { needsKvm, ROOT, runCli } from "./helpers.ts";
+import { hasScript, needsKvm, ROOT, runCli } from "./helpers.ts";
 import * as g from "./guests.ts";
 
 const enc = new TextEncoder();
@@ -55,15 +55,6 @@ Deno.test({
     assert.equal(bad.stderr.trim(), "volt: Unknown console mode: pretty (auto, safe or raw)");
   },
 });
-
-const hasScript = (() => {
-  try {
-    return new Deno.Command("script", { args: ["--version"], stdout: "null", stderr: "null" })
-      .outputSync().success;
-  } catch {
-    return false;
-  }
-})();
 
 Deno.test({
   ...needsKvm,

@@ -11,7 +11,7 @@ import { GUEST_STATUS_MAX, guestExit } from "../src/vmm/exit_reason.ts";
 import { INPUT_QUEUE_BYTES } from "../src/vmm/machine.ts";
 import { terminalReset } from "../src/vmm/console_filter.ts";
 import { GUEST_READY_PHASE } from "../src/vmm/trace.ts";
-import { inHelperVm, needsKvm, ROOT, runCli, tmpDir } from "./helpers.ts";
+import { hasScript, inHelperVm, needsKvm, ROOT, runCli, tmpDir } from "./helpers.ts";
 import * as g from "./guests.ts";
 
 const enc = new TextEncoder();
@@ -204,16 +204,6 @@ Deno.test({
     assert.equal(r.stdout, `echo ready\n${input}\nbye\n`);
   },
 });
-
-/** `script` runs a command on a pseudo-terminal: volt's stdin is then a terminal. */
-const hasScript = (() => {
-  try {
-    return new Deno.Command("script", { args: ["--version"], stdout: "null", stderr: "null" })
-      .outputSync().success;
-  } catch {
-    return false;
-  }
-})();
 
 Deno.test({
   ...needsKvm,

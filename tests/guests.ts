@@ -233,13 +233,11 @@ msg: .asciz "bzImage 64-bit entry, zero page ok\\n"`,
 const AP_START = 0x10000;
 
 /**
- * Brings up every AP with INIT-SIPI-SIPI through the in-kernel x2APIC; each
- * AP prints its APIC id (from CPUID) under a spin lock and counts itself in;
- * the BSP waits for all of them and exits 0.
+ * BSP code: enables the x2APIC, sends INIT then SIPI twice to all other
+ * CPUs (entry at AP_START), and waits until ap_count (a word the APs
+ * increment) equals CPUs − 1, read from CPUID.1 EBX[23:16].
  */
-export const smp = () =>
-  assembleElf(
-    `
+const START_APS_AND_WAIT = `
   mov ecx, 0x1b
   rdmsr
   or eax, 0xc00
@@ -265,7 +263,16 @@ export const smp = () =>
   movzx eax, word ptr [ap_count]
   cmp eax, ebx
   jne 2b
-${PRINT("done")}${EXIT(0)}
+`;
+
+/**
+ * Brings up every AP with INIT-SIPI-SIPI through the in-kernel x2APIC; each
+ * AP prints its APIC id (from CPUID) under a spin lock and counts itself in;
+ * the BSP waits for all of them and exits 0.
+ */
+export const smp = () =>
+  assembleElf(
+    `${START_APS_AND_WAIT}${PRINT("done")}${EXIT(0)}
 done: .asciz "all APs up\\n"
 
 .section .ap, "ax"
@@ -512,33 +519,7 @@ line: .asciz "flood flood flood flood flood flood flood flood flood flood\\n"`);
  */
 export const smpSerialFlood = (perAp: number) =>
   assembleElf(
-    `
-  mov ecx, 0x1b
-  rdmsr
-  or eax, 0xc00
-  wrmsr
-  mov ecx, 0x830
-  xor edx, edx
-  mov eax, 0x000c4500
-  wrmsr
-  mov eax, 100000
-1: dec eax
-  jnz 1b
-  mov ecx, 0x830
-  mov eax, 0x000c4600 | (${AP_START} >> 12)
-  wrmsr
-  mov eax, 0x000c4600 | (${AP_START} >> 12)
-  wrmsr
-  mov eax, 1
-  cpuid
-  shr ebx, 16
-  and ebx, 0xff
-  dec ebx
-2: pause
-  movzx eax, word ptr [ap_count]
-  cmp eax, ebx
-  jne 2b
-${PRINT("done")}${EXIT(0)}
+    `${START_APS_AND_WAIT}${PRINT("done")}${EXIT(0)}
 done: .asciz "\\nall APs flooded\\n"
 
 .section .ap, "ax"

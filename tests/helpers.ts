@@ -251,3 +251,13 @@ export async function retryHelperVmTripleFault<T>(
   console.error("helper VM: the guest triple-faulted (TCG's emulated SVM); trying once more");
   return await run();
 }
+
+/** `script` (util-linux) runs a command on a pseudo-terminal: volt's stdio is then a terminal. */
+export const hasScript: boolean = (() => {
+  try {
+    return new Deno.Command("script", { args: ["--version"], stdout: "null", stderr: "null" })
+      .outputSync().success;
+  } catch {
+    return false;
+  }
+})();

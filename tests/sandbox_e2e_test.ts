@@ -128,14 +128,17 @@ Deno.test({
         assert.equal(r.code, e.code, `${e.what}: ${r.stderr}`);
         seen.push(`${e.what}: ${r.code}`);
       }
-      for (const signal of ["SIGTERM", "SIGINT"] as const) {
+      // Each signal that would end the process stops the VM, with its own code and line.
+      const signals = { SIGHUP: 129, SIGINT: 130, SIGQUIT: 131, SIGTERM: 143 } as const;
+      for (const [signal, code] of Object.entries(signals) as [Deno.Signal, number][]) {
         const run = await startCliUntil(["run", "--kernel", g.spin()], "spinning\n");
         const r = await run.finish(signal);
-        assert.equal(r.code, signal === "SIGTERM" ? 143 : 130, `${signal}: ${r.stderr}`);
+        assert.equal(r.code, code, `${signal}: ${r.stderr}`);
+        assert.equal(r.stderr, `volt: Stopped by ${signal}\n`);
         seen.push(`${signal}: ${r.code}`);
       }
     }
-    assert.equal(seen.length, 2 * (endings.length + 2));
+    assert.equal(seen.length, 2 * (endings.length + 4));
   },
 });
 
@@ -175,7 +178,7 @@ Deno.test({
     const secret = "volt-test-secret-4d1f";
     // Shell redirections the caller forgot: fds 200 and 201 open on a file, not close-on-exec.
     const run = await startCliUntil(
-      ["run", "--kernel", g.spin(), "--memory", "72M", "--log-level", "info"],
+      ["run", "--kernel", g.spin(), "--memory", "72M", "--log-level", "debug"],
       "spinning\n",
       {
         wrap: ["bash", "-c", 'exec 200</etc/hostname 201</etc/hostname; exec "$@"', "bash"],
@@ -193,6 +196,12 @@ Deno.test({
         assert.notEqual(target, "/etc/hostname", `fd ${fd} reached the monitor`);
       }
       assert.ok(!fds.includes(200) && !fds.includes(201), fds.join(" "));
+
+      // KVM arrives as a descriptor the outer step opened: no path rule at all,
+      // so Landlock leaves the monitor nothing it can write.
+      const kvmFd = cmdline(pid).find((a) => a.startsWith("--kvm-fd="))?.slice(9);
+      assert.ok(kvmFd, cmdline(pid).join(" "));
+      assert.equal(Deno.readLinkSync(`/proc/${pid}/fd/${kvmFd}`), "/dev/kvm");
 
       const env = Deno.readTextFileSync(`/proc/${pid}/environ`).split("\0").filter((e) => e);
       assert.ok(!env.some((e) => e.includes(secret)), env.join(" "));
@@ -213,6 +222,8 @@ Deno.test({
       const out = await run.finish("SIGTERM");
       assert.equal(out.code, 143, out.stderr);
       assert.match(out.stderr, /, no_new_privs, undumpable, /);
+      assert.match(out.stderr, /Landlock: read /);
+      assert.doesNotMatch(out.stderr, /Landlock: readwrite /);
     }
   },
 });

@@ -72,8 +72,9 @@ it reports another (a line names it), 0 on guest reset or power-off,
 64 usage, 65 bad input file, 66 missing file, 69 no usable KVM, 70 monitor
 failure, 73 cannot write an output file, 80 triple fault, 81 entry failure,
 82 KVM internal error, 83 guest crash, 84 unexpected KVM exit, 85 guest
-userspace cannot run on this host (PVM), 130 SIGINT, 143 SIGTERM. In a
-terminal, Ctrl-A x stops the VM.
+userspace cannot run on this host (PVM), 129 SIGHUP, 130 SIGINT, 131 SIGQUIT,
+143 SIGTERM (each restores the terminal first). In a terminal, Ctrl-A x
+stops the VM.
 `;
 
 /** Parses `args` against `options`, turning parser errors into usage errors. */

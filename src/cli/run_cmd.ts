@@ -9,7 +9,7 @@
  * @module
  */
 
-import { libc } from "../../ffi/libc.ts";
+import { libc, O_RDWR, openInheritable } from "../../ffi/libc.ts";
 import { EXIT_CODE, VoltError } from "../errors.ts";
 import { configureLogging, logger } from "../log.ts";
 import type { BootProtocol } from "../boot/loader.ts";
@@ -68,6 +68,8 @@ const OPTIONS = {
   "allow-root-without-landlock": { type: "boolean" },
   "metrics-json": { type: "string" },
   "console-mode": { type: "string" },
+  // Internal: the KVM descriptor the outer step opened for the jailed monitor.
+  "kvm-fd": { type: "string" },
   // `./volt run` decides where to boot; the monitor itself always boots here.
   native: { type: "boolean" },
   [JAIL_STATE_OPTION]: { type: "string" },
@@ -134,6 +136,7 @@ export async function runCommand(args: string[]): Promise<number> {
     consoleMode: v["console-mode"] as VmConfig["consoleMode"],
     stdin: true,
     kvmDevice: v.kvm,
+    kvmFd: parseCount(v["kvm-fd"], "--kvm-fd"),
   };
   // Flags are checked before a default guest is built or fetched.
   const cfg = resolveConfig(config);
@@ -169,6 +172,8 @@ async function jail(
     `--kvm=${cfg.kvmDevice}`,
   ];
   if (initrd) inner.push(`--initrd=${initrd}`);
+  const kvmFd = openInheritable(cfg.kvmDevice, O_RDWR);
+  if (kvmFd >= 0) inner.push(`--kvm-fd=${kvmFd}`);
   for (
     const k of ["cmdline", "append", "memory", "cpus", "boot", "log-level", "console-mode"] as const
   ) {
@@ -187,8 +192,10 @@ async function jail(
   const plan = planJail({
     program: programLocation(),
     readFiles: initrd ? [kernel, initrd] : [kernel],
-    // A missing device takes no rule; the monitor then reports it.
-    readWrite: pathExists(cfg.kvmDevice) ? [cfg.kvmDevice] : [],
+    // KVM comes as an open descriptor, with no path rule: the jail has
+    // nothing it can write. A device that does not open here gets its
+    // rule, so the monitor reports why (a missing one takes none).
+    readWrite: kvmFd < 0 && pathExists(cfg.kvmDevice) ? [cfg.kvmDevice] : [],
     args: inner,
     landlock: sandbox.landlock,
   });
@@ -204,7 +211,7 @@ async function jail(
     requireLandlockWhy: sandbox.landlockRequired ? rootWithoutLandlock : undefined,
     warn: (line) => log.warn("{line}", { line }),
     onStep: (step) => trace.mark(step),
-    keepFds: metricsFd === undefined ? [] : [metricsFd],
+    keepFds: [metricsFd, kvmFd].filter((fd): fd is number => fd !== undefined && fd >= 0),
     then: (applied) => {
       if (sandbox.require && !applied.bounding) {
         throw new VoltError(
@@ -241,12 +248,19 @@ async function boot(config: VmConfig, state: JailState, sandbox: SandboxOptions)
     startPhase: "jailed runtime up",
   });
   machine.onReady = (ms) => log.info("Guest boot time: {ms} ms", { ms: ms.toFixed(1) });
-  const onSignal = (name: "SIGINT" | "SIGTERM", code: number) => () =>
-    machine.stop(vmExit("host-signal", `Stopped by ${name}`, undefined, code));
-  const sigint = onSignal("SIGINT", EXIT_CODE.sigint);
-  const sigterm = onSignal("SIGTERM", EXIT_CODE.sigterm);
-  Deno.addSignalListener("SIGINT", sigint);
-  Deno.addSignalListener("SIGTERM", sigterm);
+  // Every signal that would end the process on its own stops the VM instead,
+  // so the terminal is restored (raw mode off, the reset) on the way out.
+  const signals = [
+    ["SIGHUP", EXIT_CODE.sighup],
+    ["SIGINT", EXIT_CODE.sigint],
+    ["SIGQUIT", EXIT_CODE.sigquit],
+    ["SIGTERM", EXIT_CODE.sigterm],
+  ] as const;
+  const listeners = signals.map(([name, code]) => {
+    const stop = () => machine.stop(vmExit("host-signal", `Stopped by ${name}`, undefined, code));
+    Deno.addSignalListener(name, stop);
+    return [name, stop] as const;
+  });
   try {
     // The guest's files and the vCPU workers' modules are loaded: the
     // monitor reads nothing more through Deno.
@@ -317,7 +331,6 @@ async function boot(config: VmConfig, state: JailState, sandbox: SandboxOptions)
     return exit.code;
   } finally {
     machine.cleanup();
-    Deno.removeSignalListener("SIGINT", sigint);
-    Deno.removeSignalListener("SIGTERM", sigterm);
+    for (const [name, stop] of listeners) Deno.removeSignalListener(name, stop);
   }
 }

@@ -454,6 +454,14 @@ export const encodeFilter: (program: Program) => Uint8Array<ArrayBuffer> = encod
 /** Arch values and the x32 marker, for feeding the emulator. */
 export { AUDIT_ARCH_I386, AUDIT_ARCH_X86_64, X32_SYSCALL_BIT };
 
+/** The ioctls of a vCPU's run loop: the exits, the serial IRQ, register dumps for error reports. */
+const RUN_LOOP_IOCTLS = {
+  KVM_RUN: KVM.RUN,
+  KVM_IRQ_LINE: KVM.IRQ_LINE,
+  KVM_GET_REGS: KVM.GET_REGS,
+  KVM_GET_SREGS: KVM.GET_SREGS,
+} as const;
+
 /** EACCES (asm-generic/errno-base.h): permission denied. */
 const EACCES = 13;
 
@@ -484,10 +492,7 @@ export function monitorPolicy(pid: number): Policy {
         args: [{
           arg: 1,
           eq32: {
-            KVM_RUN: KVM.RUN,
-            KVM_IRQ_LINE: KVM.IRQ_LINE,
-            KVM_GET_REGS: KVM.GET_REGS,
-            KVM_GET_SREGS: KVM.GET_SREGS,
+            ...RUN_LOOP_IOCTLS,
             TCGETS,
             TCSETS,
             TCSETSW,
@@ -613,12 +618,7 @@ export function vcpuPolicy(pid: number): Policy {
         name: "ioctl",
         args: [{
           arg: 1,
-          eq32: {
-            KVM_RUN: KVM.RUN,
-            KVM_IRQ_LINE: KVM.IRQ_LINE,
-            KVM_GET_REGS: KVM.GET_REGS,
-            KVM_GET_SREGS: KVM.GET_SREGS,
-          },
+          eq32: RUN_LOOP_IOCTLS,
         }],
         why: "the run loop, the serial IRQ, register dumps for error reports",
       },

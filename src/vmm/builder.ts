@@ -146,7 +146,7 @@ export function buildVm(cfg: ResolvedConfig, trace: BootTrace): BuiltVm {
   const bootInfo = writeBootStructures(loaded, cfg.cpus);
   const cr3 = writeIdentityPageTables(memory);
   trace.mark("kernel loaded");
-  const kvm = Kvm.open(cfg.kvmDevice);
+  const kvm = Kvm.open(cfg.kvmDevice, cfg.kvmFd);
   trace.mark("kvm opened");
   if (cfg.cpus > kvm.maxVcpus) {
     throw new VoltError(`This host's KVM allows at most ${kvm.maxVcpus} vCPUs`, "usage");

@@ -40,6 +40,12 @@ export interface VmConfig {
   stdin?: boolean;
   /** The KVM device. Default `/dev/kvm`. */
   kvmDevice?: string;
+  /**
+   * An open KVM device descriptor to use instead of opening `kvmDevice`
+   * (the jailed monitor gets its KVM this way, with no path rule); the VM
+   * takes it over.
+   */
+  kvmFd?: number;
 }
 
 /** Smallest guest we boot: the boot structures and a kernel need room. */
@@ -74,7 +80,8 @@ export function parseSize(s: string | number): number {
 
 /** A validated configuration. */
 export interface ResolvedConfig
-  extends Required<Omit<VmConfig, "initrd" | "cmdline" | "append" | "memory">> {
+  extends Required<Omit<VmConfig, "initrd" | "cmdline" | "append" | "memory" | "kvmFd">> {
+  kvmFd?: number;
   initrd?: string;
   cmdline?: string;
   append?: string;
@@ -100,6 +107,9 @@ export function resolveConfig(c: VmConfig): ResolvedConfig {
     throw new VoltError(`vCPU count must be 1 to ${MAX_CPUS}, not ${c.cpus}`, "usage");
   }
   const bootProtocol = c.bootProtocol ?? "auto";
+  if (c.kvmFd !== undefined && !(Number.isSafeInteger(c.kvmFd) && c.kvmFd >= 0)) {
+    throw new VoltError(`Not a file descriptor: ${c.kvmFd}`, "usage");
+  }
   const consoleMode = c.consoleMode ?? "auto";
   if (!["auto", "safe", "raw"].includes(consoleMode)) {
     throw new VoltError(`Unknown console mode: ${consoleMode} (auto, safe or raw)`, "usage");
@@ -120,5 +130,6 @@ export function resolveConfig(c: VmConfig): ResolvedConfig {
     consoleMode,
     stdin: c.stdin ?? false,
     kvmDevice: c.kvmDevice ?? "/dev/kvm",
+    kvmFd: c.kvmFd,
   };
 }

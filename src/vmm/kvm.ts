@@ -44,11 +44,14 @@ export class Kvm {
     this.fd = fd;
   }
 
-  /** Opens KVM and checks its API version and the capabilities we use. */
-  static open(path = KVM_PATH): Kvm {
+  /**
+   * Opens KVM (or takes over `inherited`, a descriptor already open on it)
+   * and checks its API version and the capabilities we use.
+   */
+  static open(path = KVM_PATH, inherited?: number): Kvm {
     let fd: number;
     try {
-      fd = openPath(path, O_RDWR);
+      fd = inherited ?? openPath(path, O_RDWR);
     } catch (e) {
       if (e instanceof SysError) {
         const why = e.code === "ENOENT"
