@@ -126,44 +126,76 @@ export function buildVm(cfg: ResolvedConfig, trace: BootTrace): BuiltVm {
   const template = selectTemplate(cfg.cpuTemplate);
   // Guest memory and images first: a bad file fails before any KVM work.
   const images = openImages(cfg);
-  const memory = GuestMemory.allocate(cfg.memory);
-  trace.mark("memory allocated");
-  let loaded: Omit<BuiltVm, "kvm" | "vm" | "vcpus">;
+  let memory: GuestMemory;
   try {
-    const kernel = loadKernel(memory, images.kernel, cfg.bootProtocol);
-    const initrd = images.initrd ? loadInitrd(memory, kernel, images.initrd) : undefined;
-    loaded = {
-      memory,
-      kernel,
-      initrd,
-      template,
-      cmdline: buildCmdline({ cmdline: cfg.cmdline, append: cfg.append, extra: template.cmdline }),
-    };
-  } finally {
+    memory = GuestMemory.allocate(cfg.memory);
+  } catch (e) {
     images.kernel.close();
     images.initrd?.close();
+    throw e;
   }
-  const bootInfo = writeBootStructures(loaded, cfg.cpus);
-  const cr3 = writeIdentityPageTables(memory);
-  trace.mark("kernel loaded");
-  const kvm = Kvm.open(cfg.kvmDevice, cfg.kvmFd);
-  trace.mark("kvm opened");
-  if (cfg.cpus > kvm.maxVcpus) {
-    throw new VoltError(`This host's KVM allows at most ${kvm.maxVcpus} vCPUs`, "usage");
+  trace.mark("memory allocated");
+  // What exists so far, released if a later step fails.
+  const made: Partial<BuiltVm> & { vcpus: Vcpu[] } = { memory, vcpus: [] };
+  try {
+    let loaded: Omit<BuiltVm, "kvm" | "vm" | "vcpus">;
+    try {
+      const kernel = loadKernel(memory, images.kernel, cfg.bootProtocol);
+      const initrd = images.initrd ? loadInitrd(memory, kernel, images.initrd) : undefined;
+      loaded = {
+        memory,
+        kernel,
+        initrd,
+        template,
+        cmdline: buildCmdline({
+          cmdline: cfg.cmdline,
+          append: cfg.append,
+          extra: template.cmdline,
+        }),
+      };
+    } finally {
+      images.kernel.close();
+      images.initrd?.close();
+    }
+    const bootInfo = writeBootStructures(loaded, cfg.cpus);
+    const cr3 = writeIdentityPageTables(memory);
+    trace.mark("kernel loaded");
+    const kvm = Kvm.open(cfg.kvmDevice, cfg.kvmFd);
+    made.kvm = kvm;
+    trace.mark("kvm opened");
+    if (cfg.cpus > kvm.maxVcpus) {
+      throw new VoltError(`This host's KVM allows at most ${kvm.maxVcpus} vCPUs`, "usage");
+    }
+    const supported = kvm.supportedCpuid();
+    const vm = Vm.create(kvm);
+    made.vm = vm;
+    vm.mapMemory(memory);
+    trace.mark("vm created");
+    const b: BuiltVm = { ...loaded, kvm, vm, vcpus: made.vcpus };
+    const mmapSize = kvm.vcpuMmapSize;
+    for (let id = 0; id < cfg.cpus; id++) {
+      const cpu = new Vcpu(vm.createVcpu(id), id, mmapSize);
+      made.vcpus.push(cpu);
+      cpu.setCpuid(vcpuCpuid(supported, { cpu: id, cpus: cfg.cpus, template }));
+    }
+    trace.mark("cpuid configured");
+    for (const cpu of b.vcpus) configureVcpu(b, cpu, bootInfo, cr3);
+    trace.mark("vcpus configured");
+    return b;
+  } catch (e) {
+    releaseVm(made);
+    throw e;
   }
-  const supported = kvm.supportedCpuid();
-  const vm = Vm.create(kvm);
-  vm.mapMemory(memory);
-  trace.mark("vm created");
-  const b: BuiltVm = { ...loaded, kvm, vm, vcpus: [] };
-  const mmapSize = kvm.vcpuMmapSize;
-  for (let id = 0; id < cfg.cpus; id++) {
-    const cpu = new Vcpu(vm.createVcpu(id), id, mmapSize);
-    cpu.setCpuid(vcpuCpuid(supported, { cpu: id, cpus: cfg.cpus, template }));
-    b.vcpus.push(cpu);
-  }
-  trace.mark("cpuid configured");
-  for (const cpu of b.vcpus) configureVcpu(b, cpu, bootInfo, cr3);
-  trace.mark("vcpus configured");
-  return b;
+}
+
+/**
+ * Releases what {@linkcode buildVm} made, in reverse: every vCPU's
+ * `kvm_run` mapping and fd, the VM fd, the KVM fd, guest RAM. Safe to call
+ * twice; nothing may use the VM afterwards, on any thread.
+ */
+export function releaseVm(b: Partial<BuiltVm>): void {
+  for (const cpu of b.vcpus ?? []) cpu.close();
+  b.vm?.close();
+  b.kvm?.close();
+  b.memory?.release();
 }

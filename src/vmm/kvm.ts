@@ -121,8 +121,12 @@ export class Kvm {
     return decodeCpuid(buf);
   }
 
-  /** Closes the system fd (VMs stay valid). */
+  #closed = false;
+
+  /** Closes the system fd (once; VMs stay valid). */
   close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
     libc().close(this.fd);
   }
 }

@@ -12,7 +12,7 @@ import { ConsoleRingReader, newConsoleRing } from "../devices/console_ring.ts";
 import { autoConsoleMode, type ConsoleMode, terminalReset } from "./console_filter.ts";
 import { VoltError } from "../errors.ts";
 import { logger } from "../log.ts";
-import { buildVm, type BuiltVm } from "./builder.ts";
+import { buildVm, type BuiltVm, releaseVm } from "./builder.ts";
 import { resolveConfig, type VmConfig } from "./config.ts";
 import { type VmExit, vmExit } from "./exit_reason.ts";
 import { BootTrace, FIRST_RUN_PHASE, GUEST_READY_PHASE, type Mark } from "./trace.ts";
@@ -148,6 +148,7 @@ export class Machine {
   private inputSpace?: PromiseWithResolvers<void>;
   private inputTimer?: ReturnType<typeof setTimeout>;
   private readyMarked = false;
+  private released = false;
 
   private constructor(
     cfg: ReturnType<typeof resolveConfig>,
@@ -539,7 +540,11 @@ export class Machine {
     pump();
   }
 
-  /** Releases host resources; safe to call twice. */
+  /**
+   * Releases host resources: the terminal, the timers and, once every vCPU
+   * thread is done, the workers, the VM's descriptors and guest RAM. Safe
+   * to call twice.
+   */
   cleanup(): void {
     if (this.inputTimer !== undefined) clearTimeout(this.inputTimer);
     this.consoleReader.stop();
@@ -547,6 +552,14 @@ export class Machine {
       try {
         this.cleanups.pop()!();
       } catch { /* best effort on the way out */ }
+    }
+    // The VM's descriptors and mappings go once no vCPU thread can touch
+    // them; a thread still running (settled() gave up on it) leaves them,
+    // and its exit calls this again.
+    if (!this.released && this.threads.every((t) => t.done)) {
+      this.released = true;
+      for (const t of this.threads) t.worker.terminate();
+      releaseVm(this.built);
     }
   }
 }

@@ -74,10 +74,14 @@ export class GuestMemory {
   /** Host address of the mapping (0n for a plain buffer). */
   readonly hostAddr: bigint;
 
-  private constructor(buffer: ArrayBuffer, hostAddr: bigint) {
+  /** The mapping this object made and unmaps, if it made one. */
+  #mapping?: Deno.PointerObject;
+
+  private constructor(buffer: ArrayBuffer, hostAddr: bigint, mapping?: Deno.PointerObject) {
     this.host = new Uint8Array(buffer);
     this.regions = memoryRegions(buffer.byteLength);
     this.hostAddr = hostAddr;
+    this.#mapping = mapping;
   }
 
   /** Maps `size` bytes of anonymous memory, MAP_NORESERVE. */
@@ -85,10 +89,23 @@ export class GuestMemory {
     const ptr = mmap(size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE);
     // The guest's secrets stay out of the monitor's core dumps.
     if (libc().madvise(BigInt(Deno.UnsafePointer.value(ptr)), BigInt(size), MADV_DONTDUMP) !== 0) {
-      throw new SysError("madvise", errno());
+      const e = errno();
+      libc().munmap(ptr, BigInt(size));
+      throw new SysError("madvise", e);
     }
     const buf = Deno.UnsafePointerView.getArrayBuffer(ptr, size);
-    return new GuestMemory(buf, BigInt(Deno.UnsafePointer.value(ptr)));
+    return new GuestMemory(buf, BigInt(Deno.UnsafePointer.value(ptr)), ptr);
+  }
+
+  /**
+   * Unmaps RAM that {@linkcode allocate} mapped (once; a wrapped buffer is
+   * its owner's). Nothing may touch the memory afterwards, on any thread:
+   * the VM's vCPUs must have stopped.
+   */
+  release(): void {
+    if (!this.#mapping) return;
+    libc().munmap(this.#mapping, BigInt(this.host.length));
+    this.#mapping = undefined;
   }
 
   /** Wraps a buffer (tests, or a mapping made elsewhere). */

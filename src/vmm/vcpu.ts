@@ -37,12 +37,29 @@ export class Vcpu {
   /** Length of the `kvm_run` mapping. */
   readonly runSize: number;
 
+  #run?: Deno.PointerObject;
+
   constructor(fd: number, id: number, runSize: number) {
     this.fd = fd;
     this.id = id;
     this.runSize = runSize;
-    const p = mmap(runSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd);
+    let p: Deno.PointerObject;
+    try {
+      p = mmap(runSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd);
+    } catch (e) {
+      libc().close(fd);
+      throw e;
+    }
+    this.#run = p;
     this.runAddr = BigInt(Deno.UnsafePointer.value(p));
+  }
+
+  /** Unmaps `kvm_run` and closes the vCPU fd (once): the vCPU's thread must be done with both. */
+  close(): void {
+    if (!this.#run) return;
+    libc().munmap(this.#run, BigInt(this.runSize));
+    libc().close(this.fd);
+    this.#run = undefined;
   }
 
   private ioctl(req: number, buf: Uint8Array<ArrayBuffer>, what: string): void {

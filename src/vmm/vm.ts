@@ -85,8 +85,12 @@ export class Vm {
     return check(libc().ioctl(this.fd, KVM.CREATE_VCPU, BigInt(id)), "KVM_CREATE_VCPU");
   }
 
-  /** Closes the VM fd. */
+  #closed = false;
+
+  /** Closes the VM fd (once). */
   close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
     libc().close(this.fd);
   }
 }
