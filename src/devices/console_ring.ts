@@ -89,21 +89,17 @@ export class ConsoleRingReader {
     return out;
   }
 
-  /**
-   * Calls `sink` with each batch until {@linkcode stop}, waiting for a
-   * sink that returns a promise before draining more: a slow sink makes
-   * the writers wait, and nothing queues up here.
-   */
-  async pump(sink: (bytes: Uint8Array) => void | Promise<void>): Promise<void> {
+  /** Calls `sink` with each batch until {@linkcode stop}. */
+  async pump(sink: (bytes: Uint8Array) => void): Promise<void> {
     while (!this.stopped) {
       const seq = Atomics.load(this.h, H_SEQ);
       const got = this.drain();
-      if (got.length) await sink(got);
+      if (got.length) sink(got);
       const w = Atomics.waitAsync(this.h, H_SEQ, seq, 100);
       if (w.async) await w.value;
     }
     const rest = this.drain();
-    if (rest.length) await sink(rest);
+    if (rest.length) sink(rest);
   }
 
   /** Ends {@linkcode pump} after a last drain. */

@@ -72,10 +72,18 @@ export class ConsoleFilter {
   readonly #csi = new Uint8Array(MAX_CSI);
   #csiLen = 0;
 
-  /** The bytes of `input` a terminal may see (a new array). */
+  #out = new Uint8Array(256);
+
+  /**
+   * The bytes of `input` a terminal may see, in a buffer the filter reuses:
+   * valid until the next call (the UART writes a byte per exit, and the
+   * exit loop allocates nothing).
+   */
   filter(input: Uint8Array): Uint8Array {
     // At most the input plus a held CSI and a held 0xC2.
-    const out = new Uint8Array(input.length + MAX_CSI + 2);
+    const need = input.length + MAX_CSI + 2;
+    if (this.#out.length < need) this.#out = new Uint8Array(need);
+    const out = this.#out;
     let n = 0;
     for (const b of input) {
       switch (this.#state) {
@@ -318,8 +326,9 @@ export class ConsoleWriter implements ByteWriter {
       if (this.#watch!.seen) Atomics.store(this.#counters, this.#modesSlot, 1);
     }
     // Short writes: the serial device expects every byte taken.
-    let rest = out;
-    while (rest.length) rest = rest.subarray(this.#inner.writeSync(rest));
+    for (let done = 0; done < out.length;) {
+      done += this.#inner.writeSync(done ? out.subarray(done) : out);
+    }
     return data.length;
   }
 }

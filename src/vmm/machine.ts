@@ -42,11 +42,6 @@ const STDIN_CHUNK = 1024;
  * nothing from before it is read anyway (see forwardStdin).
  */
 const TTY_STALL_MS = 500;
-/**
- * How long a stopped VM's last console bytes may wait on a stdout that
- * takes nothing (a pipe nobody reads) before they are dropped.
- */
-export const CONSOLE_FLUSH_MS = 1000;
 
 interface VcpuThread {
   worker: Worker;
@@ -372,13 +367,8 @@ export class Machine {
       await new Promise((r) => setTimeout(r, 5));
     }
     this.consoleReader.stop();
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const flushed = await Promise.race([
-      this.consolePump?.then(() => true, () => true) ?? true,
-      new Promise<boolean>((r) => (timer = setTimeout(() => r(false), CONSOLE_FLUSH_MS))),
-    ]);
-    clearTimeout(timer);
-    return flushed;
+    await this.consolePump;
+    return true;
   }
 
   /**
