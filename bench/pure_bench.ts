@@ -8,7 +8,7 @@ import { bytesImage } from "../src/boot/image.ts";
 import { parseElf } from "../src/boot/elf.ts";
 import { parseBzImage } from "../src/boot/bzimage.ts";
 import { type CpuidEntry, TEMPLATES, vcpuCpuid } from "../src/arch/x86_64/cpuid.ts";
-import { newSerialState, Serial } from "../src/devices/serial.ts";
+import { newSerialState, SharedSerial } from "../src/devices/serial.ts";
 import { Bus } from "../src/devices/bus.ts";
 import { I8042 } from "../src/devices/i8042.ts";
 import { writeCpio } from "../src/guest/cpio.ts";
@@ -49,7 +49,7 @@ Deno.bench("CPUID table for one vCPU (PVM template)", () => {
 
 const sink = { writeSync: (d: Uint8Array) => d.length };
 const bus = new Bus();
-bus.insert(0x3f8, 8, new Serial(newSerialState(), sink, { trigger() {} }));
+bus.insert(0x3f8, 8, new SharedSerial(newSerialState(), sink, { trigger() {} }));
 bus.insert(0x60, 5, new I8042(() => {}));
 const byte = new Uint8Array([0x41]);
 const lsr = new Uint8Array(1);

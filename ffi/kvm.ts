@@ -26,7 +26,26 @@ export const SIZE = {
   kvm_mp_state: 4,
   kvm_segment: 24,
   kvm_dtable: 16,
+  /** `{ u64 datamatch; u64 addr; u32 len; s32 fd; u32 flags; u8 pad[36]; }` */
+  kvm_ioeventfd: 64,
+  /** `{ u32 fd; u32 gsi; u32 flags; u32 resamplefd; u8 pad[16]; }` */
+  kvm_irqfd: 32,
 } as const;
+
+/** `struct kvm_ioeventfd` offsets and flags. */
+export const IOEVENTFD = {
+  datamatch: 0,
+  addr: 8,
+  len: 16,
+  fd: 20,
+  flags: 24,
+  FLAG_DATAMATCH: 1 << 0,
+  FLAG_PIO: 1 << 1,
+  FLAG_DEASSIGN: 1 << 2,
+} as const;
+
+/** `struct kvm_irqfd` offsets and flags. */
+export const IRQFD = { fd: 0, gsi: 4, flags: 8, resamplefd: 12, FLAG_DEASSIGN: 1 << 0 } as const;
 
 /** System, VM and vCPU ioctl request numbers. */
 export const KVM = {
@@ -41,7 +60,9 @@ export const KVM = {
   SET_IDENTITY_MAP_ADDR: iow(KVMIO, 0x48, 8),
   CREATE_IRQCHIP: io(KVMIO, 0x60),
   IRQ_LINE: iow(KVMIO, 0x61, SIZE.kvm_irq_level),
+  IRQFD: iow(KVMIO, 0x76, SIZE.kvm_irqfd),
   CREATE_PIT2: iow(KVMIO, 0x77, SIZE.kvm_pit_config),
+  IOEVENTFD: iow(KVMIO, 0x79, SIZE.kvm_ioeventfd),
   RUN: io(KVMIO, 0x80),
   GET_REGS: ior(KVMIO, 0x81, SIZE.kvm_regs),
   SET_REGS: iow(KVMIO, 0x82, SIZE.kvm_regs),
@@ -70,6 +91,8 @@ export const CAP = {
   PIT2: 33,
   SET_IDENTITY_MAP_ADDR: 37,
   MAX_VCPUS: 66,
+  IRQFD: 32,
+  IOEVENTFD: 36,
   IMMEDIATE_EXIT: 136,
 } as const;
 

@@ -57,6 +57,20 @@ const symbols = {
   tgkill: { parameters: ["i32", "i32", "i32"], result: "i32" },
   getrlimit: { parameters: ["i32", "buffer"], result: "i32" },
   setrlimit: { parameters: ["i32", "buffer"], result: "i32" },
+  // The data path: addresses are host addresses of guest RAM, passed as
+  // numbers (see dataPath below), and results are read as i32 (callers
+  // move at most IO_CHUNK at once), so a request allocates no BigInt.
+  read_addr: { name: "read", parameters: ["i32", "usize", "usize"], result: "i32" },
+  write_addr: { name: "write", parameters: ["i32", "usize", "usize"], result: "i32" },
+  pread: { name: "pread64", parameters: ["i32", "usize", "usize", "i64"], result: "i32" },
+  pwrite: { name: "pwrite64", parameters: ["i32", "usize", "usize", "i64"], result: "i32" },
+  fdatasync: { parameters: ["i32"], result: "i32" },
+  lseek: { name: "lseek64", parameters: ["i32", "i64", "i32"], result: "i64" },
+  getrandom: { parameters: ["usize", "usize", "u32"], result: "i32" },
+  eventfd: { parameters: ["u32", "i32"], result: "i32" },
+  epoll_create1: { parameters: ["i32"], result: "i32" },
+  epoll_ctl: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
+  epoll_wait: { parameters: ["i32", "buffer", "i32", "i32"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** The bound libc symbols. */
@@ -169,6 +183,37 @@ export function openPath(path: string, flags: number): number {
 export function openInheritable(path: string, flags: number): number {
   return libc().open(cstr(path), flags, 0);
 }
+
+/** Bytes one data-path call moves at most, so its result fits an i32. */
+export const IO_CHUNK = 1 << 30;
+
+/**
+ * The data-path calls with plain-number arguments (Deno passes a number
+ * to a 64-bit parameter as is; only the declared types say bigint).
+ * Each returns the call's result, negative on error (see errno()).
+ */
+export const dataPath = {
+  read: (fd: number, addr: number, len: number): number =>
+    libc().read_addr(fd, addr as unknown as bigint, len as unknown as bigint),
+  write: (fd: number, addr: number, len: number): number =>
+    libc().write_addr(fd, addr as unknown as bigint, len as unknown as bigint),
+  pread: (fd: number, addr: number, len: number, offset: number): number =>
+    libc().pread(
+      fd,
+      addr as unknown as bigint,
+      len as unknown as bigint,
+      offset as unknown as bigint,
+    ),
+  pwrite: (fd: number, addr: number, len: number, offset: number): number =>
+    libc().pwrite(
+      fd,
+      addr as unknown as bigint,
+      len as unknown as bigint,
+      offset as unknown as bigint,
+    ),
+  getrandom: (addr: number, len: number): number =>
+    libc().getrandom(addr as unknown as bigint, len as unknown as bigint, 0),
+};
 
 /** Maps `len` bytes; throws on MAP_FAILED. */
 export function mmap(

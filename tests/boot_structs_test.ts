@@ -3,7 +3,7 @@ import { writeZeroPage } from "../src/arch/x86_64/boot_params.ts";
 import { writeStartInfo } from "../src/arch/x86_64/start_info.ts";
 import { e820Map } from "../src/arch/x86_64/e820.ts";
 import { buildMptable, writeMptable } from "../src/arch/x86_64/mptable.ts";
-import { GuestMemory } from "../src/vmm/memory.ts";
+import { GuestMemory } from "../src/memory/guest_memory.ts";
 import { BOOT_PARAMS, SETUP } from "../ffi/bootparam.ts";
 import { CMDLINE_ADDR, PVH_MEMMAP_ADDR, ZERO_PAGE_ADDR } from "../src/arch/x86_64/layout.ts";
 

@@ -1,13 +1,13 @@
 import assert from "node:assert/strict";
 import { Bus } from "../src/devices/bus.ts";
-import { newSerialState, RX_FIFO_SIZE, Serial } from "../src/devices/serial.ts";
+import { newSerialState, RX_FIFO_SIZE, SharedSerial } from "../src/devices/serial.ts";
 import { I8042 } from "../src/devices/i8042.ts";
 import { BootTimerPort, ExitPort } from "../src/devices/guest_ctl.ts";
 
 function uart() {
   const out: number[] = [];
   let irqs = 0;
-  const dev = new Serial(newSerialState(), { writeSync: (d) => (out.push(...d), d.length) }, {
+  const dev = new SharedSerial(newSerialState(), { writeSync: (d) => (out.push(...d), d.length) }, {
     trigger: () => void irqs++,
   });
   const r = (off: number) => {
@@ -84,8 +84,8 @@ Deno.test("UART: no interrupt without OUT2 or with the source disabled", () => {
 
 Deno.test("UART: two views of one shared state act as one device", () => {
   const state = newSerialState();
-  const a = new Serial(state, { writeSync: (d) => d.length }, { trigger() {} });
-  const b = new Serial(state, { writeSync: (d) => d.length }, { trigger() {} });
+  const a = new SharedSerial(state, { writeSync: (d) => d.length }, { trigger() {} });
+  const b = new SharedSerial(state, { writeSync: (d) => d.length }, { trigger() {} });
   a.enqueueInput(new Uint8Array([0x42]));
   const d = new Uint8Array(1);
   b.read(0, d);
@@ -186,7 +186,7 @@ Deno.test("UART: 16- and 32-bit accesses read all-ones, write nothing, change no
   const state = newSerialState();
   const out: number[] = [];
   let irqs = 0;
-  const dev = new Serial(state, { writeSync: (d) => (out.push(...d), d.length) }, {
+  const dev = new SharedSerial(state, { writeSync: (d) => (out.push(...d), d.length) }, {
     trigger: () => void irqs++,
   });
   dev.write(4, new Uint8Array([0x08])); // OUT2

@@ -4,7 +4,7 @@ import { loadCmdline, loadInitrd, loadKernel } from "../src/boot/loader.ts";
 import { parseElf } from "../src/boot/elf.ts";
 import { parseBzImage } from "../src/boot/bzimage.ts";
 import { buildCmdline, DEFAULT_CMDLINE } from "../src/boot/cmdline.ts";
-import { GuestMemory } from "../src/vmm/memory.ts";
+import { GuestMemory } from "../src/memory/guest_memory.ts";
 import { VoltError } from "../src/errors.ts";
 import { makeBzImage, makeElf } from "./images.ts";
 import { concat, craftBzImage, craftElf, note, noteElf, pvhNote } from "./crafted.ts";

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { GuestMemory, memoryRegions } from "../src/vmm/memory.ts";
+import { GuestMemory, memoryRegions } from "../src/memory/guest_memory.ts";
 import { translate, writeIdentityPageTables } from "../src/arch/x86_64/paging.ts";
 import { e820Map } from "../src/arch/x86_64/e820.ts";
 import { E820_RAM, E820_RESERVED } from "../ffi/bootparam.ts";

@@ -7,7 +7,7 @@
 
 import { CMDLINE_ADDR, CMDLINE_MAX, HIMEM_START } from "../arch/x86_64/layout.ts";
 import { VoltError } from "../errors.ts";
-import type { GuestMemory } from "../vmm/memory.ts";
+import type { GuestMemory } from "../memory/guest_memory.ts";
 import { type BzImage, ENTRY_64_OFFSET, isBzImage, parseBzImage } from "./bzimage.ts";
 import { DEFAULT_CMDLINE_MAX, encodeCmdline } from "./cmdline.ts";
 import { isElf, parseElf } from "./elf.ts";
@@ -54,7 +54,7 @@ function fits(mem: GuestMemory, addr: number, len: number, what: string): Uint8A
  *
  * @example
  * ```ts ignore
- * import { GuestMemory } from "../vmm/memory.ts";
+ * import { GuestMemory } from "../memory/guest_memory.ts";
  * import { openImage } from "./image.ts";
  * import { loadKernel } from "./loader.ts";
  * const mem = GuestMemory.allocate(128 << 20);

@@ -35,6 +35,21 @@ const CTR_DEFAULT = 0x05;
 
 /** Device-port offsets. */
 const DATA = 0;
+
+// Int32 slots of the shared state; slot 0 is the device lock.
+const S_CTR = 1, S_OUT = 2, S_PENDING = 3;
+/** Bytes of shared state one controller needs. */
+export const I8042_STATE_BYTES = 16;
+
+/** A controller's state as after power-on. */
+export function newI8042State(): SharedArrayBuffer {
+  const sab = new SharedArrayBuffer(I8042_STATE_BYTES);
+  const s = new Int32Array(sab);
+  s[S_CTR] = CTR_DEFAULT;
+  s[S_OUT] = -1;
+  s[S_PENDING] = -1;
+  return sab;
+}
 /** Status/command sits 4 ports above data (0x60/0x64). */
 export const I8042_CMD_OFFSET = 4;
 
@@ -50,13 +65,38 @@ export const I8042_CMD_OFFSET = 4;
  * ```
  */
 export class I8042 implements BusDevice {
-  private ctr = CTR_DEFAULT;
-  private out = -1;
-  private pending = -1;
+  private readonly s: Int32Array;
   private readonly onReset: ResetHandler;
 
-  constructor(onReset: ResetHandler) {
+  /**
+   * `state` is shared by every thread that reaches the controller (slot 0
+   * is its lock, taken by the bus); by default it has state of its own.
+   */
+  constructor(onReset: ResetHandler, state: SharedArrayBuffer = newI8042State()) {
+    if (state.byteLength < I8042_STATE_BYTES) throw new RangeError("i8042 state too small");
+    this.s = new Int32Array(state);
     this.onReset = onReset;
+  }
+
+  private get ctr(): number {
+    return this.s[S_CTR];
+  }
+  private set ctr(v: number) {
+    this.s[S_CTR] = v;
+  }
+  /** The output buffer's byte, or -1 when empty. */
+  private get out(): number {
+    return this.s[S_OUT];
+  }
+  private set out(v: number) {
+    this.s[S_OUT] = v;
+  }
+  /** The command waiting for its data byte, or -1. */
+  private get pending(): number {
+    return this.s[S_PENDING];
+  }
+  private set pending(v: number) {
+    this.s[S_PENDING] = v;
   }
 
   read(offset: number, data: Uint8Array): void {

@@ -1,13 +1,16 @@
 /**
  * A 16550A UART. Its registers live in a SharedArrayBuffer so that every
- * vCPU worker and the main thread (which feeds host input) act on one device;
- * a spin lock serializes them. Output goes to a writer, interrupts to a
- * trigger: the device knows nothing of buses or threads.
+ * vCPU worker and the main thread (which feeds host input) act on one
+ * device; the caller serialises accesses with the lock in slot 0 (the bus
+ * wraps it in {@linkcode Serialized}). Output goes to a writer, after the
+ * lock is released; interrupts go to a trigger: the device knows nothing of
+ * buses or threads.
  *
  * @module
  */
 
 import type { BusDevice } from "./bus.ts";
+import { type DeferredWork, DeviceLock, Serialized } from "./lock.ts";
 
 /** Where transmitted bytes go. */
 export interface Writer {
@@ -48,8 +51,8 @@ const MSR_DCD = 0x80;
 /** Receive FIFO depth (larger than a 16550's 16: host input comes in bursts). */
 export const RX_FIFO_SIZE = 64;
 
-// Int32 slots of the shared state.
-const S_LOCK = 0, S_IER = 1, S_THRE_PENDING = 2, S_LCR = 3, S_MCR = 4, S_SCR = 5;
+// Int32 slots of the shared state; slot 0 is the device lock.
+const S_IER = 1, S_THRE_PENDING = 2, S_LCR = 3, S_MCR = 4, S_SCR = 5;
 const S_DLL = 6, S_DLM = 7, S_FCR = 8, S_RX_HEAD = 9, S_RX_COUNT = 10, S_RX = 11;
 const SLOTS = S_RX + RX_FIFO_SIZE;
 
@@ -75,28 +78,23 @@ export function newSerialState(): SharedArrayBuffer {
  * const uart = new Serial(newSerialState(), {
  *   writeSync: (d) => (out.push(...d), d.length),
  * }, { trigger() {} });
- * uart.write(0, new Uint8Array([0x41])); // out = [0x41]
+ * uart.write(0, new Uint8Array([0x41]));
+ * uart.afterAccess(); // out = [0x41]
  * ```
  */
-export class Serial implements BusDevice {
+export class Serial implements BusDevice, DeferredWork {
   private readonly s: Int32Array;
   private readonly out: Writer;
   private readonly irq: Trigger;
   private readonly one = new Uint8Array(1);
+  /** A byte the last write transmits, sent by {@linkcode afterAccess}; -1 for none. */
+  private tx = -1;
 
   constructor(state: SharedArrayBuffer, out: Writer, irq: Trigger) {
     if (state.byteLength < SERIAL_STATE_BYTES) throw new RangeError("Serial state too small");
     this.s = new Int32Array(state);
     this.out = out;
     this.irq = irq;
-  }
-
-  private lock(): void {
-    while (Atomics.compareExchange(this.s, S_LOCK, 0, 1) !== 0) { /* spin: held for ns */ }
-  }
-
-  private unlock(): void {
-    Atomics.store(this.s, S_LOCK, 0);
   }
 
   /** The interrupt the guest would read from IIR now. */
@@ -125,16 +123,11 @@ export class Serial implements BusDevice {
    * (the caller retries the rest).
    */
   enqueueInput(data: Uint8Array): number {
-    this.lock();
     let n = 0;
-    try {
-      // In loopback the line is disconnected from the outside world.
-      if (this.s[S_MCR] & MCR_LOOP) return data.length;
-      while (n < data.length && this.pushRx(data[n])) n++;
-      if (n > 0) this.maybeInterrupt();
-    } finally {
-      this.unlock();
-    }
+    // In loopback the line is disconnected from the outside world.
+    if (this.s[S_MCR] & MCR_LOOP) return data.length;
+    while (n < data.length && this.pushRx(data[n])) n++;
+    if (n > 0) this.maybeInterrupt();
     return n;
   }
 
@@ -159,28 +152,24 @@ export class Serial implements BusDevice {
       data.fill(0xff);
       return;
     }
-    this.lock();
-    try {
-      data[0] = this.readReg(offset);
-    } finally {
-      this.unlock();
-    }
+    data[0] = this.readReg(offset);
   }
 
   /** A write of one register; a write wider than a byte is dropped. */
   write(offset: number, data: Uint8Array): void {
     if (data.length !== 1) return;
-    this.lock();
-    let tx = -1;
-    try {
-      tx = this.writeReg(offset, data[0]);
-    } finally {
-      this.unlock();
-    }
-    if (tx >= 0) {
-      this.one[0] = tx;
-      this.out.writeSync(this.one);
-    }
+    this.tx = this.writeReg(offset, data[0]);
+  }
+
+  /**
+   * Sends the byte the last write transmitted, outside the lock: a stdout
+   * that blocks holds this vCPU only, not every thread that reaches the UART.
+   */
+  afterAccess(): void {
+    if (this.tx < 0) return;
+    this.one[0] = this.tx;
+    this.tx = -1;
+    this.out.writeSync(this.one);
   }
 
   private readReg(offset: number): number {
@@ -269,5 +258,50 @@ export class Serial implements BusDevice {
         return -1;
     }
     return -1;
+  }
+}
+
+/**
+ * The UART behind its lock, as every thread that reaches it uses it: bus
+ * accesses and host input serialised on the state's lock slot.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { newSerialState, SharedSerial } from "./serial.ts";
+ * const out: number[] = [];
+ * const uart = new SharedSerial(newSerialState(), {
+ *   writeSync: (d) => (out.push(...d), d.length),
+ * }, { trigger() {} });
+ * uart.write(0, new Uint8Array([0x41]));
+ * assert.deepEqual(out, [0x41]);
+ * ```
+ */
+export class SharedSerial extends Serialized {
+  private readonly uart: Serial;
+  constructor(state: SharedArrayBuffer, out: Writer, irq: Trigger) {
+    const uart = new Serial(state, out, irq);
+    super(uart, new DeviceLock(new Int32Array(state)));
+    this.uart = uart;
+  }
+
+  /** {@linkcode Serial.enqueueInput}, under the lock. */
+  enqueueInput(data: Uint8Array): number {
+    this.lock.acquire();
+    try {
+      return this.uart.enqueueInput(data);
+    } finally {
+      this.lock.release();
+    }
+  }
+
+  /** {@linkcode Serial.rxReady}. */
+  get rxReady(): boolean {
+    return this.uart.rxReady;
+  }
+
+  /** {@linkcode Serial.rxSpace}. */
+  get rxSpace(): number {
+    return this.uart.rxSpace;
   }
 }

@@ -22,8 +22,9 @@ import { loadCmdline, type LoadedKernel, loadInitrd, loadKernel } from "../boot/
 import { VoltError } from "../errors.ts";
 import { isPvmHost, isTcgHost } from "./host.ts";
 import { Kvm } from "./kvm.ts";
-import { GuestMemory } from "./memory.ts";
+import { GuestMemory } from "../memory/guest_memory.ts";
 import type { ResolvedConfig } from "./config.ts";
+import { DeviceManager, type IoPlan } from "./device_manager.ts";
 import type { BootTrace } from "./trace.ts";
 import { Vcpu } from "./vcpu.ts";
 import { Vm } from "./vm.ts";
@@ -38,6 +39,10 @@ export interface BuiltVm {
   cmdline: string;
   initrd?: { addr: number; size: number };
   template: CpuTemplate;
+  /** The VM's devices and their host resources. */
+  devices: DeviceManager;
+  /** What the I/O thread serves; none without virtio devices. */
+  io?: IoPlan;
 }
 
 /**
@@ -135,10 +140,16 @@ export function buildVm(cfg: ResolvedConfig, trace: BootTrace): BuiltVm {
     throw e;
   }
   trace.mark("memory allocated");
+  const devices = new DeviceManager();
   // What exists so far, released if a later step fails.
-  const made: Partial<BuiltVm> & { vcpus: Vcpu[] } = { memory, vcpus: [] };
+  const made: Partial<BuiltVm> & { vcpus: Vcpu[] } = { memory, vcpus: [], devices };
   try {
-    let loaded: Omit<BuiltVm, "kvm" | "vm" | "vcpus">;
+    // Devices before the command line, which names every virtio window.
+    devices.addLegacy();
+    for (const disk of cfg.disks) devices.addDisk(disk);
+    if (cfg.entropy) devices.addEntropy();
+    trace.mark("devices added");
+    let loaded: Omit<BuiltVm, "kvm" | "vm" | "vcpus" | "io">;
     try {
       const kernel = loadKernel(memory, images.kernel, cfg.bootProtocol);
       const initrd = images.initrd ? loadInitrd(memory, kernel, images.initrd) : undefined;
@@ -147,10 +158,11 @@ export function buildVm(cfg: ResolvedConfig, trace: BootTrace): BuiltVm {
         kernel,
         initrd,
         template,
+        devices,
         cmdline: buildCmdline({
           cmdline: cfg.cmdline,
           append: cfg.append,
-          extra: template.cmdline,
+          extra: [...template.cmdline, ...devices.cmdline()],
         }),
       };
     } finally {
@@ -171,7 +183,9 @@ export function buildVm(cfg: ResolvedConfig, trace: BootTrace): BuiltVm {
     made.vm = vm;
     vm.mapMemory(memory);
     trace.mark("vm created");
-    const b: BuiltVm = { ...loaded, kvm, vm, vcpus: made.vcpus };
+    const io = devices.connect(vm.fd);
+    if (io) trace.mark("virtio connected");
+    const b: BuiltVm = { ...loaded, kvm, vm, vcpus: made.vcpus, io };
     const mmapSize = kvm.vcpuMmapSize;
     for (let id = 0; id < cfg.cpus; id++) {
       const cpu = new Vcpu(vm.createVcpu(id), id, mmapSize);
@@ -189,11 +203,13 @@ export function buildVm(cfg: ResolvedConfig, trace: BootTrace): BuiltVm {
 }
 
 /**
- * Releases what {@linkcode buildVm} made, in reverse: every vCPU's
- * `kvm_run` mapping and fd, the VM fd, the KVM fd, guest RAM. Safe to call
+ * Releases what {@linkcode buildVm} made, in reverse: the devices' files
+ * and eventfds, every vCPU's `kvm_run` mapping and fd, the VM fd, the KVM
+ * fd, guest RAM. Safe to call
  * twice; nothing may use the VM afterwards, on any thread.
  */
 export function releaseVm(b: Partial<BuiltVm>): void {
+  b.devices?.release();
   for (const cpu of b.vcpus ?? []) cpu.close();
   b.vm?.close();
   b.kvm?.close();

@@ -8,6 +8,7 @@ import { VoltError } from "../errors.ts";
 import type { BootProtocol } from "../boot/loader.ts";
 import type { ConsoleSink } from "./worker_protocol.ts";
 import type { ConsoleMode } from "./console_filter.ts";
+import type { DiskConfig } from "./device_manager.ts";
 
 /** What a caller asks for. */
 export interface VmConfig {
@@ -46,6 +47,10 @@ export interface VmConfig {
    * takes it over.
    */
   kvmFd?: number;
+  /** Disks, in the order the guest sees them (`/dev/vda`, `/dev/vdb`, ...). */
+  disks?: DiskConfig[];
+  /** A virtio-rng device: the guest's `/dev/hwrng` reads the host's `getrandom`. */
+  entropy?: boolean;
 }
 
 /** Smallest guest we boot: the boot structures and a kernel need room. */
@@ -86,6 +91,20 @@ export interface ResolvedConfig
   cmdline?: string;
   append?: string;
   memory: number;
+}
+
+/** A disk entry, checked. */
+function checkDisk(d: DiskConfig): DiskConfig {
+  if (typeof d?.path !== "string" || d.path === "") {
+    throw new VoltError("A disk needs a path", "usage");
+  }
+  if (d.fd !== undefined && !(Number.isSafeInteger(d.fd) && d.fd >= 0)) {
+    throw new VoltError(`Not a file descriptor: ${d.fd}`, "usage");
+  }
+  if (d.id !== undefined && new TextEncoder().encode(d.id).length > 20) {
+    throw new VoltError(`Disk id "${d.id}" is longer than 20 bytes`, "usage");
+  }
+  return { path: d.path, readOnly: d.readOnly ?? true, id: d.id, fd: d.fd };
 }
 
 /** Checks ranges and fills defaults. */
@@ -131,5 +150,7 @@ export function resolveConfig(c: VmConfig): ResolvedConfig {
     stdin: c.stdin ?? false,
     kvmDevice: c.kvmDevice ?? "/dev/kvm",
     kvmFd: c.kvmFd,
+    disks: (c.disks ?? []).map(checkDisk),
+    entropy: c.entropy ?? false,
   };
 }

@@ -7,7 +7,7 @@
 import { RUN } from "../../ffi/kvm.ts";
 import { libc } from "../../ffi/libc.ts";
 import { SERIAL_IRQ } from "../arch/x86_64/layout.ts";
-import { newSerialState, Serial } from "../devices/serial.ts";
+import { SharedSerial } from "../devices/serial.ts";
 import { ConsoleRingReader, newConsoleRing } from "../devices/console_ring.ts";
 import { autoConsoleMode, type ConsoleMode, terminalReset } from "./console_filter.ts";
 import { VoltError } from "../errors.ts";
@@ -17,7 +17,7 @@ import { resolveConfig, type VmConfig } from "./config.ts";
 import { type VmExit, vmExit } from "./exit_reason.ts";
 import { BootTrace, FIRST_RUN_PHASE, GUEST_READY_PHASE, type Mark } from "./trace.ts";
 import { CTL } from "./vcpu_loop.ts";
-import type { VcpuEvent, VcpuFilter, VcpuStart } from "./worker_protocol.ts";
+import type { IoStart, VcpuEvent, VcpuFilter, VcpuStart } from "./worker_protocol.ts";
 
 /**
  * The kick signal. Not SIGUSR1: Deno opens its inspector on SIGUSR1 (as
@@ -117,8 +117,9 @@ export class Machine {
   onReady: (msSinceStart: number) => void = noop;
 
   private readonly threads: VcpuThread[];
+  /** The I/O thread, when the VM has virtio devices. */
+  private readonly io?: VcpuThread;
   private readonly ctl = new SharedArrayBuffer(16);
-  private readonly serialState = newSerialState();
   private readonly consoleRing = newConsoleRing();
   private readonly consoleReader = new ConsoleRingReader(this.consoleRing);
   private consolePump?: Promise<void>;
@@ -128,7 +129,7 @@ export class Machine {
    * at start.
    */
   consoleMode?: ConsoleMode;
-  private readonly serial: Serial;
+  private readonly serial: SharedSerial;
   private readonly cfg: ReturnType<typeof resolveConfig>;
   private exit?: VmExit;
   private readonly exited: Promise<VmExit>;
@@ -150,14 +151,16 @@ export class Machine {
     trace: BootTrace,
     threads: VcpuThread[],
     built: BuiltVm,
+    io: VcpuThread | undefined,
   ) {
     this.cfg = cfg;
     this.trace = trace;
     this.threads = threads;
     this.built = built;
+    this.io = io;
     this.exited = new Promise((r) => (this.resolveExit = r));
     // Host input is injected from this thread: the IRQ line ioctl is VM-wide.
-    this.serial = new Serial(this.serialState, { writeSync: (d) => d.length }, {
+    this.serial = new SharedSerial(built.devices.serialState, { writeSync: (d) => d.length }, {
       trigger: () => {
         built.vm.setIrqLine(SERIAL_IRQ, true);
         built.vm.setIrqLine(SERIAL_IRQ, false);
@@ -175,10 +178,8 @@ export class Machine {
     const cfg = resolveConfig(config);
     const threads: VcpuThread[] = [];
     const loaded: Promise<void>[] = [];
-    for (let i = 0; i < cfg.cpus; i++) {
+    const spawn = (): VcpuThread => {
       const worker = new Worker(workerUrl, { type: "module" });
-      const t: VcpuThread = { worker, done: false };
-      threads.push(t);
       loaded.push(
         new Promise((resolve) => {
           worker.onmessage = (e: MessageEvent<VcpuEvent>) => {
@@ -186,15 +187,20 @@ export class Machine {
           };
         }),
       );
-    }
+      return { worker, done: false };
+    };
+    for (let i = 0; i < cfg.cpus; i++) threads.push(spawn());
+    // One more thread serves the virtio queues, spawned with the rest (before the jail's seccomp).
+    const io = cfg.disks.length > 0 || cfg.entropy ? spawn() : undefined;
     let built: BuiltVm;
     try {
       built = buildVm(cfg, trace);
     } catch (e) {
       for (const t of threads) t.worker.terminate();
+      io?.worker.terminate();
       throw e;
     }
-    const m = new Machine(cfg, trace, threads, built);
+    const m = new Machine(cfg, trace, threads, built, io);
     trace.mark("devices ready");
     ensureKickHandler();
     await Promise.all(loaded);
@@ -233,7 +239,7 @@ export class Machine {
         runSize: cpu.runSize,
         memAddr: b.memory.hostAddr,
         memSize: b.memory.size,
-        serialState: this.serialState,
+        devices: b.devices.specs,
         ctl: this.ctl,
         console: this.cfg.console,
         consoleRing: this.consoleRing,
@@ -243,6 +249,30 @@ export class Machine {
       };
       t.worker.postMessage(msg);
     });
+    if (this.io && b.io) {
+      const io = this.io;
+      io.worker.onmessage = (e: MessageEvent<VcpuEvent>) => {
+        if (e.data.type !== "exit") return;
+        io.done = true;
+        io.worker.terminate();
+        // The I/O thread ends on a stop; anything else is the monitor failing.
+        if (e.data.exit.cause !== "host-stop") this.finish(e.data.exit);
+        this.cleanup();
+      };
+      io.worker.onerror = (e) => {
+        e.preventDefault();
+        io.done = true;
+        this.finish(vmExit("monitor-error", `I/O thread failed: ${e.message}`));
+        this.cleanup();
+      };
+      const msg: IoStart = {
+        type: "io-start",
+        memAddr: b.memory.hostAddr,
+        memSize: b.memory.size,
+        plan: b.io,
+      };
+      io.worker.postMessage(msg);
+    }
     if (this.cfg.console === "message") {
       this.consolePump = this.consoleReader.pump((b) => this.onConsole(b));
     }
@@ -301,6 +331,11 @@ export class Machine {
     }
   }
 
+  /** The vCPU threads and the I/O thread: what must be done before the VM is released. */
+  private allThreads(): VcpuThread[] {
+    return this.io ? [...this.threads, this.io] : this.threads;
+  }
+
   /** Makes a vCPU leave KVM_RUN: immediate_exit, then a signal to its thread. */
   private kick(t: VcpuThread): void {
     if (t.done || !t.run || t.tid === undefined) return;
@@ -314,6 +349,7 @@ export class Machine {
     this.exit = exit;
     Atomics.store(new Int32Array(this.ctl), CTL.stop, 1);
     for (const t of this.threads) this.kick(t);
+    this.built.devices.stopIo();
     logger("vmm").debug("VM stopped: {message}", { message: exit.message });
     this.resolveExit(exit);
     // Input is over: release whoever waits to send more.
@@ -326,8 +362,10 @@ export class Machine {
   /** Stops the VM from the host side. */
   stop(exit: VmExit = vmExit("host-stop", "Stopped by the host")): void {
     if (!this.started) {
-      for (const t of this.threads) t.worker.terminate();
-      this.threads.forEach((t) => (t.done = true));
+      for (const t of this.allThreads()) {
+        t.worker.terminate();
+        t.done = true;
+      }
     }
     this.finish(exit);
   }
@@ -361,7 +399,7 @@ export class Machine {
   /** Waits until every vCPU thread has left KVM_RUN and the console is drained. */
   async settled(timeoutMs = 2000): Promise<boolean> {
     const until = performance.now() + timeoutMs;
-    while (!this.threads.every((t) => t.done)) {
+    while (!this.allThreads().every((t) => t.done)) {
       if (performance.now() > until) return false;
       for (const t of this.threads) this.kick(t);
       await new Promise((r) => setTimeout(r, 5));
@@ -546,9 +584,9 @@ export class Machine {
     // The VM's descriptors and mappings go once no vCPU thread can touch
     // them; a thread still running (settled() gave up on it) leaves them,
     // and its exit calls this again.
-    if (!this.released && this.threads.every((t) => t.done)) {
+    if (!this.released && this.allThreads().every((t) => t.done)) {
       this.released = true;
-      for (const t of this.threads) t.worker.terminate();
+      for (const t of this.allThreads()) t.worker.terminate();
       releaseVm(this.built);
     }
   }

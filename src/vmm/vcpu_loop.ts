@@ -21,7 +21,7 @@ import { errnoName } from "../../ffi/errno.ts";
 import { translate } from "../arch/x86_64/paging.ts";
 import type { Bus } from "../devices/bus.ts";
 import { type VmExit, vmExit } from "./exit_reason.ts";
-import type { GuestMemory } from "./memory.ts";
+import type { GuestMemory } from "../memory/guest_memory.ts";
 
 const EINTR = 4;
 const EAGAIN = 11;
@@ -29,11 +29,10 @@ const CR0_PG = 0x80000000n;
 
 /**
  * Control words shared by the main thread and every vCPU: `stop` asks the
- * loops to end, `ready` latches the guest's boot-timer write.
+ * loops to end.
  */
 export const CTL = {
   stop: 0,
-  ready: 1,
   /** Control sequences the console's safe mode dropped, over every vCPU. */
   consoleDropped: 2,
   /** Non-zero once raw console output set a terminal private mode. */

@@ -8,24 +8,19 @@
 /// <reference lib="deno.worker" />
 
 import { libc } from "../../ffi/libc.ts";
-import * as L from "../arch/x86_64/layout.ts";
-import { Bus, type BusDevice } from "../devices/bus.ts";
-import { BootTimerPort, ExitPort } from "../devices/guest_ctl.ts";
-import { I8042 } from "../devices/i8042.ts";
-import { Serial, type Writer } from "../devices/serial.ts";
+import type { Writer } from "../devices/serial.ts";
 import { ConsoleRingWriter } from "../devices/console_ring.ts";
 import { ConsoleWriter } from "./console_filter.ts";
 import { installEncoded } from "../sandbox/seccomp.ts";
 import { guestExit, vmExit } from "./exit_reason.ts";
-import { GuestMemory } from "./memory.ts";
+import { GuestMemory } from "../memory/guest_memory.ts";
 import { CTL, VcpuLoop } from "./vcpu_loop.ts";
 import { Vm } from "./vm.ts";
-import type { VcpuEvent, VcpuStart } from "./worker_protocol.ts";
+import { buildBuses } from "./vcpu_devices.ts";
+import { runIo } from "./io_thread.ts";
+import type { IoStart, VcpuEvent, VcpuStart } from "./worker_protocol.ts";
 
 const post = (e: VcpuEvent) => self.postMessage(e);
-
-/** Reads as zero, ignores writes: Linux's I/O-delay port. */
-const silent: BusDevice = { read: (_o, d) => d.fill(0), write() {} };
 
 /**
  * The vCPU's console writer: to stdout directly, through its own filter in
@@ -77,8 +72,6 @@ function start(m: VcpuStart): void {
   const run = new Uint8Array(
     Deno.UnsafePointerView.getArrayBuffer(Deno.UnsafePointer.create(m.runAddr)!, m.runSize),
   );
-  const pio = new Bus();
-  const mmio = new Bus();
   let out = consoleWriter(m);
   if (m.pvm) {
     out = new PvmUserspaceWatch(out, () =>
@@ -88,28 +81,18 @@ function start(m: VcpuStart): void {
         m.id,
       )));
   }
-  const serialIrq = {
-    trigger() {
-      vm.setIrqLine(L.SERIAL_IRQ, true);
-      vm.setIrqLine(L.SERIAL_IRQ, false);
-    },
-  };
   let loop: VcpuLoop | undefined = undefined;
-  const ctlHandler = {
-    exit: (status: number) => loop!.stopWith(guestExit(status, m.id)),
-    ready: () => post({ type: "ready", at: performance.timeOrigin + performance.now() }),
-  };
-  pio.insert(L.SERIAL_PORT, 8, new Serial(m.serialState, out, serialIrq));
-  pio.insert(
-    L.I8042_DATA_PORT,
-    5,
-    new I8042(() => loop!.stopWith(vmExit("reset", "Guest reset", m.id))),
-  );
-  pio.insert(L.POST_PORT, 1, silent);
-  pio.insert(L.EXIT_PORT, 4, new ExitPort(ctlHandler));
+  const { pio, mmio } = buildBuses(m.devices, {
+    vm,
+    memory,
+    console: out,
+    reset: () => loop!.stopWith(vmExit("reset", "Guest reset", m.id)),
+    ctl: {
+      exit: (status: number) => loop!.stopWith(guestExit(status, m.id)),
+      ready: () => post({ type: "ready", at: performance.timeOrigin + performance.now() }),
+    },
+  });
   const ctl = new Int32Array(m.ctl);
-  // One latch for every vCPU: the VM is ready once, whichever vCPU says so first.
-  pio.insert(L.BOOT_TIMER_PORT, 1, new BootTimerPort(ctlHandler, ctl, CTL.ready));
   loop = new VcpuLoop({ id: m.id, fd: m.fd, run, pio, mmio, ctl, memory });
   post({ type: "running", tid: libc().gettid(), at: performance.timeOrigin + performance.now() });
   let exit;
@@ -133,7 +116,18 @@ function start(m: VcpuStart): void {
  * ```
  */
 export function installVcpuThread(): void {
-  self.onmessage = (e: MessageEvent<VcpuStart>) => {
+  self.onmessage = (e: MessageEvent<VcpuStart | IoStart>) => {
+    if (e.data.type === "io-start") {
+      try {
+        runIo(e.data, post);
+      } catch (err) {
+        post({
+          type: "exit",
+          exit: vmExit("monitor-error", `I/O thread: ${(err as Error).message}`),
+        });
+      }
+      return;
+    }
     if (e.data.type !== "start") return;
     try {
       start(e.data);

@@ -9,7 +9,7 @@
 import { KVM, SIZE } from "../../ffi/kvm.ts";
 import { check, libc } from "../../ffi/libc.ts";
 import { KVM_IDENTITY_MAP_ADDR, KVM_TSS_ADDR } from "../arch/x86_64/layout.ts";
-import type { GuestMemory } from "./memory.ts";
+import type { GuestMemory } from "../memory/guest_memory.ts";
 
 /** `kvm_pit_config.flags`: the PIT speaker port is a dummy. */
 const KVM_PIT_SPEAKER_DUMMY = 1;

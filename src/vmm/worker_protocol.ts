@@ -5,6 +5,7 @@
  */
 
 import type { ConsoleMode } from "./console_filter.ts";
+import type { DeviceSpec, IoPlan } from "./device_manager.ts";
 import type { VmExit } from "./exit_reason.ts";
 
 /** Where the guest console goes. */
@@ -20,7 +21,8 @@ export interface VcpuStart {
   runSize: number;
   memAddr: bigint;
   memSize: number;
-  serialState: SharedArrayBuffer;
+  /** The VM's devices; this thread builds its view of each. */
+  devices: DeviceSpec[];
   ctl: SharedArrayBuffer;
   console: ConsoleSink;
   /** Console bytes for `message` mode. */
@@ -31,6 +33,14 @@ export interface VcpuStart {
   pvm: boolean;
   /** A seccomp filter (`sock_filter` bytes) this thread stacks right before its first KVM_RUN. */
   vcpuFilter?: VcpuFilter;
+}
+
+/** Main → worker: serve the virtio queues (the I/O thread). */
+export interface IoStart {
+  type: "io-start";
+  memAddr: bigint;
+  memSize: number;
+  plan: IoPlan;
 }
 
 /** The vCPU thread's own seccomp filter. */

@@ -13,7 +13,7 @@ import { parseBzImage } from "../../src/boot/bzimage.ts";
 import { parseElf } from "../../src/boot/elf.ts";
 import { bytesImage, type Image } from "../../src/boot/image.ts";
 import { type BootProtocol, loadInitrd, loadKernel } from "../../src/boot/loader.ts";
-import { GuestMemory } from "../../src/vmm/memory.ts";
+import { GuestMemory } from "../../src/memory/guest_memory.ts";
 import { bzSeed, elfSeed, FUZZ_MEMORY, mutated, randomBytes } from "./inputs.ts";
 import { defineTarget, expectVoltError, safe, strictImage, type Target } from "./target.ts";
 

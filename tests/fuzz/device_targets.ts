@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { I8042, I8042_CMD_OFFSET } from "../../src/devices/i8042.ts";
-import { newSerialState, RX_FIFO_SIZE, Serial } from "../../src/devices/serial.ts";
+import { newSerialState, RX_FIFO_SIZE, SharedSerial } from "../../src/devices/serial.ts";
 import { defineTarget, type Target } from "./target.ts";
 
 type UartOp =
@@ -45,7 +45,7 @@ const uartOp: fc.Arbitrary<UartOp> = fc.oneof(
 function checkUart(ops: UartOp[]): void {
   const out: number[] = [];
   let edges = 0;
-  const dev = new Serial(newSerialState(), { writeSync: (d) => (out.push(...d), d.length) }, {
+  const dev = new SharedSerial(newSerialState(), { writeSync: (d) => (out.push(...d), d.length) }, {
     trigger: () => void edges++,
   });
   const m = { lcr: 0, mcr: 0x08, ier: 0, fcr: 0, scr: 0, dll: 12, dlm: 0, thre: 0 };

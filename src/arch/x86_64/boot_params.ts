@@ -15,7 +15,7 @@ import {
   SETUP,
   SETUP_MAGIC,
 } from "../../../ffi/bootparam.ts";
-import type { GuestMemory } from "../../vmm/memory.ts";
+import type { GuestMemory } from "../../memory/guest_memory.ts";
 import type { E820Entry } from "./e820.ts";
 import { ZERO_PAGE_ADDR } from "./layout.ts";
 
@@ -35,7 +35,7 @@ export interface ZeroPageConfig {
  *
  * @example
  * ```ts
- * import { GuestMemory } from "../../vmm/memory.ts";
+ * import { GuestMemory } from "../../memory/guest_memory.ts";
  * import { writeZeroPage } from "./boot_params.ts";
  * import { e820Map } from "./e820.ts";
  * const mem = GuestMemory.fromBuffer(new ArrayBuffer(4 << 20));

@@ -5,7 +5,7 @@
  */
 
 import { E820_RAM, E820_RESERVED } from "../../../ffi/bootparam.ts";
-import type { GuestMemory } from "../../vmm/memory.ts";
+import type { GuestMemory } from "../../memory/guest_memory.ts";
 import { EBDA_START, HIMEM_START } from "./layout.ts";
 
 /** One e820 range. */
@@ -21,7 +21,7 @@ export interface E820Entry {
  *
  * @example
  * ```ts
- * import { GuestMemory } from "../../vmm/memory.ts";
+ * import { GuestMemory } from "../../memory/guest_memory.ts";
  * import { e820Map } from "./e820.ts";
  * e820Map(GuestMemory.fromBuffer(new ArrayBuffer(64 << 20))).length; // 3
  * ```

@@ -69,3 +69,18 @@ export const POST_PORT = 0x80;
 export const EXIT_PORT = 0xf4;
 /** Guest-ready marker volt-init writes once (the boot timer). */
 export const BOOT_TIMER_PORT = 0xf8;
+
+/**
+ * First virtio-mmio window, in the MMIO gap (Firecracker's choice): one
+ * 4 KiB window per device, one after another.
+ */
+export const VIRTIO_MMIO_BASE = 0xd0000000;
+/** Bytes of MMIO space each virtio device takes. */
+export const VIRTIO_MMIO_WINDOW = 0x1000;
+/**
+ * Interrupt lines for virtio devices, in the order they are handed out:
+ * the ISA lines nothing else here uses (the timer is 0, the i8042 1, the
+ * PIC cascade 2, COM2 and COM1 3 and 4, the RTC 8), each wired to the I/O
+ * APIC by the MP table. Edge-triggered, as with Firecracker's irqfds.
+ */
+export const VIRTIO_IRQS: readonly number[] = [5, 6, 7, 9, 10, 11, 12, 13, 14, 15];

@@ -6,7 +6,7 @@
  */
 
 import { MP } from "../../../ffi/bootparam.ts";
-import type { GuestMemory } from "../../vmm/memory.ts";
+import type { GuestMemory } from "../../memory/guest_memory.ts";
 import { APIC_ADDR, EBDA_START, HIMEM_START, IOAPIC_ADDR, MPTABLE_ADDR } from "./layout.ts";
 
 /** ISA interrupts routed 1:1 to I/O APIC pins. */

@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { GuestMemory } from "../../vmm/memory.ts";
+import type { GuestMemory } from "../../memory/guest_memory.ts";
 import { PD_ADDR, PDPT_ADDR, PML4_ADDR } from "./layout.ts";
 
 const PRESENT = 1n;
@@ -17,7 +17,7 @@ const HUGE = 0x80n;
  *
  * @example
  * ```ts
- * import { GuestMemory } from "../../vmm/memory.ts";
+ * import { GuestMemory } from "../../memory/guest_memory.ts";
  * import { writeIdentityPageTables } from "./paging.ts";
  * const cr3 = writeIdentityPageTables(GuestMemory.fromBuffer(new ArrayBuffer(1 << 20)));
  * ```

@@ -11,7 +11,7 @@ import {
   HVM_START_INFO,
   HVM_START_MAGIC,
 } from "../../../ffi/bootparam.ts";
-import type { GuestMemory } from "../../vmm/memory.ts";
+import type { GuestMemory } from "../../memory/guest_memory.ts";
 import type { E820Entry } from "./e820.ts";
 import { PVH_INFO_ADDR, PVH_MEMMAP_ADDR, PVH_MODLIST_ADDR } from "./layout.ts";
 
@@ -29,7 +29,7 @@ export interface StartInfoConfig {
  *
  * @example
  * ```ts
- * import { GuestMemory } from "../../vmm/memory.ts";
+ * import { GuestMemory } from "../../memory/guest_memory.ts";
  * import { writeStartInfo } from "./start_info.ts";
  * import { e820Map } from "./e820.ts";
  * const mem = GuestMemory.fromBuffer(new ArrayBuffer(4 << 20));

@@ -61,7 +61,7 @@ export function memoryRegions(size: number): MemoryRegion[] {
  *
  * @example
  * ```ts
- * import { GuestMemory } from "./memory.ts";
+ * import { GuestMemory } from "./guest_memory.ts";
  * const mem = GuestMemory.fromBuffer(new ArrayBuffer(1 << 20));
  * mem.write(0x1000, new Uint8Array([0xf4])); // hlt
  * ```
@@ -121,6 +121,24 @@ export class GuestMemory {
   /** End of RAM below the MMIO gap. */
   get lowEnd(): number {
     return this.regions[0].size;
+  }
+
+  /**
+   * Offset into {@linkcode host} of the `len` bytes at guest address
+   * `addr`, or -1 when any of them lies outside RAM (the MMIO gap, past
+   * the end, a negative or non-integer value). Allocates nothing: the
+   * virtio data path checks every guest address with it.
+   */
+  offsetOf(addr: number, len: number): number {
+    if (!(addr >= 0 && len >= 0 && Number.isSafeInteger(addr + len))) return -1;
+    const rs = this.regions;
+    for (let i = 0; i < rs.length; i++) {
+      const r = rs[i];
+      if (addr >= r.guestAddr && addr + len <= r.guestAddr + r.size) {
+        return r.hostOffset + addr - r.guestAddr;
+      }
+    }
+    return -1;
   }
 
   /** A view of `len` bytes at guest address `addr`; throws outside RAM. */

@@ -1,0 +1,113 @@
+/**
+ * The queue side of a virtio device: a backend (block, entropy, yours)
+ * handles one request at a time; {@linkcode QueueRunner} takes the chains
+ * the driver made available, hands them over, returns them used and
+ * raises the interrupt. It runs on the I/O thread and reads the
+ * transport's setup from the shared state; a driver error puts the device
+ * in DEVICE_NEEDS_RESET instead of reaching the monitor.
+ *
+ * @module
+ */
+
+import { INT, STATUS } from "../../../ffi/virtio.ts";
+import type { GuestMemory } from "../../memory/guest_memory.ts";
+import type { Trigger } from "../serial.ts";
+import { markNeedsReset } from "./mmio.ts";
+import { joinAddress, Q, queueSlot, S, type VirtioDeviceInfo } from "./mmio_state.ts";
+import { DescriptorChain, QueueError, SplitQueue } from "./queue.ts";
+
+/** A virtio device model: what it offers, and how it serves one request. */
+export interface VirtioBackend {
+  /** ID, features, queues and config space. */
+  readonly info: VirtioDeviceInfo;
+  /**
+   * Serves the request in `chain` (its buffers are checked to lie in guest
+   * RAM); returns the bytes it wrote into the chain's device-writable
+   * buffers. Throws a {@linkcode QueueError} for a request so malformed the
+   * device must be reset.
+   */
+  handle(queue: number, chain: DescriptorChain): number;
+  /** The driver reset the device. */
+  reset?(): void;
+}
+
+/**
+ * Serves one device's queues when the driver notifies.
+ *
+ * @example
+ * ```ts ignore
+ * const runner = new QueueRunner(backend, state, memory, irq);
+ * runner.notified(); // on every queue notification
+ * ```
+ */
+export class QueueRunner {
+  private readonly s: Int32Array;
+  private readonly queues: Array<SplitQueue | undefined>;
+  private readonly chain: DescriptorChain;
+  private generation = -1;
+  /** Requests served, for tests and metrics. */
+  served = 0;
+
+  constructor(
+    readonly backend: VirtioBackend,
+    state: SharedArrayBuffer,
+    private readonly mem: GuestMemory,
+    private readonly irq: Trigger,
+  ) {
+    this.s = new Int32Array(state);
+    this.queues = new Array(backend.info.queues).fill(undefined);
+    this.chain = new DescriptorChain(backend.info.queueMax);
+  }
+
+  /** Serves every queue with work waiting; raises the interrupt once if any was used. */
+  notified(): void {
+    const s = this.s;
+    const gen = Atomics.load(s, S.RESET_GENERATION);
+    if (gen !== this.generation) {
+      this.generation = gen;
+      this.queues.fill(undefined);
+      this.backend.reset?.();
+    }
+    const status = Atomics.load(s, S.STATUS);
+    // Notifications before DRIVER_OK, or once the device needs a reset, do nothing.
+    if (!(status & STATUS.DRIVER_OK) || status & STATUS.DEVICE_NEEDS_RESET) return;
+    let used = false;
+    for (let q = 0; q < this.queues.length; q++) {
+      const queue = this.queue(q);
+      if (!queue) continue;
+      try {
+        while (queue.pop(this.chain)) {
+          const len = this.backend.handle(q, this.chain);
+          queue.push(this.chain.head, len);
+          this.served++;
+          used ||= queue.wantsInterrupt();
+        }
+      } catch (e) {
+        if (!(e instanceof QueueError)) throw e;
+        markNeedsReset(s, e.why);
+        this.irq.trigger();
+        return;
+      }
+    }
+    if (used) {
+      Atomics.or(s, S.INTERRUPT_STATUS, INT.USED_RING);
+      this.irq.trigger();
+    }
+  }
+
+  /** Queue `q` as the driver set it up, once it is ready. */
+  private queue(q: number): SplitQueue | undefined {
+    const s = this.s;
+    if (!Atomics.load(s, queueSlot(q, Q.READY))) {
+      this.queues[q] = undefined;
+      return undefined;
+    }
+    // The transport checked the layout before it set READY.
+    return this.queues[q] ??= new SplitQueue(this.mem, {
+      size: s[queueSlot(q, Q.NUM)] >>> 0,
+      desc: joinAddress(s[queueSlot(q, Q.DESC_LO)], s[queueSlot(q, Q.DESC_HI)]),
+      avail: joinAddress(s[queueSlot(q, Q.AVAIL_LO)], s[queueSlot(q, Q.AVAIL_HI)]),
+      used: joinAddress(s[queueSlot(q, Q.USED_LO)], s[queueSlot(q, Q.USED_HI)]),
+    }, s[S.QUEUE_MAX]);
+  }
+}

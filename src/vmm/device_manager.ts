@@ -1,0 +1,273 @@
+/**
+ * The VM's devices: one owner for every device, its address window, its
+ * interrupt line, its shared state and its host resources (disk files,
+ * eventfds). Devices are plain specs that cross to every thread serving
+ * them ({@linkcode DeviceSpec}); each thread builds its view of the same
+ * device from the spec ({@linkcode buildBuses}), so there is one device per
+ * VM, whichever vCPU exits on it.
+ *
+ * @module
+ */
+
+import { IOEVENTFD, IRQFD, KVM, SIZE } from "../../ffi/kvm.ts";
+import { check, errno, libc, O_RDONLY, O_RDWR, openPath, SysError } from "../../ffi/libc.ts";
+import {
+  EFD_CLOEXEC,
+  EPOLL_CLOEXEC,
+  EPOLL_CTL_ADD,
+  EPOLL_EVENT,
+  EPOLLIN,
+  SEEK_END,
+} from "../../ffi/eventfd.ts";
+import { MMIO } from "../../ffi/virtio.ts";
+import * as L from "../arch/x86_64/layout.ts";
+import { VoltError } from "../errors.ts";
+import { blockInfo } from "../devices/virtio/blk.ts";
+import { newVirtioState, type VirtioDeviceInfo } from "../devices/virtio/mmio_state.ts";
+import { rngInfo } from "../devices/virtio/rng.ts";
+import { newSerialState } from "../devices/serial.ts";
+import { newI8042State } from "../devices/i8042.ts";
+
+/** The legacy devices every VM has. */
+export type LegacyKind = "serial" | "i8042" | "post" | "exit-port" | "boot-timer";
+
+/** What a virtio device is backed by, as the I/O thread rebuilds it. */
+export type VirtioBackendSpec =
+  | { type: "block"; fd: number; size: number; readOnly: boolean; id?: string; path: string }
+  | { type: "entropy" };
+
+/** A device, as every thread that serves it sees it (structured-clonable). */
+export type DeviceSpec =
+  | {
+    kind: LegacyKind;
+    bus: "pio";
+    base: number;
+    size: number;
+    irq?: number;
+    /** Shared registers (slot 0 the lock); none for a stateless port. */
+    state?: SharedArrayBuffer;
+  }
+  | {
+    kind: "virtio-mmio";
+    bus: "mmio";
+    base: number;
+    size: number;
+    irq: number;
+    state: SharedArrayBuffer;
+    /** Signalled on QUEUE_NOTIFY (by KVM through an ioeventfd, or by the transport). */
+    notifyFd: number;
+    /** Raises `irq` (a KVM irqfd). */
+    irqFd: number;
+    backend: VirtioBackendSpec;
+  };
+
+/** A virtio device's spec. */
+export type VirtioSpec = Extract<DeviceSpec, { kind: "virtio-mmio" }>;
+
+/** A disk as the configuration gives it. */
+export interface DiskConfig {
+  /** Image path (also how errors name it). */
+  path: string;
+  /** Writable by the guest (default: read-only). */
+  readOnly?: boolean;
+  /** The serial the guest reads (`GET_ID`), up to 20 bytes. */
+  id?: string;
+  /** An open descriptor for `path` (the jailed monitor's way in); owned from here on. */
+  fd?: number;
+}
+
+/** What the I/O thread needs to serve the virtio devices. */
+export interface IoPlan {
+  devices: VirtioSpec[];
+  /** epoll set: each device's notify fd (data = its index) and the stop fd. */
+  epollFd: number;
+  /** Written to end the I/O thread. */
+  stopFd: number;
+}
+
+/** epoll data of the stop descriptor. */
+export const IO_STOP = 0xffffffff;
+
+/**
+ * The devices of one VM, from the specs to the descriptors.
+ *
+ * @example
+ * ```ts ignore
+ * const devices = new DeviceManager();
+ * devices.addLegacy();
+ * devices.addEntropy();
+ * devices.cmdline(); // ["virtio_mmio.device=4K@0xd0000000:5"]
+ * ```
+ */
+export class DeviceManager {
+  readonly specs: DeviceSpec[] = [];
+  /** Descriptors this manager closes on release. */
+  private readonly fds: number[] = [];
+  private nextVirtio = 0;
+  private epollFd = -1;
+  private stopFd = -1;
+  private released = false;
+
+  /** COM1, the i8042, the POST port, the exit and boot-timer ports. */
+  addLegacy(): void {
+    this.specs.push(
+      {
+        kind: "serial",
+        bus: "pio",
+        base: L.SERIAL_PORT,
+        size: 8,
+        irq: L.SERIAL_IRQ,
+        state: newSerialState(),
+      },
+      { kind: "i8042", bus: "pio", base: L.I8042_DATA_PORT, size: 5, state: newI8042State() },
+      { kind: "post", bus: "pio", base: L.POST_PORT, size: 1 },
+      { kind: "exit-port", bus: "pio", base: L.EXIT_PORT, size: 4 },
+      // Its latch is shared: the VM is ready once, whichever vCPU says so first.
+      {
+        kind: "boot-timer",
+        bus: "pio",
+        base: L.BOOT_TIMER_PORT,
+        size: 1,
+        state: new SharedArrayBuffer(8),
+      },
+    );
+  }
+
+  /** COM1's shared state (the main thread feeds it host input). */
+  get serialState(): SharedArrayBuffer {
+    const s = this.specs.find((d) => d.kind === "serial");
+    if (!s?.state) throw new Error("No serial device");
+    return s.state;
+  }
+
+  /** The virtio devices. */
+  get virtio(): VirtioSpec[] {
+    return this.specs.filter((d): d is VirtioSpec => d.kind === "virtio-mmio");
+  }
+
+  /** Adds a disk; opens it read-only unless `readOnly` is false. */
+  addDisk(disk: DiskConfig): VirtioSpec {
+    const readOnly = disk.readOnly ?? true;
+    let fd = disk.fd;
+    if (fd === undefined) {
+      try {
+        fd = openPath(disk.path, readOnly ? O_RDONLY : O_RDWR);
+      } catch (e) {
+        throw new VoltError(`Cannot open disk ${disk.path}: ${(e as Error).message}`, "usage");
+      }
+    }
+    this.fds.push(fd);
+    const size = Number(libc().lseek(fd, 0n, SEEK_END));
+    if (!(size >= 512)) {
+      throw new VoltError(
+        size < 0
+          ? `Cannot size disk ${disk.path}: ${new SysError("lseek", errno()).message}`
+          : `Disk ${disk.path} is smaller than one 512-byte sector`,
+        "usage",
+      );
+    }
+    return this.addVirtio(blockInfo(size, { readOnly, id: disk.id }), {
+      type: "block",
+      fd,
+      size,
+      readOnly,
+      id: disk.id,
+      path: disk.path,
+    });
+  }
+
+  /** Adds the entropy device. */
+  addEntropy(): VirtioSpec {
+    return this.addVirtio(rngInfo(), { type: "entropy" });
+  }
+
+  private addVirtio(info: VirtioDeviceInfo, backend: VirtioBackendSpec): VirtioSpec {
+    const n = this.nextVirtio;
+    if (n >= L.VIRTIO_IRQS.length) {
+      throw new VoltError(`At most ${L.VIRTIO_IRQS.length} virtio devices fit one VM`, "usage");
+    }
+    this.nextVirtio++;
+    const spec: VirtioSpec = {
+      kind: "virtio-mmio",
+      bus: "mmio",
+      base: L.VIRTIO_MMIO_BASE + n * L.VIRTIO_MMIO_WINDOW,
+      size: L.VIRTIO_MMIO_WINDOW,
+      irq: L.VIRTIO_IRQS[n],
+      state: newVirtioState(info),
+      notifyFd: -1,
+      irqFd: -1,
+      backend,
+    };
+    this.specs.push(spec);
+    return spec;
+  }
+
+  /** The kernel command-line words that tell Linux where each virtio device is. */
+  cmdline(): string[] {
+    return this.virtio.map((d) =>
+      `virtio_mmio.device=${d.size >> 10}K@0x${d.base.toString(16)}:${d.irq}`
+    );
+  }
+
+  /**
+   * Wires the virtio devices into the VM: an eventfd KVM signals on each
+   * device's QUEUE_NOTIFY (KVM_IOEVENTFD, no exit), one that raises its
+   * line (KVM_IRQFD), and the epoll set the I/O thread waits on.
+   */
+  connect(vmFd: number): IoPlan | undefined {
+    const devices = this.virtio;
+    if (devices.length === 0) return undefined;
+    const l = libc();
+    const newFd = (what: string, fd: number) => {
+      check(fd, what);
+      this.fds.push(fd);
+      return fd;
+    };
+    this.epollFd = newFd("epoll_create1", l.epoll_create1(EPOLL_CLOEXEC));
+    this.stopFd = newFd("eventfd", l.eventfd(0, EFD_CLOEXEC));
+    const ev = new Uint8Array(EPOLL_EVENT.size);
+    const evView = new DataView(ev.buffer);
+    const watch = (fd: number, data: number) => {
+      evView.setUint32(EPOLL_EVENT.events, EPOLLIN, true);
+      evView.setBigUint64(EPOLL_EVENT.data, BigInt(data), true);
+      check(l.epoll_ctl(this.epollFd, EPOLL_CTL_ADD, fd, ev), "epoll_ctl");
+    };
+    watch(this.stopFd, IO_STOP);
+    const ioev = new Uint8Array(SIZE.kvm_ioeventfd);
+    const iov = new DataView(ioev.buffer);
+    const irqfd = new Uint8Array(SIZE.kvm_irqfd);
+    const irqv = new DataView(irqfd.buffer);
+    devices.forEach((d, i) => {
+      d.notifyFd = newFd("eventfd", l.eventfd(0, EFD_CLOEXEC));
+      d.irqFd = newFd("eventfd", l.eventfd(0, EFD_CLOEXEC));
+      ioev.fill(0);
+      iov.setBigUint64(IOEVENTFD.addr, BigInt(d.base + MMIO.QUEUE_NOTIFY), true);
+      iov.setUint32(IOEVENTFD.len, 4, true);
+      iov.setInt32(IOEVENTFD.fd, d.notifyFd, true);
+      check(l.ioctl_buf(vmFd, KVM.IOEVENTFD, ioev), "KVM_IOEVENTFD");
+      irqfd.fill(0);
+      irqv.setUint32(IRQFD.fd, d.irqFd, true);
+      irqv.setUint32(IRQFD.gsi, d.irq, true);
+      check(l.ioctl_buf(vmFd, KVM.IRQFD, irqfd), "KVM_IRQFD");
+      watch(d.notifyFd, i);
+    });
+    return { devices, epollFd: this.epollFd, stopFd: this.stopFd };
+  }
+
+  /** Tells the I/O thread to end (safe before {@linkcode connect} and after release). */
+  stopIo(): void {
+    if (this.stopFd < 0 || this.released) return;
+    const one = new BigUint64Array([1n]);
+    libc().write(this.stopFd, new Uint8Array(one.buffer), 8n);
+  }
+
+  /**
+   * Closes every descriptor the devices hold (disks, eventfds, epoll), once.
+   * Closing the VM fd drops KVM's ioeventfd and irqfd bindings with it.
+   */
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    for (const fd of this.fds.splice(0)) libc().close(fd);
+  }
+}

@@ -1,0 +1,93 @@
+/**
+ * A vCPU thread's view of the VM's devices: one bus entry per
+ * {@linkcode DeviceSpec}, built from the spec by its kind, behind the
+ * device's lock where its state is shared. A new kind of device is one
+ * entry in {@linkcode DEVICE_KINDS}.
+ *
+ * @module
+ */
+
+import { dataPath } from "../../ffi/libc.ts";
+import { Bus, type BusDevice } from "../devices/bus.ts";
+import { BootTimerPort, ExitPort, type GuestCtlHandler } from "../devices/guest_ctl.ts";
+import { I8042 } from "../devices/i8042.ts";
+import { DeviceLock, Serialized } from "../devices/lock.ts";
+import { Serial, type Trigger, type Writer } from "../devices/serial.ts";
+import { VirtioMmio } from "../devices/virtio/mmio.ts";
+import type { GuestMemory } from "../memory/guest_memory.ts";
+import type { DeviceSpec } from "./device_manager.ts";
+import type { Vm } from "./vm.ts";
+
+/** What the devices of one vCPU thread reach on that thread. */
+export interface VcpuDeviceContext {
+  vm: Vm;
+  memory: GuestMemory;
+  /** Where the UART's output goes from this thread. */
+  console: Writer;
+  /** The guest asked for a reset (the i8042's reset line). */
+  reset(): void;
+  /** Exit port and boot timer. */
+  ctl: GuestCtlHandler;
+}
+
+/** Reads as zero, ignores writes: Linux's I/O-delay port. */
+const silent: BusDevice = { read: (_o, d) => d.fill(0), write() {} };
+
+/** An edge on `irq` through KVM_IRQ_LINE. */
+function irqLine(vm: Vm, irq: number): Trigger {
+  return {
+    trigger() {
+      vm.setIrqLine(irq, true);
+      vm.setIrqLine(irq, false);
+    },
+  };
+}
+
+/** One 8-byte eventfd increment, from a buffer made once. */
+export function eventfdSignal(fd: number): () => void {
+  const one = new BigUint64Array([1n]);
+  const addr = Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(one)));
+  return () => {
+    // Keeps `one` alive as long as the closure is.
+    if (one[0] === 1n) dataPath.write(fd, addr, 8);
+  };
+}
+
+type Factory = (spec: DeviceSpec, ctx: VcpuDeviceContext) => BusDevice;
+
+/** How each kind of device is built on a vCPU thread. */
+export const DEVICE_KINDS: Record<DeviceSpec["kind"], Factory> = {
+  serial: (d, ctx) => new Serial(d.state!, ctx.console, irqLine(ctx.vm, d.irq!)),
+  i8042: (d, ctx) => new I8042(() => ctx.reset(), d.state!),
+  post: () => silent,
+  "exit-port": (_d, ctx) => new ExitPort(ctx.ctl),
+  "boot-timer": (d, ctx) => new BootTimerPort(ctx.ctl, new Int32Array(d.state!), 1),
+  "virtio-mmio": (d, ctx) => {
+    if (d.kind !== "virtio-mmio") throw new TypeError("Not a virtio spec");
+    const notify = eventfdSignal(d.notifyFd);
+    const irq = eventfdSignal(d.irqFd);
+    return new VirtioMmio(d.state, ctx.memory, { trigger: irq }, { notify });
+  },
+};
+
+/**
+ * Builds the port and MMIO buses of one vCPU thread.
+ *
+ * @example
+ * ```ts ignore
+ * const { pio, mmio } = buildBuses(specs, ctx);
+ * ```
+ */
+export function buildBuses(specs: DeviceSpec[], ctx: VcpuDeviceContext): { pio: Bus; mmio: Bus } {
+  const pio = new Bus();
+  const mmio = new Bus();
+  for (const d of specs) {
+    let dev = DEVICE_KINDS[d.kind](d, ctx);
+    // Shared state takes its lock at the bus: device code stays single-threaded.
+    if (d.state && d.kind !== "boot-timer") {
+      dev = new Serialized(dev, new DeviceLock(new Int32Array(d.state)));
+    }
+    (d.bus === "pio" ? pio : mmio).insert(d.base, d.size, dev);
+  }
+  return { pio, mmio };
+}
