@@ -558,6 +558,10 @@ export function monitorPolicy(pid: number): Policy {
       "exit",
       "fcntl",
       "fsync",
+      {
+        name: "fdatasync",
+        why: "a virtio-blk flush reaches the disk (the I/O thread)",
+      },
       "ftruncate",
       "rename",
       {

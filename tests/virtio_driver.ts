@@ -1,0 +1,265 @@
+/**
+ * A virtio driver written as a script of register and memory accesses,
+ * run two ways: by a small guest that interprets it (the real path: MMIO
+ * exits, ioeventfd, the I/O thread, irqfd), or in-process against the
+ * transport and queue runner directly (no KVM, microseconds). Tests lay out
+ * rings and buffers in guest memory themselves, well-formed or hostile.
+ */
+import { MMIO, STATUS, VRING } from "../ffi/virtio.ts";
+import { VIRTIO_MMIO_BASE } from "../src/arch/x86_64/layout.ts";
+import type { GuestMemory } from "../src/memory/guest_memory.ts";
+import { assembleElf } from "./asm.ts";
+
+/** Where the guest interpreter finds its script. */
+export const SCRIPT_ADDR = 0x400000;
+/** The page directory the tests add to map 3–4 GiB (the virtio windows). */
+const HIGH_PD_ADDR = 0x3000000;
+/** Queue 0's rings and the data buffers, in guest RAM. */
+export const RING = { desc: 0x1000000, avail: 0x1001000, used: 0x1002000, data: 0x1100000 };
+
+const OP = { END: 0, W32: 1, R32: 2, WAIT16: 3, DUMP: 4, W16: 5, WAIT32NZ: 6 } as const;
+
+/** One output of a script: a register read, or bytes dumped from memory. */
+export type Output = number | Uint8Array;
+
+/** A script of accesses, with helpers for the driver's usual steps. */
+export class Script {
+  /** Four words per op: op, address, value, spin bound (WAIT16). */
+  private readonly ops: number[] = [];
+  /** Bytes each output takes in the guest's serial stream. */
+  private readonly outputs: number[] = [];
+
+  constructor(readonly base: number = VIRTIO_MMIO_BASE) {}
+
+  /** A device register's guest address. */
+  reg(offset: number): number {
+    return this.base + offset;
+  }
+
+  w32(addr: number, value: number): this {
+    this.ops.push(OP.W32, addr, value >>> 0, 0);
+    return this;
+  }
+  w16(addr: number, value: number): this {
+    this.ops.push(OP.W16, addr, value & 0xffff, 0);
+    return this;
+  }
+  r32(addr: number): this {
+    this.ops.push(OP.R32, addr, 0, 0);
+    this.outputs.push(-4);
+    return this;
+  }
+  /** Waits until the u16 at `addr` is `value`, for `spins` pause loops at most. */
+  wait16(addr: number, value: number, spins = 0x4000000): this {
+    this.ops.push(OP.WAIT16, addr, value, spins);
+    return this;
+  }
+  /** Waits until the u32 at `addr` (a register, say) is not zero, for `spins` reads at most. */
+  wait32nz(addr: number, spins = 0x100000): this {
+    this.ops.push(OP.WAIT32NZ, addr, 0, spins);
+    return this;
+  }
+  dump(addr: number, len: number): this {
+    this.ops.push(OP.DUMP, addr, len, 0);
+    this.outputs.push(len);
+    return this;
+  }
+
+  /** Reset, ACKNOWLEDGE, DRIVER, features (`VERSION_1` plus `lo`), FEATURES_OK; reads status back. */
+  negotiate(lo = 0, hi = 1): this {
+    return this.w32(this.reg(MMIO.STATUS), 0)
+      .w32(this.reg(MMIO.STATUS), STATUS.ACKNOWLEDGE)
+      .w32(this.reg(MMIO.STATUS), STATUS.ACKNOWLEDGE | STATUS.DRIVER)
+      .w32(this.reg(MMIO.DRIVER_FEATURES_SEL), 1)
+      .w32(this.reg(MMIO.DRIVER_FEATURES), hi)
+      .w32(this.reg(MMIO.DRIVER_FEATURES_SEL), 0)
+      .w32(this.reg(MMIO.DRIVER_FEATURES), lo)
+      .w32(this.reg(MMIO.STATUS), STATUS.ACKNOWLEDGE | STATUS.DRIVER | STATUS.FEATURES_OK)
+      .r32(this.reg(MMIO.STATUS));
+  }
+
+  /** Queue 0 at {@linkcode RING} with `size` entries; reads QUEUE_READY back. */
+  queue(size: number, ring = RING): this {
+    const r = (o: number) => this.reg(o);
+    return this.w32(r(MMIO.QUEUE_SEL), 0)
+      .w32(r(MMIO.QUEUE_NUM), size)
+      .w32(r(MMIO.QUEUE_DESC_LOW), ring.desc)
+      .w32(r(MMIO.QUEUE_DESC_HIGH), 0)
+      .w32(r(MMIO.QUEUE_AVAIL_LOW), ring.avail)
+      .w32(r(MMIO.QUEUE_AVAIL_HIGH), 0)
+      .w32(r(MMIO.QUEUE_USED_LOW), ring.used)
+      .w32(r(MMIO.QUEUE_USED_HIGH), 0)
+      .w32(r(MMIO.QUEUE_READY), 1)
+      .r32(r(MMIO.QUEUE_READY));
+  }
+
+  /** DRIVER_OK. */
+  live(): this {
+    return this.w32(
+      this.reg(MMIO.STATUS),
+      STATUS.ACKNOWLEDGE | STATUS.DRIVER | STATUS.FEATURES_OK | STATUS.DRIVER_OK,
+    );
+  }
+
+  /**
+   * Makes chains available up to avail idx `idx`, notifies, waits for an
+   * interrupt status (a used ring, or a config change when the device
+   * needs a reset) and for the used idx to reach `idx`, reads and acks the
+   * interrupt status, then reads STATUS and the used idx.
+   */
+  kick(idx: number, ring = RING): this {
+    return this.w16(ring.avail + 2, idx)
+      .w32(this.reg(MMIO.QUEUE_NOTIFY), 0)
+      .wait32nz(this.reg(MMIO.INTERRUPT_STATUS))
+      .wait16(ring.used + 2, idx, 0x10000)
+      .r32(this.reg(MMIO.INTERRUPT_STATUS))
+      .w32(this.reg(MMIO.INTERRUPT_ACK), 3)
+      .r32(this.reg(MMIO.STATUS))
+      .dump(ring.used + 2, 2);
+  }
+
+  /** The script as the guest interpreter reads it. */
+  encode(): Uint8Array {
+    return new Uint8Array(new Uint32Array([...this.ops, OP.END, 0, 0, 0]).buffer);
+  }
+
+  /** Splits the guest's serial bytes into this script's outputs. */
+  parse(bytes: Uint8Array): Output[] {
+    const out: Output[] = [];
+    let at = 0;
+    for (const n of this.outputs) {
+      const len = Math.abs(n);
+      if (at + len > bytes.length) {
+        throw new Error(`Script output ended after ${out.length} of ${this.outputs.length} items`);
+      }
+      const b = bytes.slice(at, at + len);
+      out.push(n < 0 ? new DataView(b.buffer).getUint32(0, true) : b);
+      at += len;
+    }
+    return out;
+  }
+
+  /**
+   * Runs the script in-process: register accesses go to `device`, memory
+   * accesses to `mem`, and a notify runs `serve` synchronously.
+   */
+  runDirect(
+    mem: GuestMemory,
+    device: { read(o: number, d: Uint8Array): void; write(o: number, d: Uint8Array): void },
+    size = 0x1000,
+  ): Output[] {
+    const out: Output[] = [];
+    const word = new Uint8Array(4);
+    const dv = new DataView(word.buffer);
+    const inDevice = (a: number) => a >= this.base && a < this.base + size;
+    for (let i = 0; i < this.ops.length; i += 4) {
+      const [op, addr, value] = this.ops.slice(i, i + 3);
+      if (op === OP.W32 || op === OP.W16) {
+        if (inDevice(addr)) {
+          dv.setUint32(0, value, true);
+          device.write(addr - this.base, op === OP.W32 ? word : word.subarray(0, 2));
+        } else if (op === OP.W32) mem.view(addr, 4).setUint32(0, value, true);
+        else mem.view(addr, 2).setUint16(0, value, true);
+      } else if (op === OP.R32) {
+        if (inDevice(addr)) {
+          device.read(addr - this.base, word);
+          out.push(dv.getUint32(0, true));
+        } else out.push(mem.view(addr, 4).getUint32(0, true));
+      } else if (op === OP.DUMP) out.push(mem.bytes(addr, value).slice());
+    }
+    return out;
+  }
+}
+
+/** One descriptor, as a test writes it. */
+export interface Desc {
+  addr: number;
+  len: number;
+  flags?: number;
+  next?: number;
+}
+
+/** Writes descriptors at `ring.desc` (index = position) and puts `heads` in the avail ring. */
+export function writeRing(mem: GuestMemory, descs: Desc[], heads: number[], ring = RING): void {
+  descs.forEach((d, i) => {
+    const v = mem.view(ring.desc + VRING.DESC_SIZE * i, VRING.DESC_SIZE);
+    v.setBigUint64(0, BigInt(d.addr), true);
+    v.setUint32(8, d.len >>> 0, true);
+    v.setUint16(12, d.flags ?? 0, true);
+    v.setUint16(14, d.next ?? 0, true);
+  });
+  heads.forEach((h, i) => mem.view(ring.avail + 4 + 2 * i, 2).setUint16(0, h, true));
+}
+
+/** Maps 3–4 GiB (the MMIO gap's virtio windows) into the boot page tables. */
+export function mapMmioGap(mem: GuestMemory): void {
+  const pd = mem.view(HIGH_PD_ADDR, 4096);
+  for (let i = 0; i < 512; i++) {
+    pd.setBigUint64(i * 8, (0xc0000000n + (BigInt(i) << 21n)) | 0x83n, true);
+  }
+  // PDPT (at 0xa000) entry 3 covers 3–4 GiB.
+  mem.view(0xa000 + 3 * 8, 8).setBigUint64(0, BigInt(HIGH_PD_ADDR) | 3n, true);
+}
+
+/**
+ * The interpreter guest: runs the script at {@linkcode SCRIPT_ADDR}
+ * (op, address, value; 16 bytes each), sending register reads and dumps out
+ * COM1 as raw bytes, then exits 0.
+ */
+export const scriptGuest = () =>
+  assembleElf(`
+  mov rsi, ${SCRIPT_ADDR}
+  mov dx, 0x3f8
+1: mov eax, dword ptr [rsi]
+  mov edi, dword ptr [rsi + 4]
+  mov ecx, dword ptr [rsi + 8]
+  add rsi, 16
+  cmp eax, 1
+  je 10f
+  cmp eax, 2
+  je 20f
+  cmp eax, 3
+  je 30f
+  cmp eax, 4
+  je 40f
+  cmp eax, 5
+  je 50f
+  cmp eax, 6
+  je 60f
+  mov dx, 0xf4
+  xor eax, eax
+  out dx, eax
+  hlt
+10: mov dword ptr [rdi], ecx
+  jmp 1b
+50: mov word ptr [rdi], cx
+  jmp 1b
+20: mov ebx, dword ptr [rdi]
+  mov ecx, 4
+21: mov al, bl
+  out dx, al
+  shr ebx, 8
+  loop 21b
+  jmp 1b
+30: mov r8d, dword ptr [rsi - 4]
+31: movzx eax, word ptr [rdi]
+  cmp eax, ecx
+  je 1b
+  pause
+  dec r8d
+  jnz 31b
+  jmp 1b
+60: mov r8d, dword ptr [rsi - 4]
+61: mov eax, dword ptr [rdi]
+  test eax, eax
+  jnz 1b
+  dec r8d
+  jnz 61b
+  jmp 1b
+40: test ecx, ecx
+  jz 1b
+  mov al, byte ptr [rdi]
+  out dx, al
+  inc rdi
+  dec ecx
+  jmp 40b`);
