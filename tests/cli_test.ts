@@ -179,6 +179,48 @@ const cases: Array<[string, string[], number, RegExp]> = [
     /^--jail-state is internal to volt and this value is damaged$/,
   ],
   ["unknown log level", ["--kernel", elf, "--log-level", "loud"], 64, /^Unknown log level: loud/],
+  [
+    "missing disk",
+    ["--kernel", elf, "--disk", `${dir}/nope.img`],
+    66,
+    /^Disk not found: .*nope\.img$/,
+  ],
+  [
+    "disk is a directory",
+    ["--kernel", elf, "--disk", dir],
+    64,
+    /^Not a disk image \(a regular file or block device\): /,
+  ],
+  [
+    "disk smaller than a sector",
+    ["--kernel", elf, "--disk", file("tiny.img", new Uint8Array(100))],
+    64,
+    /^Disk .*tiny\.img is smaller than one 512-byte sector$/,
+  ],
+  [
+    "unknown disk option",
+    ["--kernel", elf, "--disk", `${dir}/x.img,cache=none`],
+    64,
+    /^Unknown --disk option "cache=none" \(rw, ro or id=NAME\)$/,
+  ],
+  [
+    "disk id past 20 bytes",
+    ["--kernel", elf, "--disk", `${dir}/x.img,id=${"a".repeat(21)}`],
+    64,
+    /^Disk id "a{21}" is longer than 20 bytes$/,
+  ],
+  [
+    "a damaged monitor plan",
+    ["--monitor-plan", "e30=", "--jail-state", "e30="],
+    64,
+    /^--monitor-plan is internal to volt and this value is damaged$/,
+  ],
+  [
+    "a monitor plan with other options",
+    ["--monitor-plan", "e30=", "--kernel", elf],
+    64,
+    /^--monitor-plan is internal to volt and takes no other option$/,
+  ],
   ["unknown template", ["--kernel", elf, "--cpu-template", "m5"], 64, /^Unknown CPU template: m5/],
   [
     "no KVM device",

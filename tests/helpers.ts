@@ -83,6 +83,8 @@ export function ccAvailable(): boolean {
 export interface CliResult {
   code: number;
   stdout: string;
+  /** stdout as it came, for guests that print binary. */
+  stdoutBytes?: Uint8Array;
   stderr: string;
 }
 
@@ -124,6 +126,7 @@ export async function runCli(
   return {
     code: out.code,
     stdout: new TextDecoder().decode(out.stdout),
+    stdoutBytes: out.stdout,
     stderr: new TextDecoder().decode(out.stderr),
   };
 }

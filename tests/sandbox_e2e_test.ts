@@ -5,6 +5,7 @@
  * the monitor down.
  */
 import assert from "node:assert/strict";
+import { decodePlan } from "../src/cli/plan.ts";
 import { readThreadStatus } from "../src/sandbox/caps.ts";
 import { MONITOR_POLICY, VCPU_POLICY } from "../src/sandbox/seccomp.ts";
 import { needsKvm, runCli, startCliUntil } from "./helpers.ts";
@@ -199,8 +200,10 @@ Deno.test({
 
       // KVM arrives as a descriptor the outer step opened: no path rule at all,
       // so Landlock leaves the monitor nothing it can write.
-      const kvmFd = cmdline(pid).find((a) => a.startsWith("--kvm-fd="))?.slice(9);
-      assert.ok(kvmFd, cmdline(pid).join(" "));
+      const plan = cmdline(pid).find((a) => a.startsWith("--monitor-plan="))?.slice(15);
+      assert.ok(plan, cmdline(pid).join(" "));
+      const kvmFd = decodePlan(plan).config.kvmFd;
+      assert.ok(kvmFd !== undefined, "the plan carries the KVM descriptor");
       assert.equal(Deno.readLinkSync(`/proc/${pid}/fd/${kvmFd}`), "/dev/kvm");
 
       const env = Deno.readTextFileSync(`/proc/${pid}/environ`).split("\0").filter((e) => e);

@@ -29,7 +29,13 @@ export class Script {
   /** Bytes each output takes in the guest's serial stream. */
   private readonly outputs: number[] = [];
 
-  constructor(readonly base: number = VIRTIO_MMIO_BASE) {}
+  constructor(public base: number = VIRTIO_MMIO_BASE) {}
+
+  /** Drives the device at `base` from here on. */
+  device(base: number): this {
+    this.base = base;
+    return this;
+  }
 
   /** A device register's guest address. */
   reg(offset: number): number {
@@ -118,6 +124,26 @@ export class Script {
       .dump(ring.used + 2, 2);
   }
 
+  /** Writes descriptors and avail-ring heads from the script itself (no host pre-writes). */
+  ring(descs: Desc[], heads: number[], ring = RING): this {
+    descs.forEach((d, i) => {
+      const at = ring.desc + VRING.DESC_SIZE * i;
+      this.w32(at, d.addr).w32(at + 4, Math.floor(d.addr / 2 ** 32)).w32(at + 8, d.len)
+        .w32(at + 12, (d.flags ?? 0) | ((d.next ?? 0) << 16));
+    });
+    heads.forEach((h, i) => this.w16(ring.avail + 4 + 2 * i, h));
+    return this;
+  }
+
+  /**
+   * Maps the first 2 MiB of virtio windows (0xd0000000) from the script
+   * itself: PDPT entry 3 and one 2 MiB page in a fresh page directory.
+   */
+  mapWindows(): this {
+    return this.w32(HIGH_PD_ADDR + 128 * 8, 0xd0000000 | 0x83).w32(HIGH_PD_ADDR + 128 * 8 + 4, 0)
+      .w32(0xa000 + 3 * 8, HIGH_PD_ADDR | 3).w32(0xa000 + 3 * 8 + 4, 0);
+  }
+
   /** The script as the guest interpreter reads it. */
   encode(): Uint8Array {
     return new Uint8Array(new Uint32Array([...this.ops, OP.END, 0, 0, 0]).buffer);
@@ -202,13 +228,14 @@ export function mapMmioGap(mem: GuestMemory): void {
 }
 
 /**
- * The interpreter guest: runs the script at {@linkcode SCRIPT_ADDR}
- * (op, address, value; 16 bytes each), sending register reads and dumps out
- * COM1 as raw bytes, then exits 0.
+ * The interpreter guest: runs the script at {@linkcode SCRIPT_ADDR} (or
+ * `embedded`, assembled into the guest; op, address, value, spin bound:
+ * 16 bytes each), sending register reads and dumps out COM1 as raw bytes,
+ * then exits 0.
  */
-export const scriptGuest = () =>
+export const scriptGuest = (embedded?: Script) =>
   assembleElf(`
-  mov rsi, ${SCRIPT_ADDR}
+  ${embedded ? "lea rsi, [rip + script]" : `mov rsi, ${SCRIPT_ADDR}`}
   mov dx, 0x3f8
 1: mov eax, dword ptr [rsi]
   mov edi, dword ptr [rsi + 4]
@@ -262,4 +289,7 @@ export const scriptGuest = () =>
   out dx, al
   inc rdi
   dec ecx
-  jmp 40b`);
+  jmp 40b
+.balign 16
+script:
+${embedded ? `.long ${[...new Uint32Array(embedded.encode().buffer)].join(",")}` : ""}`);

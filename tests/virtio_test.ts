@@ -18,7 +18,7 @@ import { newVirtioState, S } from "../src/devices/virtio/mmio_state.ts";
 import { VirtioRng } from "../src/devices/virtio/rng.ts";
 import { GuestMemory } from "../src/memory/guest_memory.ts";
 import { Machine } from "../src/vmm/machine.ts";
-import { needsKvm, tmpDir } from "./helpers.ts";
+import { needsKvm, runCli, tmpDir } from "./helpers.ts";
 import {
   type Desc,
   mapMmioGap,
@@ -427,3 +427,59 @@ for (const c of CASES) {
     },
   });
 }
+
+/** Queue 0 of the second device (the entropy device after a disk). */
+const RING2 = { desc: 0x1010000, avail: 0x1011000, used: 0x1012000, data: 0x1200000 };
+
+Deno.test({
+  name: "virtio (volt run, whole sandbox): the I/O thread reads, writes and flushes a rw disk " +
+    "and serves entropy under seccomp",
+  ...needsKvm,
+  fn: async () => {
+    const disk = makeDisk();
+    const blk = VIRTIO_MMIO_BASE, rng = VIRTIO_MMIO_BASE + 0x1000;
+    const s = new Script(blk).mapWindows();
+    // The guest writes its own requests: a header per request, 512 bytes of 0x5a to write.
+    const hdr = (at: number, type: number, sector: number) =>
+      s.w32(at, type).w32(at + 4, 0).w32(at + 8, sector).w32(at + 12, 0).w32(at + 0x800, 0xee);
+    hdr(DATA, BLK.T_IN, 2);
+    hdr(DATA + 0x1000, BLK.T_OUT, 8);
+    hdr(DATA + 0x2000, BLK.T_FLUSH, 0);
+    for (let i = 0; i < 512; i += 4) s.w32(DATA + 0x20000 + i, 0x5a5a5a5a);
+    s.ring([
+      { addr: DATA, len: 16, flags: NEXT, next: 1 },
+      { addr: DATA + 0x10000, len: 512, flags: NEXT | WRITE, next: 2 },
+      { addr: DATA + 0x800, len: 1, flags: WRITE },
+      { addr: DATA + 0x1000, len: 16, flags: NEXT, next: 4 },
+      { addr: DATA + 0x20000, len: 512, flags: NEXT, next: 5 },
+      { addr: DATA + 0x1800, len: 1, flags: WRITE },
+      { addr: DATA + 0x2000, len: 16, flags: NEXT, next: 7 },
+      { addr: DATA + 0x2800, len: 1, flags: WRITE },
+    ], [0, 3, 6]);
+    s.negotiate().queue(8).live().kick(3).dump(DATA + 0x800, 1).dump(DATA + 0x1800, 1)
+      .dump(DATA + 0x2800, 1).dump(DATA + 0x10000, 512);
+    s.device(rng).ring([{ addr: RING2.data, len: 16, flags: WRITE }], [0], RING2)
+      .negotiate().queue(8, RING2).live().kick(1, RING2).dump(RING2.data, 16);
+    const r = await runCli([
+      "run",
+      "--kernel",
+      scriptGuest(s),
+      "--disk",
+      `${disk},rw`,
+      "--entropy",
+      "--console-mode",
+      "raw",
+      "--require-sandbox",
+    ], { timeout: 120_000 });
+    assert.equal(r.code, 0, r.stderr);
+    const o = s.parse(r.stdoutBytes!);
+    assert.equal(word(o[0]), NEGOTIATED);
+    assert.equal(u16(o[4]), 3, "three requests used");
+    assert.deepEqual([bytes(o[5])[0], bytes(o[6])[0], bytes(o[7])[0]], [0, 0, 0]);
+    assert.deepEqual(bytes(o[8]), Uint8Array.from({ length: 512 }, (_, i) => diskByte(1024 + i)));
+    const after = Deno.readFileSync(disk);
+    assert.ok(after.subarray(4096, 4608).every((b) => b === 0x5a), "written in place");
+    assert.equal(u16(o[13]), 1, "entropy used");
+    assert.ok(bytes(o[14]).some((b) => b !== 0));
+  },
+});

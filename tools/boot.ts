@@ -13,7 +13,11 @@
 
 import { parseArgs } from "node:util";
 import { report } from "../src/cli/main.ts";
-import { resolveGuest } from "../src/cli/guest_cmd.ts";
+import { dirname, resolve } from "node:path";
+import { resolveGuest, resolveRootfs } from "../src/cli/guest_cmd.ts";
+import { parseDisk } from "../src/cli/plan.ts";
+import { bareRootfs } from "../src/cli/run_cmd.ts";
+import { VoltError } from "../src/errors.ts";
 import { type HostKind, hostKind } from "../src/vmm/host.ts";
 import { runNested } from "./nested/run.ts";
 
@@ -74,6 +78,38 @@ export function nestedReason(kind: HostKind): string | undefined {
   return undefined;
 }
 
+/**
+ * Rewrites `--disk` and `--rootfs` for the helper VM, which sees the host's
+ * files at the same absolute paths: paths made absolute, the default root
+ * image built here, and each rw disk's directory listed to share writable.
+ */
+export async function diskArgs(
+  args: string[],
+): Promise<{ rest: string[]; writable: string[]; rootfs: boolean }> {
+  const rest: string[] = [];
+  const writable: string[] = [];
+  let rootfs = false;
+  for (let i = 0; i < args.length; i++) {
+    const m = /^--(disk|rootfs)(?:=(.*))?$/.exec(args[i]);
+    if (!m) {
+      rest.push(args[i]);
+      continue;
+    }
+    const value = m[2] ?? args[++i];
+    if (value === undefined) throw new VoltError(`--${m[1]} needs a value`, "usage");
+    const disk = parseDisk(value);
+    if (m[1] === "rootfs") {
+      rootfs = true;
+      disk.path = await resolveRootfs(disk.path);
+    }
+    const path = resolve(disk.path);
+    if (!disk.readOnly) writable.push(dirname(path));
+    const opts = [disk.readOnly ? "ro" : "rw", ...(disk.id ? [`id=${disk.id}`] : [])];
+    rest.push(`--${m[1]}=${[path.replaceAll(",", ",,"), ...opts].join(",")}`);
+  }
+  return { rest, writable, rootfs };
+}
+
 /** Runs `volt run args` on this host; returns its status. */
 async function runHere(args: string[]): Promise<number> {
   const child = new Deno.Command(Deno.execPath(), {
@@ -99,14 +135,17 @@ if (import.meta.main) {
     const own = Deno.args.filter((a) => a !== "--native");
     const why = native ? undefined : nestedReason(hostKind());
     if (!why) Deno.exit(await runHere(own));
-    const { kernel, initrd, rest } = splitGuestArgs(own);
+    const { kernel, initrd, rest: given } = splitGuestArgs(bareRootfs(own));
     const guest = await resolveGuest(kernel, initrd);
+    const disks = await diskArgs(given);
+    // Booting from a disk: the default guest's initramfs would take over first.
+    if (disks.rootfs && initrd === undefined) guest.initrd = undefined;
     const args = [
       "run",
       "--kernel",
       guest.kernel,
       ...(guest.initrd ? ["--initrd", guest.initrd] : []),
-      ...rest,
+      ...disks.rest,
     ];
     console.error(`volt: ${why}: booting inside a nested-KVM helper VM (QEMU TCG with SVM)`);
     Deno.exit(
@@ -114,6 +153,8 @@ if (import.meta.main) {
         cwd: ROOT,
         env: { DENO_NO_UPDATE_CHECK: "1" },
         input: true,
+        // A rw disk is written in place: its directory is shared writable.
+        writable: disks.writable,
         commandStage: "guest console",
         // A person at an idle shell prompt is not a stall.
         stallMs: Deno.stdin.isTerminal() ? { command: Infinity } : undefined,

@@ -9,6 +9,7 @@ import { writeAtomic } from "../guest/cache.ts";
 import { type CpioEntry, gunzip, gzip, readCpio, writeCpio } from "../guest/cpio.ts";
 import {
   buildDefaultInitramfs,
+  buildDefaultRootfs,
   buildMicrovmKernel,
   busyboxApplets,
   ensureDefaultGuest,
@@ -79,14 +80,23 @@ export async function kernelCommand(args: string[]): Promise<number> {
   }
 }
 
-/** `volt guest build`: the default kernel and initramfs, printed as paths. */
+/** `volt guest build`: the default kernel, initramfs and ext4 root image, printed as paths. */
 export async function guestCommand(args: string[]): Promise<number> {
   const [sub, ...rest] = args;
   if (sub !== "build") throw new VoltError("Usage: volt guest build", "usage");
   parse(rest, {});
   const g = await ensureDefaultGuest(progress);
-  console.log(`kernel ${g.kernel}\ninitrd ${g.initrd}`);
+  const rootfs = await buildDefaultRootfs(progress);
+  console.log(`kernel ${g.kernel}\ninitrd ${g.initrd}\nrootfs ${rootfs}`);
   return EXIT_CODE.ok;
+}
+
+/**
+ * Resolves `--rootfs`: `default` is the default guest's root image (built
+ * if missing), anything else a path.
+ */
+export async function resolveRootfs(rootfs: string): Promise<string> {
+  return rootfs === "default" ? await buildDefaultRootfs(progress) : rootfs;
 }
 
 /**

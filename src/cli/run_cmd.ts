@@ -9,7 +9,7 @@
  * @module
  */
 
-import { libc, O_RDWR, openInheritable } from "../../ffi/libc.ts";
+import { libc, O_RDONLY, O_RDWR, openInheritable } from "../../ffi/libc.ts";
 import { EXIT_CODE, VoltError } from "../errors.ts";
 import { configureLogging, logger } from "../log.ts";
 import type { BootProtocol } from "../boot/loader.ts";
@@ -47,8 +47,10 @@ import {
 } from "../sandbox/seccomp.ts";
 import type { VcpuFilter } from "../vmm/worker_protocol.ts";
 import { SECCOMP_MODE_FILTER } from "../../ffi/seccomp.ts";
-import { resolveGuest } from "./guest_cmd.ts";
+import { resolveGuest, resolveRootfs } from "./guest_cmd.ts";
 import { parse, parseLevel } from "./main.ts";
+import { decodePlan, encodePlan, type MonitorPlan, parseDisk, PLAN_OPTION } from "./plan.ts";
+import type { DiskConfig } from "../vmm/device_manager.ts";
 
 const OPTIONS = {
   kernel: { type: "string" },
@@ -68,8 +70,13 @@ const OPTIONS = {
   "allow-root-without-landlock": { type: "boolean" },
   "metrics-json": { type: "string" },
   "console-mode": { type: "string" },
+  disk: { type: "string", multiple: true },
+  rootfs: { type: "string" },
+  entropy: { type: "boolean" },
   // Internal: the KVM descriptor the outer step opened for the jailed monitor.
   "kvm-fd": { type: "string" },
+  // Internal: the whole configuration, as one document, for the jailed monitor.
+  [PLAN_OPTION]: { type: "string" },
   // `./volt run` decides where to boot; the monitor itself always boots here.
   native: { type: "boolean" },
   [JAIL_STATE_OPTION]: { type: "string" },
@@ -119,7 +126,29 @@ export function sandboxOptions(v: Partial<Values>): SandboxOptions {
  * ```
  */
 export async function runCommand(args: string[]): Promise<number> {
-  const { values: v } = parse(args, OPTIONS);
+  const { values: v } = parse(bareRootfs(args), OPTIONS);
+  const planText = v[PLAN_OPTION];
+  if (planText !== undefined) {
+    // The jailed monitor: everything comes in the plan; flags would be a second source.
+    const own = Object.keys(v).filter((k) => k !== PLAN_OPTION && k !== JAIL_STATE_OPTION);
+    if (own.length) {
+      throw new VoltError(
+        `--${PLAN_OPTION} is internal to volt and takes no other option`,
+        "usage",
+      );
+    }
+    const plan = decodePlan(planText);
+    configureLogging(parseLevel(plan.logLevel));
+    resolveConfig(plan.config);
+    const state = v[JAIL_STATE_OPTION];
+    if (state === undefined) {
+      throw new VoltError(
+        `--${PLAN_OPTION} is internal to volt and needs --${JAIL_STATE_OPTION}`,
+        "usage",
+      );
+    }
+    return await boot(plan.config, decodeJailState(state), plan.sandbox);
+  }
   const level = parseLevel(v["log-level"]);
   configureLogging(level);
   const sandbox = sandboxOptions(v);
@@ -137,81 +166,112 @@ export async function runCommand(args: string[]): Promise<number> {
     stdin: true,
     kvmDevice: v.kvm,
     kvmFd: parseCount(v["kvm-fd"], "--kvm-fd"),
+    disks: [
+      ...(v.rootfs === undefined ? [] : [{ ...parseDisk(v.rootfs), root: true }]),
+      ...(v.disk ?? []).map(parseDisk),
+    ],
+    entropy: v.entropy,
   };
   // Flags are checked before a default guest is built or fetched.
   const cfg = resolveConfig(config);
   const template = selectTemplate(config.cpuTemplate ?? "auto");
   const state = v[JAIL_STATE_OPTION];
-  if (state === undefined) return await jail(v, cfg, template.name, sandbox);
-  return await boot({ ...config, cpuTemplate: template.name }, decodeJailState(state), sandbox);
+  const plan: MonitorPlan = {
+    config: { ...config, cpuTemplate: template.name },
+    sandbox,
+    logLevel: level,
+    metricsJson: v["metrics-json"],
+  };
+  if (state === undefined) return await jail(plan, cfg);
+  return await boot(plan.config, decodeJailState(state), sandbox);
 }
 
-/** The outer step: resolve and check the guest, jail, become the monitor. */
-async function jail(
-  v: Values,
-  cfg: ReturnType<typeof resolveConfig>,
-  template: string,
-  sandbox: SandboxOptions,
-): Promise<never> {
+/** `--rootfs` with no value (last, or before another option) means the default root image. */
+export function bareRootfs(args: string[]): string[] {
+  return args.map((a, i) =>
+    a === "--rootfs" && (i + 1 === args.length || args[i + 1].startsWith("-"))
+      ? "--rootfs=default"
+      : a
+  );
+}
+
+/**
+ * Opens each disk for the jailed monitor (read-only unless `rw`), which
+ * gets the descriptors and no path rule: the sandbox does not widen to a
+ * disk's directory.
+ */
+function openDisks(disks: DiskConfig[]): DiskConfig[] {
+  return disks.map((d) => {
+    let info: Deno.FileInfo;
+    try {
+      info = Deno.statSync(d.path);
+    } catch {
+      throw new VoltError(`Disk not found: ${d.path}`, "noinput");
+    }
+    if (!info.isFile && !info.isBlockDevice) {
+      throw new VoltError(`Not a disk image (a regular file or block device): ${d.path}`, "usage");
+    }
+    const path = Deno.realPathSync(d.path);
+    const fd = openInheritable(path, d.readOnly === false ? O_RDWR : O_RDONLY);
+    if (fd < 0) {
+      throw new VoltError(`Cannot open disk ${d.path}: permission denied or busy`, "noinput");
+    }
+    return { ...d, path, fd };
+  });
+}
+
+async function jail(plan: MonitorPlan, cfg: ReturnType<typeof resolveConfig>): Promise<never> {
+  const { sandbox } = plan;
   const trace = new BootTrace();
   trace.mark("runtime up", 0);
-  const guest = await resolveGuest(v.kernel, v.initrd);
+  // "default" is resolveConfig's stand-in for no --kernel: the default guest.
+  const asked = plan.config.kernel === "default" ? undefined : plan.config.kernel;
+  const guest = await resolveGuest(asked, plan.config.initrd);
+  const root = cfg.disks.find((d) => d.root);
+  if (root) {
+    // Booting from a disk: the default guest's initramfs would take over first.
+    if (plan.config.initrd === undefined) guest.initrd = undefined;
+    root.path = await resolveRootfs(root.path);
+  }
   // A missing or unreadable file fails here, with its own message, before
   // a jail rule would fail on it; a bad kernel fails in the monitor, before
   // KVM is opened, as without a jail.
   for (const image of Object.values(openImages({ ...cfg, ...guest }))) image?.close();
   const kernel = Deno.realPathSync(guest.kernel);
   const initrd = guest.initrd === undefined ? undefined : Deno.realPathSync(guest.initrd);
+  const disks = openDisks(cfg.disks);
   trace.mark("guest resolved");
 
-  // Options the monitor gets again, with the guest and template resolved.
-  const inner = [
-    "run",
-    `--kernel=${kernel}`,
-    `--cpu-template=${template}`,
-    `--kvm=${cfg.kvmDevice}`,
-  ];
-  if (initrd) inner.push(`--initrd=${initrd}`);
-  const kvmFd = openInheritable(cfg.kvmDevice, O_RDWR);
-  if (kvmFd >= 0) inner.push(`--kvm-fd=${kvmFd}`);
-  for (
-    const k of ["cmdline", "append", "memory", "cpus", "boot", "log-level", "console-mode"] as const
-  ) {
-    if (v[k] !== undefined) inner.push(`--${k}=${v[k]}`);
-  }
-  for (
-    const k of [
-      "no-seccomp",
-      "seccomp-log",
-      "require-sandbox",
-      "allow-root-without-landlock",
-    ] as const
-  ) {
-    if (v[k]) inner.push(`--${k}`);
-  }
-  const plan = planJail({
+  const kvmFd = plan.config.kvmFd ?? openInheritable(cfg.kvmDevice, O_RDWR);
+  // The monitor's whole configuration, resolved, in one document.
+  const inner: MonitorPlan = {
+    ...plan,
+    // The outer step opens the metrics file; its descriptor travels in the jail state.
+    metricsJson: undefined,
+    config: { ...plan.config, kernel, initrd, kvmFd: kvmFd >= 0 ? kvmFd : undefined, disks },
+  };
+  const plannedJail = planJail({
     program: programLocation(),
     readFiles: initrd ? [kernel, initrd] : [kernel],
     // KVM comes as an open descriptor, with no path rule: the jail has
     // nothing it can write. A device that does not open here gets its
     // rule, so the monitor reports why (a missing one takes none).
     readWrite: kvmFd < 0 && pathExists(cfg.kvmDevice) ? [cfg.kvmDevice] : [],
-    args: inner,
+    args: ["run", `--${PLAN_OPTION}=${encodePlan(inner)}`],
     landlock: sandbox.landlock,
   });
-  const metricsFd = v["metrics-json"] === undefined
-    ? undefined
-    : openMetricsFile(v["metrics-json"]);
+  const metricsFd = plan.metricsJson === undefined ? undefined : openMetricsFile(plan.metricsJson);
   const log = logger("sandbox");
-  for (const r of plan.rules ?? []) log.debug("Landlock: {access} {path}", { ...r });
-  log.debug("Jailed monitor: {args}", { args: plan.exec.args.join(" ") });
+  for (const r of plannedJail.rules ?? []) log.debug("Landlock: {access} {path}", { ...r });
+  log.debug("Jailed monitor: {args}", { args: plannedJail.exec.args.join(" ") });
+  const keep = [metricsFd, kvmFd, ...disks.map((d) => d.fd)];
   return enterJail({
-    landlockRules: plan.rules,
+    landlockRules: plannedJail.rules,
     requireLandlock: sandbox.require || sandbox.landlockRequired,
     requireLandlockWhy: sandbox.landlockRequired ? rootWithoutLandlock : undefined,
     warn: (line) => log.warn("{line}", { line }),
     onStep: (step) => trace.mark(step),
-    keepFds: [metricsFd, kvmFd].filter((fd): fd is number => fd !== undefined && fd >= 0),
+    keepFds: keep.filter((fd): fd is number => fd !== undefined && fd >= 0),
     then: (applied) => {
       if (sandbox.require && !applied.bounding) {
         throw new VoltError(
@@ -227,14 +287,13 @@ async function jail(
         ...applied,
       };
       return {
-        ...plan.exec,
-        args: [...plan.exec.args, `--${JAIL_STATE_OPTION}=${encodeJailState(state)}`],
+        ...plannedJail.exec,
+        args: [...plannedJail.exec.args, `--${JAIL_STATE_OPTION}=${encodeJailState(state)}`],
       };
     },
   });
 }
 
-/** The jailed monitor: boot under every layer, wait, report. */
 async function boot(config: VmConfig, state: JailState, sandbox: SandboxOptions): Promise<number> {
   const log = logger("vmm");
   const onMark = (m: { ms: number; phase: string }) =>

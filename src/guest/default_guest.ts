@@ -121,6 +121,87 @@ export async function buildDefaultInitramfs(progress: Progress = () => {}): Prom
   return out;
 }
 
+/** Bytes of the default root image: the guest's files, and room for what it writes. */
+export const ROOTFS_BYTES = 64 << 20;
+
+/** `mkfs.ext4`, which Debian keeps in /sbin (not on a user's PATH). */
+function mkfsExt4(): string {
+  for (const dir of (Deno.env.get("PATH") ?? "").split(":").concat(["/usr/sbin", "/sbin"])) {
+    if (dir && exists(`${dir}/mkfs.ext4`)) return `${dir}/mkfs.ext4`;
+  }
+  throw new VoltError("mkfs.ext4 is not installed (apt-get install e2fsprogs)", "noinput");
+}
+
+/**
+ * Writes `entries` as a directory tree under `dir` (what `mkfs.ext4 -d`
+ * copies in). Device nodes are left out: the kernel mounts devtmpfs on
+ * /dev before it starts init from a disk.
+ */
+export function writeTree(dir: string, entries: CpioEntry[]): void {
+  for (const e of entries) {
+    const path = `${dir}/${e.path}`;
+    const parent = path.slice(0, path.lastIndexOf("/"));
+    Deno.mkdirSync(parent, { recursive: true });
+    if (e.type === "dir") Deno.mkdirSync(path, { recursive: true, mode: e.mode ?? 0o755 });
+    else if (e.type === "file") {
+      Deno.writeFileSync(path, e.data, { mode: e.mode ?? 0o644 });
+      Deno.chmodSync(path, e.mode ?? 0o644);
+    } else if (e.type === "symlink") Deno.symlinkSync(e.target, path);
+    else Deno.mkdirSync(parent, { recursive: true });
+    if (e.type === "dir" && e.mode !== undefined) Deno.chmodSync(path, e.mode);
+  }
+}
+
+/**
+ * Builds (or reuses) the default guest's ext4 root image: the initramfs's
+ * files (volt-init as /init, busybox), made with `mkfs.ext4 -d` from a
+ * directory, no loop mount and no root needed. Boot it with
+ * `root=/dev/vda init=/init`.
+ */
+export async function buildDefaultRootfs(progress: Progress = () => {}): Promise<string> {
+  const initPath = await buildVoltInit(progress);
+  const bbPath = fetchBusybox(progress);
+  const init = Deno.readFileSync(initPath);
+  const busybox = Deno.readFileSync(bbPath);
+  const hash = await contentHash([init, busybox, `rootfs-v2-${ROOTFS_BYTES}`]);
+  const out = cacheDir("rootfs", `default-${hash}.ext4`);
+  if (exists(out)) return out;
+  const mkfs = mkfsExt4();
+  progress("Writing the root image (ext4: volt-init + busybox)");
+  Deno.mkdirSync(cacheDir("rootfs"), { recursive: true });
+  const tree = Deno.makeTempDirSync({ prefix: "volt-rootfs-" });
+  const tmp = `${out}.tmp-${Deno.pid}`;
+  try {
+    const entries = defaultGuestEntries(init, busybox, busyboxApplets(bbPath));
+    writeTree(tree, [
+      ...entries,
+      { type: "dir", path: "dev" },
+      { type: "dir", path: "mnt" },
+      // Where a kernel booting from a disk looks for init first.
+      { type: "symlink", path: "sbin/init", target: "/init" },
+    ]);
+    runTool(mkfs, [
+      "-q",
+      "-F",
+      "-L",
+      "volt-root",
+      "-E",
+      "root_owner=0:0",
+      "-d",
+      tree,
+      tmp,
+      `${ROOTFS_BYTES >> 10}k`,
+    ], { pkg: "e2fsprogs" });
+    Deno.renameSync(tmp, out);
+  } finally {
+    Deno.removeSync(tree, { recursive: true });
+    try {
+      Deno.removeSync(tmp);
+    } catch { /* renamed */ }
+  }
+  return out;
+}
+
 /** The cache key of the microVM kernel: config fragment, patches, build script. */
 async function kernelHash(): Promise<string> {
   const k = `${GUEST_DIR}/kernel`;

@@ -104,7 +104,7 @@ function checkDisk(d: DiskConfig): DiskConfig {
   if (d.id !== undefined && new TextEncoder().encode(d.id).length > 20) {
     throw new VoltError(`Disk id "${d.id}" is longer than 20 bytes`, "usage");
   }
-  return { path: d.path, readOnly: d.readOnly ?? true, id: d.id, fd: d.fd };
+  return { path: d.path, readOnly: d.readOnly ?? true, id: d.id, fd: d.fd, root: d.root };
 }
 
 /** Checks ranges and fills defaults. */
@@ -126,6 +126,9 @@ export function resolveConfig(c: VmConfig): ResolvedConfig {
     throw new VoltError(`vCPU count must be 1 to ${MAX_CPUS}, not ${c.cpus}`, "usage");
   }
   const bootProtocol = c.bootProtocol ?? "auto";
+  if ((c.disks ?? []).filter((d) => d?.root).length > 1) {
+    throw new VoltError("Only one disk can be the root disk", "usage");
+  }
   if (c.kvmFd !== undefined && !(Number.isSafeInteger(c.kvmFd) && c.kvmFd >= 0)) {
     throw new VoltError(`Not a file descriptor: ${c.kvmFd}`, "usage");
   }
@@ -150,7 +153,8 @@ export function resolveConfig(c: VmConfig): ResolvedConfig {
     stdin: c.stdin ?? false,
     kvmDevice: c.kvmDevice ?? "/dev/kvm",
     kvmFd: c.kvmFd,
-    disks: (c.disks ?? []).map(checkDisk),
+    // The root disk goes first: it is /dev/vda.
+    disks: (c.disks ?? []).map(checkDisk).sort((a, b) => Number(!!b.root) - Number(!!a.root)),
     entropy: c.entropy ?? false,
   };
 }

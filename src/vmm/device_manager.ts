@@ -74,6 +74,8 @@ export interface DiskConfig {
   id?: string;
   /** An open descriptor for `path` (the jailed monitor's way in); owned from here on. */
   fd?: number;
+  /** The guest's root file system: the first disk (`/dev/vda`), named by `root=`. */
+  root?: boolean;
 }
 
 /** What the I/O thread needs to serve the virtio devices. */
@@ -148,6 +150,12 @@ export class DeviceManager {
   /** Adds a disk; opens it read-only unless `readOnly` is false. */
   addDisk(disk: DiskConfig): VirtioSpec {
     const readOnly = disk.readOnly ?? true;
+    if (disk.root) {
+      if (this.rootDisk || this.nextVirtio > 0) {
+        throw new VoltError("The root disk must be the first virtio device, and only one", "usage");
+      }
+      this.rootDisk = { readOnly };
+    }
     let fd = disk.fd;
     if (fd === undefined) {
       try {
@@ -202,12 +210,21 @@ export class DeviceManager {
     return spec;
   }
 
-  /** The kernel command-line words that tell Linux where each virtio device is. */
+  /**
+   * The kernel command-line words that tell Linux where each virtio device
+   * is, and which disk is its root.
+   */
   cmdline(): string[] {
-    return this.virtio.map((d) =>
+    const words = this.virtio.map((d) =>
       `virtio_mmio.device=${d.size >> 10}K@0x${d.base.toString(16)}:${d.irq}`
     );
+    const root = this.rootDisk;
+    // Disks are added first, in order: the root disk, added first of all, is vda.
+    if (root) words.push("root=/dev/vda", root.readOnly ? "ro" : "rw");
+    return words;
   }
+
+  private rootDisk?: { readOnly: boolean };
 
   /**
    * Wires the virtio devices into the VM: an eventfd KVM signals on each

@@ -1,0 +1,91 @@
+/**
+ * The jailed monitor's configuration as one document: what the outer step
+ * resolved (the guest's real paths, the CPU template, the descriptors it
+ * opened for KVM and each disk), the sandbox options and the log level.
+ * It crosses `execve` as one option, so no setting is written out twice.
+ *
+ * @module
+ */
+
+import type { Level } from "../log.ts";
+import { VoltError } from "../errors.ts";
+import type { SandboxOptions } from "../sandbox/monitor.ts";
+import type { VmConfig } from "../vmm/config.ts";
+import type { DiskConfig } from "../vmm/device_manager.ts";
+
+/** The option that carries the plan. */
+export const PLAN_OPTION = "monitor-plan";
+
+/** Everything the jailed monitor runs with. */
+export interface MonitorPlan {
+  config: VmConfig;
+  sandbox: SandboxOptions;
+  logLevel: Level;
+  /** `--metrics-json` (the outer step opens it; the monitor gets the descriptor). */
+  metricsJson?: string;
+}
+
+/**
+ * Encodes a plan for the command line.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { decodePlan, encodePlan } from "./plan.ts";
+ * const plan = {
+ *   config: { kernel: "/k" },
+ *   sandbox: { seccomp: true, landlock: true, require: false, seccompLog: false, landlockRequired: true },
+ *   logLevel: "info" as const,
+ * };
+ * assert.deepEqual(decodePlan(encodePlan(plan)), plan);
+ * ```
+ */
+export function encodePlan(plan: MonitorPlan): string {
+  const bytes = new TextEncoder().encode(JSON.stringify(plan));
+  let bin = "";
+  for (const b of bytes) bin += String.fromCharCode(b);
+  return btoa(bin);
+}
+
+/** Decodes {@linkcode encodePlan}'s output; a damaged value is a usage error. */
+export function decodePlan(text: string): MonitorPlan {
+  try {
+    const bin = atob(text);
+    const p = JSON.parse(new TextDecoder().decode(Uint8Array.from(bin, (c) => c.charCodeAt(0))));
+    const s = p?.sandbox;
+    if (
+      typeof p?.config?.kernel === "string" && typeof p.logLevel === "string" &&
+      ["seccomp", "landlock", "require", "seccompLog", "landlockRequired"].every((k) =>
+        typeof s?.[k] === "boolean"
+      )
+    ) return p as MonitorPlan;
+  } catch { /* fall through */ }
+  throw new VoltError(`--${PLAN_OPTION} is internal to volt and this value is damaged`, "usage");
+}
+
+/**
+ * Parses `--disk PATH[,rw|,ro][,id=NAME]` (a comma in the path is written
+ * `,,`, as QEMU does).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { parseDisk } from "./plan.ts";
+ * assert.deepEqual(parseDisk("a,,b.img,rw,id=data"), { path: "a,b.img", readOnly: false, id: "data" });
+ * ```
+ */
+export function parseDisk(spec: string): DiskConfig {
+  const parts = spec.replaceAll(",,", "\0").split(",").map((p) => p.replaceAll("\0", ","));
+  const [path, ...opts] = parts;
+  if (!path) throw new VoltError(`--disk needs a path first: "${spec}"`, "usage");
+  const disk: DiskConfig = { path, readOnly: true };
+  for (const o of opts) {
+    if (o === "rw") disk.readOnly = false;
+    else if (o === "ro") disk.readOnly = true;
+    else if (o.startsWith("id=") && o.length > 3) disk.id = o.slice(3);
+    else {
+      throw new VoltError(`Unknown --disk option "${o}" (rw, ro or id=NAME)`, "usage");
+    }
+  }
+  return disk;
+}
