@@ -16,9 +16,14 @@
 
 import { main } from "./src/cli/main.ts";
 import type { VmConfig } from "./src/vmm/config.ts";
-import { Machine } from "./src/vmm/machine.ts";
+import { type CreateOptions, Machine } from "./src/vmm/machine.ts";
 
 export type { VmConfig } from "./src/vmm/config.ts";
+export type { DiskConfig } from "./src/vmm/device_manager.ts";
+export type { UserDevice } from "./src/vmm/hosted_device.ts";
+export type { BusDevice } from "./src/devices/bus.ts";
+export type { Trigger } from "./src/devices/serial.ts";
+export type { CreateOptions } from "./src/vmm/machine.ts";
 export type { StopCause, VmExit } from "./src/vmm/exit_reason.ts";
 export type { BootTrace, Mark } from "./src/vmm/trace.ts";
 export type { BootProtocol } from "./src/boot/loader.ts";
@@ -32,18 +37,29 @@ export { parseSize } from "./src/vmm/config.ts";
 export { main } from "./src/cli/main.ts";
 
 /**
- * Builds a microVM, ready to {@linkcode Machine.start}.
+ * Builds a microVM, ready to {@linkcode Machine.start}. `devices` plugs in
+ * devices written in TypeScript ({@linkcode UserDevice}), served on this
+ * thread.
  *
  * @example
  * ```ts ignore
  * import { createVm } from "./mod.ts";
- * const vm = await createVm({ kernel: "vmlinux", console: "message" });
+ * const seen: number[] = [];
+ * const vm = await createVm({ kernel: "vmlinux", console: "message" }, {
+ *   devices: [{
+ *     bus: "pio", base: 0x510, size: 1,
+ *     device: { read: (_o, d) => d.fill(0), write: (_o, d) => void seen.push(d[0]) },
+ *   }],
+ * });
  * vm.onConsole = (b) => Deno.stdout.writeSync(b);
  * await vm.run();
  * ```
  */
-export function createVm(config: VmConfig): Promise<Machine> {
-  return Machine.create(config);
+export function createVm(
+  config: VmConfig,
+  opts: Pick<CreateOptions, "devices" | "onMark"> = {},
+): Promise<Machine> {
+  return Machine.create(config, opts);
 }
 
 if (import.meta.main) {

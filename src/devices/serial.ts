@@ -19,6 +19,7 @@ export interface Writer {
 
 /** Raises the device's interrupt (an edge on its line). */
 export interface Trigger {
+  /** Raises the interrupt once. */
   trigger(): void;
 }
 

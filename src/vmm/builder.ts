@@ -25,6 +25,7 @@ import { Kvm } from "./kvm.ts";
 import { GuestMemory } from "../memory/guest_memory.ts";
 import type { ResolvedConfig } from "./config.ts";
 import { DeviceManager, type IoPlan } from "./device_manager.ts";
+import type { UserDevice } from "./hosted_device.ts";
 import type { BootTrace } from "./trace.ts";
 import { Vcpu } from "./vcpu.ts";
 import { Vm } from "./vm.ts";
@@ -127,7 +128,11 @@ function configureVcpu(b: BuiltVm, cpu: Vcpu, bootInfo: number, cr3: number): vo
  * const built = buildVm(resolveConfig({ kernel: "vmlinux" }), new BootTrace());
  * ```
  */
-export function buildVm(cfg: ResolvedConfig, trace: BootTrace): BuiltVm {
+export function buildVm(
+  cfg: ResolvedConfig,
+  trace: BootTrace,
+  userDevices: UserDevice[] = [],
+): BuiltVm {
   const template = selectTemplate(cfg.cpuTemplate);
   // Guest memory and images first: a bad file fails before any KVM work.
   const images = openImages(cfg);
@@ -148,6 +153,7 @@ export function buildVm(cfg: ResolvedConfig, trace: BootTrace): BuiltVm {
     devices.addLegacy();
     for (const disk of cfg.disks) devices.addDisk(disk);
     if (cfg.entropy) devices.addEntropy();
+    for (const d of userDevices) devices.addHosted(d);
     trace.mark("devices added");
     let loaded: Omit<BuiltVm, "kvm" | "vm" | "vcpus" | "io">;
     try {

@@ -27,6 +27,7 @@ import { newVirtioState, type VirtioDeviceInfo } from "../devices/virtio/mmio_st
 import { rngInfo } from "../devices/virtio/rng.ts";
 import { newSerialState } from "../devices/serial.ts";
 import { newI8042State } from "../devices/i8042.ts";
+import { MAILBOX_BYTES } from "./hosted_device.ts";
 
 /** The legacy devices every VM has. */
 export type LegacyKind = "serial" | "i8042" | "post" | "exit-port" | "boot-timer";
@@ -59,7 +60,19 @@ export type DeviceSpec =
     /** Raises `irq` (a KVM irqfd). */
     irqFd: number;
     backend: VirtioBackendSpec;
-  };
+  }
+  | HostedSpec;
+
+/** A device a script wrote, served on the script's thread through a mailbox. */
+export interface HostedSpec {
+  kind: "hosted";
+  bus: "pio" | "mmio";
+  base: number;
+  size: number;
+  irq?: number;
+  /** The mailbox (slot 0 the lock). */
+  state: SharedArrayBuffer;
+}
 
 /** A virtio device's spec. */
 export type VirtioSpec = Extract<DeviceSpec, { kind: "virtio-mmio" }>;
@@ -142,6 +155,59 @@ export class DeviceManager {
     return s.state;
   }
 
+  /**
+   * Adds a device served on this thread (see hosted_device.ts); refuses a
+   * range that is not free on its bus, or MMIO outside the MMIO gap.
+   */
+  addHosted(d: { bus: "pio" | "mmio"; base: number; size: number; irq?: boolean }): HostedSpec {
+    const { bus, base, size } = d;
+    const limit = bus === "pio" ? 0x10000 : L.MMIO_GAP_END;
+    const floor = bus === "pio" ? 0 : L.MMIO_GAP_START;
+    if (!(Number.isSafeInteger(base) && Number.isSafeInteger(size) && size > 0)) {
+      throw new VoltError(`A device needs a whole base and size, not ${base}+${size}`, "usage");
+    }
+    if (base < floor || base + size > limit) {
+      throw new VoltError(
+        bus === "pio"
+          ? `Ports 0x${base.toString(16)}+${size} are past 0xffff`
+          : `MMIO 0x${base.toString(16)}+${size} is outside the MMIO gap (0x${floor.toString(16)}-0x${limit.toString(16)})`,
+        "usage",
+      );
+    }
+    const taken = [
+      ...this.specs.map((s) => ({ bus: s.bus, base: s.base, size: s.size })),
+      // The interrupt controllers and the virtio windows still to come.
+      { bus: "mmio", base: L.IOAPIC_ADDR, size: 0x1000 },
+      { bus: "mmio", base: L.APIC_ADDR, size: 0x1000 },
+      { bus: "mmio", base: L.VIRTIO_MMIO_BASE, size: L.VIRTIO_IRQS.length * L.VIRTIO_MMIO_WINDOW },
+    ];
+    const clash = taken.find((t) => t.bus === bus && base < t.base + t.size && t.base < base + size);
+    if (clash) {
+      throw new VoltError(
+        `Device range 0x${base.toString(16)}+${size} overlaps one at 0x${clash.base.toString(16)}`,
+        "usage",
+      );
+    }
+    const spec: HostedSpec = {
+      kind: "hosted",
+      bus,
+      base,
+      size,
+      irq: d.irq ? this.takeIrq() : undefined,
+      state: new SharedArrayBuffer(MAILBOX_BYTES),
+    };
+    this.specs.push(spec);
+    return spec;
+  }
+
+  /** The next free interrupt line. */
+  private takeIrq(): number {
+    const used = new Set(this.specs.map((s) => s.irq));
+    const irq = L.VIRTIO_IRQS.find((i) => !used.has(i));
+    if (irq === undefined) throw new VoltError("No interrupt line left for another device", "usage");
+    return irq;
+  }
+
   /** The virtio devices. */
   get virtio(): VirtioSpec[] {
     return this.specs.filter((d): d is VirtioSpec => d.kind === "virtio-mmio");
@@ -195,12 +261,13 @@ export class DeviceManager {
       throw new VoltError(`At most ${L.VIRTIO_IRQS.length} virtio devices fit one VM`, "usage");
     }
     this.nextVirtio++;
+    const irq = this.takeIrq();
     const spec: VirtioSpec = {
       kind: "virtio-mmio",
       bus: "mmio",
       base: L.VIRTIO_MMIO_BASE + n * L.VIRTIO_MMIO_WINDOW,
       size: L.VIRTIO_MMIO_WINDOW,
-      irq: L.VIRTIO_IRQS[n],
+      irq,
       state: newVirtioState(info),
       notifyFd: -1,
       irqFd: -1,

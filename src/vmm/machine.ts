@@ -18,6 +18,8 @@ import { type VmExit, vmExit } from "./exit_reason.ts";
 import { BootTrace, FIRST_RUN_PHASE, GUEST_READY_PHASE, type Mark } from "./trace.ts";
 import { CTL } from "./vcpu_loop.ts";
 import type { IoStart, VcpuEvent, VcpuFilter, VcpuStart } from "./worker_protocol.ts";
+import type { HostedSpec } from "./device_manager.ts";
+import { serveMailbox, type UserDevice } from "./hosted_device.ts";
 
 /**
  * The kick signal. Not SIGUSR1: Deno opens its inspector on SIGUSR1 (as
@@ -84,6 +86,8 @@ export interface CreateOptions {
   traceOrigin?: number;
   /** Name of the first phase, this runtime's start (default "runtime up"). */
   startPhase?: string;
+  /** Devices written in TypeScript, served on this thread (see {@linkcode UserDevice}). */
+  devices?: UserDevice[];
 }
 
 /**
@@ -144,6 +148,8 @@ export class Machine {
   private inputSpace?: PromiseWithResolvers<void>;
   private inputTimer?: ReturnType<typeof setTimeout>;
   private readyMarked = false;
+  /** The script's devices, in the order their specs were added. */
+  private userDevices: UserDevice[] = [];
   private released = false;
 
   private constructor(
@@ -194,13 +200,14 @@ export class Machine {
     const io = cfg.disks.length > 0 || cfg.entropy ? spawn() : undefined;
     let built: BuiltVm;
     try {
-      built = buildVm(cfg, trace);
+      built = buildVm(cfg, trace, opts.devices);
     } catch (e) {
       for (const t of threads) t.worker.terminate();
       io?.worker.terminate();
       throw e;
     }
     const m = new Machine(cfg, trace, threads, built, io);
+    m.userDevices = opts.devices ?? [];
     trace.mark("devices ready");
     ensureKickHandler();
     await Promise.all(loaded);
@@ -273,10 +280,35 @@ export class Machine {
       };
       io.worker.postMessage(msg);
     }
+    this.serveUserDevices();
     if (this.cfg.console === "message") {
       this.consolePump = this.consoleReader.pump((b) => this.onConsole(b));
     }
     if (this.cfg.stdin) this.forwardStdin();
+  }
+
+  /** Attaches each script device to its interrupt and serves its mailbox on this thread. */
+  private serveUserDevices(): void {
+    const specs = this.built.devices.specs.filter((s): s is HostedSpec => s.kind === "hosted");
+    specs.forEach((spec, i) => {
+      const d = this.userDevices[i].device;
+      const irq = spec.irq;
+      const vm = this.built.vm;
+      d.attach?.(
+        irq === undefined ? undefined : {
+          trigger: () => {
+            if (this.released) return;
+            vm.setIrqLine(irq, true);
+            vm.setIrqLine(irq, false);
+          },
+        },
+      );
+      serveMailbox(spec.state, d, () => this.exit !== undefined, (e) =>
+        this.finish(vmExit(
+          "monitor-error",
+          `Device at 0x${spec.base.toString(16)} threw: ${(e as Error)?.message ?? e}`,
+        )));
+    });
   }
 
   /**

@@ -17,6 +17,7 @@ import { VirtioMmio } from "../devices/virtio/mmio.ts";
 import type { GuestMemory } from "../memory/guest_memory.ts";
 import type { DeviceSpec } from "./device_manager.ts";
 import type { Vm } from "./vm.ts";
+import { MailboxDevice } from "./hosted_device.ts";
 
 /** What the devices of one vCPU thread reach on that thread. */
 export interface VcpuDeviceContext {
@@ -28,6 +29,8 @@ export interface VcpuDeviceContext {
   reset(): void;
   /** Exit port and boot timer. */
   ctl: GuestCtlHandler;
+  /** True once the VM is stopping (a hosted device's wait gives up). */
+  stopping(): boolean;
 }
 
 /** Reads as zero, ignores writes: Linux's I/O-delay port. */
@@ -68,6 +71,7 @@ export const DEVICE_KINDS: Record<DeviceSpec["kind"], Factory> = {
     const irq = eventfdSignal(d.irqFd);
     return new VirtioMmio(d.state, ctx.memory, { trigger: irq }, { notify });
   },
+  hosted: (d, ctx) => new MailboxDevice(d.state!, ctx.stopping),
 };
 
 /**

@@ -82,7 +82,9 @@ function start(m: VcpuStart): void {
       )));
   }
   let loop: VcpuLoop | undefined = undefined;
+  const ctl = new Int32Array(m.ctl);
   const { pio, mmio } = buildBuses(m.devices, {
+    stopping: () => Atomics.load(ctl, CTL.stop) !== 0,
     vm,
     memory,
     console: out,
@@ -92,7 +94,6 @@ function start(m: VcpuStart): void {
       ready: () => post({ type: "ready", at: performance.timeOrigin + performance.now() }),
     },
   });
-  const ctl = new Int32Array(m.ctl);
   loop = new VcpuLoop({ id: m.id, fd: m.fd, run, pio, mmio, ctl, memory });
   post({ type: "running", tid: libc().gettid(), at: performance.timeOrigin + performance.now() });
   let exit;
