@@ -237,6 +237,50 @@ Deno.test({
   },
 });
 
+Deno.test({
+  ...helperVm,
+  name:
+    "nested: ./volt run --rootfs --disk REL,rw through the helper VM writes the host's file in place",
+  fn: async () => {
+    const dir = tmpDir();
+    const mkfs = ["/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4"].find((p) => {
+      try {
+        return Deno.statSync(p).isFile;
+      } catch {
+        return false;
+      }
+    })!;
+    assert.ok(
+      new Deno.Command(mkfs, { args: ["-q", "-F", `${dir}/d.ext4`, "8M"] }).outputSync().success,
+    );
+    // A path relative to the caller's directory, which the helper VM does not share by default.
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        `${ROOT}/tools/boot.ts`,
+        "--rootfs",
+        "--disk",
+        "d.ext4,rw",
+        "--append",
+        'volt.cmd="mount /dev/vdb /mnt && echo in-place > /mnt/x && umount /mnt"',
+      ],
+      cwd: dir,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(out.code, 0, dec(out.stderr) + dec(out.stdout).slice(-2000));
+    const debugfs = mkfs.replace("mkfs.ext4", "debugfs");
+    const cat = new Deno.Command(debugfs, {
+      args: ["-R", "cat /x", `${dir}/d.ext4`],
+      stderr: "null",
+    })
+      .outputSync();
+    assert.equal(dec(cat.stdout), "in-place\n");
+  },
+});
+
 Deno.test("nested: the output tail keeps the last lines, bounded", () => {
   const t = new OutputTail(3);
   t.push(enc("one\ntwo\r\nthr"));

@@ -170,7 +170,9 @@ export class DeviceManager {
       throw new VoltError(
         bus === "pio"
           ? `Ports 0x${base.toString(16)}+${size} are past 0xffff`
-          : `MMIO 0x${base.toString(16)}+${size} is outside the MMIO gap (0x${floor.toString(16)}-0x${limit.toString(16)})`,
+          : `MMIO 0x${base.toString(16)}+${size} is outside the MMIO gap (0x${
+            floor.toString(16)
+          }-0x${limit.toString(16)})`,
         "usage",
       );
     }
@@ -181,7 +183,9 @@ export class DeviceManager {
       { bus: "mmio", base: L.APIC_ADDR, size: 0x1000 },
       { bus: "mmio", base: L.VIRTIO_MMIO_BASE, size: L.VIRTIO_IRQS.length * L.VIRTIO_MMIO_WINDOW },
     ];
-    const clash = taken.find((t) => t.bus === bus && base < t.base + t.size && t.base < base + size);
+    const clash = taken.find((t) =>
+      t.bus === bus && base < t.base + t.size && t.base < base + size
+    );
     if (clash) {
       throw new VoltError(
         `Device range 0x${base.toString(16)}+${size} overlaps one at 0x${clash.base.toString(16)}`,
@@ -204,7 +208,9 @@ export class DeviceManager {
   private takeIrq(): number {
     const used = new Set(this.specs.map((s) => s.irq));
     const irq = L.VIRTIO_IRQS.find((i) => !used.has(i));
-    if (irq === undefined) throw new VoltError("No interrupt line left for another device", "usage");
+    if (irq === undefined) {
+      throw new VoltError("No interrupt line left for another device", "usage");
+    }
     return irq;
   }
 
