@@ -302,6 +302,7 @@ Deno.test("nested: tools/test.ts adds up every part and picks the userspace file
     "tests/guest_e2e_test.ts",
     "tests/linux_test.ts",
     "tests/cpuid_guest_test.ts",
+    "tests/disk_e2e_test.ts",
   ]);
   assert.deepEqual(userspaceArgs(["test", "-A", "tests/linux_test.ts", "--filter", "x"]), [
     "test",

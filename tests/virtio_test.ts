@@ -470,8 +470,11 @@ Deno.test({
       "--console-mode",
       "raw",
       "--require-sandbox",
+      "--log-level",
+      "info",
     ], { timeout: 120_000 });
     assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /, \d+ on vCPU threads, \d+ on the I\/O thread \(kill otherwise\)/);
     const o = s.parse(r.stdoutBytes!);
     assert.equal(word(o[0]), NEGOTIATED);
     assert.equal(u16(o[4]), 3, "three requests used");

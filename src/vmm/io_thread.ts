@@ -20,6 +20,7 @@ import { GuestMemory } from "../memory/guest_memory.ts";
 import { IO_STOP, type VirtioBackendSpec } from "./device_manager.ts";
 import { eventfdSignal } from "./vcpu_devices.ts";
 import { vmExit } from "./exit_reason.ts";
+import { installEncoded } from "../sandbox/seccomp.ts";
 import type { IoStart, VcpuEvent } from "./worker_protocol.ts";
 
 const EINTR = 4;
@@ -59,6 +60,8 @@ export function runIo(m: IoStart, post: (e: VcpuEvent) => void): void {
   const counterAddr = Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(counter)));
   const l = libc();
   post({ type: "running", tid: l.gettid(), at: performance.timeOrigin + performance.now() });
+  // Last before the loop: from here the thread only waits, serves and signals.
+  if (m.filter) installEncoded(m.filter.program, { tsync: false, log: m.filter.log });
   for (;;) {
     const n = l.epoll_wait(m.plan.epollFd, events, MAX_EVENTS, -1);
     if (n < 0) {

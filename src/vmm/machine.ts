@@ -215,11 +215,17 @@ export class Machine {
     return m;
   }
 
+  /** True when the VM has an I/O thread (virtio devices). */
+  get hasIoThread(): boolean {
+    return this.io !== undefined;
+  }
+
   /**
    * Starts every vCPU; with `vcpuFilter`, each vCPU thread stacks that
-   * seccomp filter on itself right before its first KVM_RUN.
+   * seccomp filter on itself right before its first KVM_RUN, and with
+   * `ioFilter` the I/O thread its own before it serves a queue.
    */
-  start(opts: { vcpuFilter?: VcpuFilter } = {}): void {
+  start(opts: { vcpuFilter?: VcpuFilter; ioFilter?: VcpuFilter } = {}): void {
     if (this.started) throw new Error("VM already started");
     this.started = true;
     // Before the messages: a worker may reach KVM_RUN before this thread
@@ -277,6 +283,7 @@ export class Machine {
         memAddr: b.memory.hostAddr,
         memSize: b.memory.size,
         plan: b.io,
+        filter: opts.ioFilter,
       };
       io.worker.postMessage(msg);
     }

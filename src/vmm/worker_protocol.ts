@@ -41,6 +41,8 @@ export interface IoStart {
   memAddr: bigint;
   memSize: number;
   plan: IoPlan;
+  /** A seccomp filter this thread stacks before it serves its first queue. */
+  filter?: VcpuFilter;
 }
 
 /** The vCPU thread's own seccomp filter. */

@@ -8,14 +8,16 @@ import { CPIO_TARGETS } from "./cpio_targets.ts";
 import { DEVICE_TARGETS } from "./device_targets.ts";
 import { SECCOMP_TARGETS } from "./seccomp_targets.ts";
 import type { Target } from "./target.ts";
+import { VIRTIO_TARGETS } from "./virtio_targets.ts";
 
 export type { Target };
 
-/** Parsers and loader, cpio, devices, seccomp, the console filter. */
+/** Parsers and loader, cpio, devices, virtio, seccomp, the console filter. */
 export const TARGETS: Target[] = [
   ...BOOT_TARGETS,
   ...CPIO_TARGETS,
   ...DEVICE_TARGETS,
+  ...VIRTIO_TARGETS,
   ...SECCOMP_TARGETS,
   ...CONSOLE_TARGETS,
 ];
