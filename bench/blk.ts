@@ -183,7 +183,7 @@ for (let i = 0; i < runs; i++) {
       vmm,
       { initrd, disk: data, cmd: "/bin/volt-blkbench /dev/vda" },
       "blkbench done",
-      600_000,
+      240_000,
     );
     for (const m of METRICS) {
       const v = new RegExp(`^${m} ([\\d.]+)\\r?$`, "m").exec(r.stdout);

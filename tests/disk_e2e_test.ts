@@ -15,6 +15,7 @@ import {
   pvmHost,
   retryHelperVmTripleFault,
   runCli,
+  sbin,
   tmpDir,
 } from "./helpers.ts";
 
@@ -23,28 +24,18 @@ const built = await microvmKernelPaths();
 /** A fresh ext4 image of `mib` MiB made on the host. */
 function ext4Image(mib: number): string {
   const path = `${tmpDir()}/data.ext4`;
-  const mkfs = ["/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4"].find((p) => {
-    try {
-      return Deno.statSync(p).isFile;
-    } catch {
-      return false;
-    }
-  }) ?? "mkfs.ext4";
-  const r = new Deno.Command(mkfs, { args: ["-q", "-F", path, `${mib}M`] }).outputSync();
+  const r = new Deno.Command(sbin("mkfs.ext4"), { args: ["-q", "-F", path, `${mib}M`] })
+    .outputSync();
   assert.ok(r.success, new TextDecoder().decode(r.stderr));
   return path;
 }
 
 /** `debugfs -R "cat PATH"` on an image: a file's bytes as the host reads them. */
 function debugfsCat(image: string, path: string): string {
-  const debugfs = ["/usr/sbin/debugfs", "/sbin/debugfs"].find((p) => {
-    try {
-      return Deno.statSync(p).isFile;
-    } catch {
-      return false;
-    }
-  }) ?? "debugfs";
-  const r = new Deno.Command(debugfs, { args: ["-R", `cat ${path}`, image], stderr: "null" })
+  const r = new Deno.Command(sbin("debugfs"), {
+    args: ["-R", `cat ${path}`, image],
+    stderr: "null",
+  })
     .outputSync();
   return new TextDecoder().decode(r.stdout);
 }

@@ -264,3 +264,13 @@ export const hasScript: boolean = (() => {
     return false;
   }
 })();
+
+/** A tool Debian keeps in /sbin (mkfs.ext4, debugfs), which a user's PATH may lack. */
+export function sbin(name: string): string {
+  for (const dir of ["/usr/sbin", "/sbin"]) {
+    try {
+      if (Deno.statSync(`${dir}/${name}`).isFile) return `${dir}/${name}`;
+    } catch { /* next */ }
+  }
+  return name;
+}

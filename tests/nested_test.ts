@@ -18,7 +18,7 @@ import {
   tripleFaultedTests,
   USERSPACE_TEST_FILES,
 } from "../tools/test.ts";
-import { ROOT, tmpDir, typeAtShellPrompt } from "./helpers.ts";
+import { ROOT, sbin, tmpDir, typeAtShellPrompt } from "./helpers.ts";
 
 const enc = (s: string) => new TextEncoder().encode(s);
 const dec = (b: Uint8Array) => new TextDecoder().decode(b);
@@ -243,13 +243,7 @@ Deno.test({
     "nested: ./volt run --rootfs --disk REL,rw through the helper VM writes the host's file in place",
   fn: async () => {
     const dir = tmpDir();
-    const mkfs = ["/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4"].find((p) => {
-      try {
-        return Deno.statSync(p).isFile;
-      } catch {
-        return false;
-      }
-    })!;
+    const mkfs = sbin("mkfs.ext4");
     assert.ok(
       new Deno.Command(mkfs, { args: ["-q", "-F", `${dir}/d.ext4`, "8M"] }).outputSync().success,
     );
@@ -271,8 +265,7 @@ Deno.test({
       stderr: "piped",
     }).output();
     assert.equal(out.code, 0, dec(out.stderr) + dec(out.stdout).slice(-2000));
-    const debugfs = mkfs.replace("mkfs.ext4", "debugfs");
-    const cat = new Deno.Command(debugfs, {
+    const cat = new Deno.Command(sbin("debugfs"), {
       args: ["-R", "cat /x", `${dir}/d.ext4`],
       stderr: "null",
     })

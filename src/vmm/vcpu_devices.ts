@@ -2,7 +2,7 @@
  * A vCPU thread's view of the VM's devices: one bus entry per
  * {@linkcode DeviceSpec}, built from the spec by its kind, behind the
  * device's lock where its state is shared. A new kind of device is one
- * entry in {@linkcode DEVICE_KINDS}.
+ * entry in {@linkcode DEVICE_KINDS} and a `DeviceManager.add...` method.
  *
  * @module
  */
@@ -56,22 +56,41 @@ export function eventfdSignal(fd: number): () => void {
   };
 }
 
-type Factory = (spec: DeviceSpec, ctx: VcpuDeviceContext) => BusDevice;
+/** How one kind of device is built on a vCPU thread. */
+interface Kind {
+  build(spec: DeviceSpec, ctx: VcpuDeviceContext): BusDevice;
+  /**
+   * Its shared state's slot 0 is a lock the bus takes around each access;
+   * false for a stateless port, or one whose state is a single atomic.
+   */
+  locked: boolean;
+}
 
-/** How each kind of device is built on a vCPU thread. */
-export const DEVICE_KINDS: Record<DeviceSpec["kind"], Factory> = {
-  serial: (d, ctx) => new Serial(d.state!, ctx.console, irqLine(ctx.vm, d.irq!)),
-  i8042: (d, ctx) => new I8042(() => ctx.reset(), d.state!),
-  post: () => silent,
-  "exit-port": (_d, ctx) => new ExitPort(ctx.ctl),
-  "boot-timer": (d, ctx) => new BootTimerPort(ctx.ctl, new Int32Array(d.state!), 1),
-  "virtio-mmio": (d, ctx) => {
-    if (d.kind !== "virtio-mmio") throw new TypeError("Not a virtio spec");
-    const notify = eventfdSignal(d.notifyFd);
-    const irq = eventfdSignal(d.irqFd);
-    return new VirtioMmio(d.state, ctx.memory, { trigger: irq }, { notify });
+/** Every kind of device, and how each is built on a vCPU thread. */
+export const DEVICE_KINDS: Record<DeviceSpec["kind"], Kind> = {
+  serial: {
+    build: (d, ctx) => new Serial(d.state!, ctx.console, irqLine(ctx.vm, d.irq!)),
+    locked: true,
   },
-  hosted: (d, ctx) => new MailboxDevice(d.state!, ctx.stopping),
+  i8042: { build: (d, ctx) => new I8042(() => ctx.reset(), d.state!), locked: true },
+  post: { build: () => silent, locked: false },
+  "exit-port": { build: (_d, ctx) => new ExitPort(ctx.ctl), locked: false },
+  // One latch, set with a compare-and-swap: the first vCPU to write it wins.
+  "boot-timer": {
+    build: (d, ctx) => new BootTimerPort(ctx.ctl, new Int32Array(d.state!), 1),
+    locked: false,
+  },
+  "virtio-mmio": {
+    build: (d, ctx) => {
+      if (d.kind !== "virtio-mmio") throw new TypeError("Not a virtio spec");
+      const notify = eventfdSignal(d.notifyFd);
+      const irq = eventfdSignal(d.irqFd);
+      return new VirtioMmio(d.state, ctx.memory, { trigger: irq }, { notify });
+    },
+    locked: true,
+  },
+  // The lock keeps one access per mailbox in flight, whichever vCPU makes it.
+  hosted: { build: (d, ctx) => new MailboxDevice(d.state!, ctx.stopping), locked: true },
 };
 
 /**
@@ -86,11 +105,10 @@ export function buildBuses(specs: DeviceSpec[], ctx: VcpuDeviceContext): { pio: 
   const pio = new Bus();
   const mmio = new Bus();
   for (const d of specs) {
-    let dev = DEVICE_KINDS[d.kind](d, ctx);
+    const kind = DEVICE_KINDS[d.kind];
+    let dev = kind.build(d, ctx);
     // Shared state takes its lock at the bus: device code stays single-threaded.
-    if (d.state && d.kind !== "boot-timer") {
-      dev = new Serialized(dev, new DeviceLock(new Int32Array(d.state)));
-    }
+    if (kind.locked) dev = new Serialized(dev, new DeviceLock(new Int32Array(d.state!)));
     (d.bus === "pio" ? pio : mmio).insert(d.base, d.size, dev);
   }
   return { pio, mmio };
