@@ -1,7 +1,7 @@
 /**
  * A virtio driver written as a script of register and memory accesses,
  * run two ways: by a small guest that interprets it (the real path: MMIO
- * exits, ioeventfd, the I/O thread, irqfd), or in-process against the
+ * exits, ioeventfd, the I/O loop, irqfd), or in-process against the
  * transport and queue runner directly (no KVM, microseconds). Tests lay out
  * rings and buffers in guest memory themselves, well-formed or hostile.
  */

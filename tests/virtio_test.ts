@@ -2,7 +2,7 @@
  * virtio-mmio, the split queue, virtio-blk and virtio-rng, driven by
  * scripted drivers (tests/virtio_driver.ts): each case runs in-process
  * against the device models, then in a small guest through the whole path
- * (MMIO exits, KVM_IOEVENTFD, the I/O thread, KVM_IRQFD). Hostile cases
+ * (MMIO exits, KVM_IOEVENTFD, the I/O loop, KVM_IRQFD). Hostile cases
  * must leave the monitor running and the device failing the request or in
  * DEVICE_NEEDS_RESET.
  */
@@ -432,7 +432,7 @@ for (const c of CASES) {
 const RING2 = { desc: 0x1010000, avail: 0x1011000, used: 0x1012000, data: 0x1200000 };
 
 Deno.test({
-  name: "virtio (volt run, whole sandbox): the I/O thread reads, writes and flushes a rw disk " +
+  name: "virtio (volt run, whole sandbox): the I/O loop reads, writes and flushes a rw disk " +
     "and serves entropy under seccomp",
   ...needsKvm,
   fn: async () => {
@@ -474,7 +474,7 @@ Deno.test({
       "info",
     ], { timeout: 120_000 });
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stderr, /, \d+ on vCPU threads, \d+ on the I\/O thread \(kill otherwise\)/);
+    assert.match(r.stderr, /Sandbox: seccomp \d+ syscalls, \d+ on vCPU threads \(kill otherwise\)/);
     const o = s.parse(r.stdoutBytes!);
     assert.equal(word(o[0]), NEGOTIATED);
     assert.equal(u16(o[4]), 3, "three requests used");

@@ -12,7 +12,7 @@ import { configureLogging, type Level, LOG_LEVELS, logger } from "../log.ts";
 import { cpuidCommand } from "./cpuid_cmd.ts";
 import { guestCommand, initramfsCommand, kernelCommand } from "./guest_cmd.ts";
 import { runCommand } from "./run_cmd.ts";
-import { formatPolicy, IO_POLICY, MONITOR_POLICY, VCPU_POLICY } from "../sandbox/seccomp.ts";
+import { formatPolicy, MONITOR_POLICY, VCPU_POLICY } from "../sandbox/seccomp.ts";
 
 /** The version `volt --version` prints. */
 export const VERSION: string = meta.version;
@@ -123,10 +123,6 @@ export async function main(args: string[]): Promise<number> {
         console.log(formatPolicy(MONITOR_POLICY));
         console.log("\nStacked on each vCPU thread right before its first KVM_RUN:\n");
         console.log(formatPolicy(VCPU_POLICY));
-        console.log(
-          "\nStacked on the I/O thread (VMs with virtio devices) before it serves a queue:\n",
-        );
-        console.log(formatPolicy(IO_POLICY));
         return EXIT_CODE.ok;
       case "kernel":
         return await kernelCommand(rest);

@@ -41,7 +41,6 @@ import {
   buildFilter,
   encodeFilter,
   installFilter,
-  IO_POLICY,
   MONITOR_POLICY,
   type Policy,
   VCPU_POLICY,
@@ -328,7 +327,6 @@ async function boot(config: VmConfig, state: JailState, sandbox: SandboxOptions)
     machine.trace.mark("deno reads revoked");
     let seccomp: SandboxFacts["seccomp"] = "off";
     let vcpuFilter: VcpuFilter | undefined;
-    let ioFilter: VcpuFilter | undefined;
     if (sandbox.seccomp) {
       // Every vCPU thread exists: from here on, a syscall outside the
       // allow-list kills the whole process (TSYNC).
@@ -342,14 +340,9 @@ async function boot(config: VmConfig, state: JailState, sandbox: SandboxOptions)
       machine.trace.mark("seccomp installed");
       const vcpu = withDefault(VCPU_POLICY);
       vcpuFilter = { program: encodeFilter(buildFilter(vcpu)), log: sandbox.seccompLog };
-      const io = withDefault(IO_POLICY);
-      if (machine.hasIoThread) {
-        ioFilter = { program: encodeFilter(buildFilter(io)), log: sandbox.seccompLog };
-      }
       seccomp = {
         syscalls: policy.rules.length,
         vcpuSyscalls: vcpu.rules.length,
-        ioSyscalls: ioFilter ? io.rules.length : undefined,
         log: sandbox.seccompLog,
       };
     }
@@ -364,7 +357,7 @@ async function boot(config: VmConfig, state: JailState, sandbox: SandboxOptions)
     logger("sandbox").info("{line}", {
       line: sandboxSummary({ seccomp, state, revoked: true, dumpable: dumpable() }),
     });
-    machine.start({ vcpuFilter, ioFilter });
+    machine.start({ vcpuFilter });
     const exit = await machine.wait();
     await machine.settled();
     if (state.metricsFd !== undefined) {

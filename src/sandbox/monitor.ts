@@ -292,7 +292,7 @@ export function seccompMode(): number {
 /** The facts of one sandboxed run, for its one-line summary. */
 export interface SandboxFacts {
   /** Syscalls of the process-wide filter and of each vCPU thread's own. */
-  seccomp: { syscalls: number; vcpuSyscalls?: number; ioSyscalls?: number; log: boolean } | "off";
+  seccomp: { syscalls: number; vcpuSyscalls?: number; log: boolean } | "off";
   state: JailState;
   revoked: boolean;
   /** Measured: the process may be dumped and ptraced by its user. */
@@ -320,9 +320,7 @@ export function sandboxSummary(f: SandboxFacts): string {
       ? "seccomp off"
       : `seccomp ${f.seccomp.syscalls} syscalls${
         f.seccomp.vcpuSyscalls ? `, ${f.seccomp.vcpuSyscalls} on vCPU threads` : ""
-      }${f.seccomp.ioSyscalls ? `, ${f.seccomp.ioSyscalls} on the I/O thread` : ""} (${
-        f.seccomp.log ? "log" : "kill"
-      } otherwise)`,
+      } (${f.seccomp.log ? "log" : "kill"} otherwise)`,
     "abi" in landlock
       ? `Landlock ABI ${landlock.abi} with ${landlock.rules} rules${
         landlock.scoped ? " (signals and abstract sockets scoped)" : ""

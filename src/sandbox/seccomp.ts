@@ -560,7 +560,7 @@ export function monitorPolicy(pid: number): Policy {
       "fsync",
       {
         name: "fdatasync",
-        why: "a virtio-blk flush reaches the disk (the I/O thread)",
+        why: "a virtio-blk flush reaches the disk",
       },
       "ftruncate",
       "rename",
@@ -677,33 +677,6 @@ export function vcpuPolicy(pid: number): Policy {
   };
 }
 
-/**
- * The allow-list the I/O thread stacks on the monitor's before it serves
- * its first queue: a vCPU thread's, without any ioctl, with the data path
- * (`pread64`, `pwrite64`, `fdatasync`; `read`, `write` and `epoll_wait`
- * are there already). A guest that takes over the I/O thread through a
- * device bug reaches the disks it was given and nothing else.
- *
- * @example
- * ```ts
- * import assert from "node:assert/strict";
- * import { ioPolicy } from "./seccomp.ts";
- * assert.ok(!ioPolicy(1).rules.some((r) => r === "ioctl" || (typeof r !== "string" && r.name === "ioctl")));
- * ```
- */
-export function ioPolicy(pid: number): Policy {
-  const rules = vcpuPolicy(pid).rules.filter((r) => typeof r === "string" || r.name !== "ioctl");
-  return {
-    name: "io",
-    rules: [
-      ...rules,
-      { name: "pread64", why: "virtio-blk reads, straight into guest RAM" },
-      { name: "pwrite64", why: "virtio-blk writes, straight from guest RAM" },
-      { name: "fdatasync", why: "virtio-blk flush" },
-    ],
-  };
-}
-
 /** SIGABRT and SIGUSR2 (asm-generic/signal.h). */
 const SIGABRT = 6;
 const SIGUSR2 = 12;
@@ -722,6 +695,3 @@ export const MONITOR_POLICY: Policy = monitorPolicy(Deno.pid);
 
 /** {@linkcode vcpuPolicy} for this process. */
 export const VCPU_POLICY: Policy = vcpuPolicy(Deno.pid);
-
-/** {@linkcode ioPolicy} for this process. */
-export const IO_POLICY: Policy = ioPolicy(Deno.pid);

@@ -42,7 +42,7 @@ export interface BuiltVm {
   template: CpuTemplate;
   /** The VM's devices and their host resources. */
   devices: DeviceManager;
-  /** What the I/O thread serves; none without virtio devices. */
+  /** What the I/O loop serves; none without virtio devices. */
   io?: IoPlan;
 }
 

@@ -32,7 +32,7 @@ import { MAILBOX_BYTES } from "./hosted_device.ts";
 /** The legacy devices every VM has. */
 export type LegacyKind = "serial" | "i8042" | "post" | "exit-port" | "boot-timer";
 
-/** What a virtio device is backed by, as the I/O thread rebuilds it. */
+/** What a virtio device is backed by, as the I/O loop rebuilds it. */
 export type VirtioBackendSpec =
   | { type: "block"; fd: number; size: number; readOnly: boolean; id?: string; path: string }
   | { type: "entropy" };
@@ -91,12 +91,12 @@ export interface DiskConfig {
   root?: boolean;
 }
 
-/** What the I/O thread needs to serve the virtio devices. */
+/** What the I/O loop needs to serve the virtio devices. */
 export interface IoPlan {
   devices: VirtioSpec[];
   /** epoll set: each device's notify fd (data = its index) and the stop fd. */
   epollFd: number;
-  /** Written to end the I/O thread. */
+  /** Written to end the I/O loop. */
   stopFd: number;
 }
 
@@ -302,7 +302,7 @@ export class DeviceManager {
   /**
    * Wires the virtio devices into the VM: an eventfd KVM signals on each
    * device's QUEUE_NOTIFY (KVM_IOEVENTFD, no exit), one that raises its
-   * line (KVM_IRQFD), and the epoll set the I/O thread waits on.
+   * line (KVM_IRQFD), and the epoll set the I/O loop waits on.
    */
   connect(vmFd: number): IoPlan | undefined {
     const devices = this.virtio;
@@ -344,7 +344,7 @@ export class DeviceManager {
     return { devices, epollFd: this.epollFd, stopFd: this.stopFd };
   }
 
-  /** Tells the I/O thread to end (safe before {@linkcode connect} and after release). */
+  /** Tells the I/O loop to end (safe before {@linkcode connect} and after release). */
   stopIo(): void {
     if (this.stopFd < 0 || this.released) return;
     const one = new BigUint64Array([1n]);

@@ -17,7 +17,8 @@ import { resolveConfig, type VmConfig } from "./config.ts";
 import { type VmExit, vmExit } from "./exit_reason.ts";
 import { BootTrace, FIRST_RUN_PHASE, GUEST_READY_PHASE, type Mark } from "./trace.ts";
 import { CTL } from "./vcpu_loop.ts";
-import type { IoStart, VcpuEvent, VcpuFilter, VcpuStart } from "./worker_protocol.ts";
+import type { VcpuEvent, VcpuFilter, VcpuStart } from "./worker_protocol.ts";
+import { runIoLoop } from "./io_loop.ts";
 import type { HostedSpec } from "./device_manager.ts";
 import { serveMailbox, type UserDevice } from "./hosted_device.ts";
 
@@ -121,8 +122,8 @@ export class Machine {
   onReady: (msSinceStart: number) => void = noop;
 
   private readonly threads: VcpuThread[];
-  /** The I/O thread, when the VM has virtio devices. */
-  private readonly io?: VcpuThread;
+  /** False while the I/O loop (virtio devices) may still touch guest RAM. */
+  private ioDone = true;
   private readonly ctl = new SharedArrayBuffer(16);
   private readonly consoleRing = newConsoleRing();
   private readonly consoleReader = new ConsoleRingReader(this.consoleRing);
@@ -157,13 +158,11 @@ export class Machine {
     trace: BootTrace,
     threads: VcpuThread[],
     built: BuiltVm,
-    io: VcpuThread | undefined,
   ) {
     this.cfg = cfg;
     this.trace = trace;
     this.threads = threads;
     this.built = built;
-    this.io = io;
     this.exited = new Promise((r) => (this.resolveExit = r));
     // Host input is injected from this thread: the IRQ line ioctl is VM-wide.
     this.serial = new SharedSerial(built.devices.serialState, { writeSync: (d) => d.length }, {
@@ -196,17 +195,14 @@ export class Machine {
       return { worker, done: false };
     };
     for (let i = 0; i < cfg.cpus; i++) threads.push(spawn());
-    // One more thread serves the virtio queues, spawned with the rest (before the jail's seccomp).
-    const io = cfg.disks.length > 0 || cfg.entropy ? spawn() : undefined;
     let built: BuiltVm;
     try {
       built = buildVm(cfg, trace, opts.devices);
     } catch (e) {
       for (const t of threads) t.worker.terminate();
-      io?.worker.terminate();
       throw e;
     }
-    const m = new Machine(cfg, trace, threads, built, io);
+    const m = new Machine(cfg, trace, threads, built);
     m.userDevices = opts.devices ?? [];
     trace.mark("devices ready");
     ensureKickHandler();
@@ -215,17 +211,11 @@ export class Machine {
     return m;
   }
 
-  /** True when the VM has an I/O thread (virtio devices). */
-  get hasIoThread(): boolean {
-    return this.io !== undefined;
-  }
-
   /**
    * Starts every vCPU; with `vcpuFilter`, each vCPU thread stacks that
-   * seccomp filter on itself right before its first KVM_RUN, and with
-   * `ioFilter` the I/O thread its own before it serves a queue.
+   * seccomp filter on itself right before its first KVM_RUN.
    */
-  start(opts: { vcpuFilter?: VcpuFilter; ioFilter?: VcpuFilter } = {}): void {
+  start(opts: { vcpuFilter?: VcpuFilter } = {}): void {
     if (this.started) throw new Error("VM already started");
     this.started = true;
     // Before the messages: a worker may reach KVM_RUN before this thread
@@ -262,30 +252,15 @@ export class Machine {
       };
       t.worker.postMessage(msg);
     });
-    if (this.io && b.io) {
-      const io = this.io;
-      io.worker.onmessage = (e: MessageEvent<VcpuEvent>) => {
-        if (e.data.type !== "exit") return;
-        io.done = true;
-        io.worker.terminate();
-        // The I/O thread ends on a stop; anything else is the monitor failing.
-        if (e.data.exit.cause !== "host-stop") this.finish(e.data.exit);
+    if (b.io) {
+      this.ioDone = false;
+      runIoLoop(b.io, b.memory).catch((e) =>
+        vmExit("monitor-error", `I/O loop: ${(e as Error).message}`)
+      ).then((exit) => {
+        this.ioDone = true;
+        if (exit) this.finish(exit);
         this.cleanup();
-      };
-      io.worker.onerror = (e) => {
-        e.preventDefault();
-        io.done = true;
-        this.finish(vmExit("monitor-error", `I/O thread failed: ${e.message}`));
-        this.cleanup();
-      };
-      const msg: IoStart = {
-        type: "io-start",
-        memAddr: b.memory.hostAddr,
-        memSize: b.memory.size,
-        plan: b.io,
-        filter: opts.ioFilter,
-      };
-      io.worker.postMessage(msg);
+      });
     }
     this.serveUserDevices();
     if (this.cfg.console === "message") {
@@ -370,11 +345,6 @@ export class Machine {
     }
   }
 
-  /** The vCPU threads and the I/O thread: what must be done before the VM is released. */
-  private allThreads(): VcpuThread[] {
-    return this.io ? [...this.threads, this.io] : this.threads;
-  }
-
   /** Makes a vCPU leave KVM_RUN: immediate_exit, then a signal to its thread. */
   private kick(t: VcpuThread): void {
     if (t.done || !t.run || t.tid === undefined) return;
@@ -401,7 +371,7 @@ export class Machine {
   /** Stops the VM from the host side. */
   stop(exit: VmExit = vmExit("host-stop", "Stopped by the host")): void {
     if (!this.started) {
-      for (const t of this.allThreads()) {
+      for (const t of this.threads) {
         t.worker.terminate();
         t.done = true;
       }
@@ -438,7 +408,7 @@ export class Machine {
   /** Waits until every vCPU thread has left KVM_RUN and the console is drained. */
   async settled(timeoutMs = 2000): Promise<boolean> {
     const until = performance.now() + timeoutMs;
-    while (!this.allThreads().every((t) => t.done)) {
+    while (!this.threads.every((t) => t.done) || !this.ioDone) {
       if (performance.now() > until) return false;
       for (const t of this.threads) this.kick(t);
       await new Promise((r) => setTimeout(r, 5));
@@ -623,9 +593,9 @@ export class Machine {
     // The VM's descriptors and mappings go once no vCPU thread can touch
     // them; a thread still running (settled() gave up on it) leaves them,
     // and its exit calls this again.
-    if (!this.released && this.allThreads().every((t) => t.done)) {
+    if (!this.released && this.ioDone && this.threads.every((t) => t.done)) {
       this.released = true;
-      for (const t of this.allThreads()) t.worker.terminate();
+      for (const t of this.threads) t.worker.terminate();
       releaseVm(this.built);
     }
   }

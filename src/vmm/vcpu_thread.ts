@@ -17,8 +17,7 @@ import { GuestMemory } from "../memory/guest_memory.ts";
 import { CTL, VcpuLoop } from "./vcpu_loop.ts";
 import { Vm } from "./vm.ts";
 import { buildBuses } from "./vcpu_devices.ts";
-import { runIo } from "./io_thread.ts";
-import type { IoStart, VcpuEvent, VcpuStart } from "./worker_protocol.ts";
+import type { VcpuEvent, VcpuStart } from "./worker_protocol.ts";
 
 const post = (e: VcpuEvent) => self.postMessage(e);
 
@@ -117,18 +116,7 @@ function start(m: VcpuStart): void {
  * ```
  */
 export function installVcpuThread(): void {
-  self.onmessage = (e: MessageEvent<VcpuStart | IoStart>) => {
-    if (e.data.type === "io-start") {
-      try {
-        runIo(e.data, post);
-      } catch (err) {
-        post({
-          type: "exit",
-          exit: vmExit("monitor-error", `I/O thread: ${(err as Error).message}`),
-        });
-      }
-      return;
-    }
+  self.onmessage = (e: MessageEvent<VcpuStart>) => {
     if (e.data.type !== "start") return;
     try {
       start(e.data);

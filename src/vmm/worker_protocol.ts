@@ -5,7 +5,7 @@
  */
 
 import type { ConsoleMode } from "./console_filter.ts";
-import type { DeviceSpec, IoPlan } from "./device_manager.ts";
+import type { DeviceSpec } from "./device_manager.ts";
 import type { VmExit } from "./exit_reason.ts";
 
 /** Where the guest console goes. */
@@ -33,16 +33,6 @@ export interface VcpuStart {
   pvm: boolean;
   /** A seccomp filter (`sock_filter` bytes) this thread stacks right before its first KVM_RUN. */
   vcpuFilter?: VcpuFilter;
-}
-
-/** Main → worker: serve the virtio queues (the I/O thread). */
-export interface IoStart {
-  type: "io-start";
-  memAddr: bigint;
-  memSize: number;
-  plan: IoPlan;
-  /** A seccomp filter this thread stacks before it serves its first queue. */
-  filter?: VcpuFilter;
 }
 
 /** The vCPU thread's own seccomp filter. */

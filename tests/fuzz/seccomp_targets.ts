@@ -15,7 +15,6 @@ import {
   AUDIT_ARCH_I386,
   AUDIT_ARCH_X86_64,
   buildFilter,
-  IO_POLICY,
   MONITOR_POLICY,
   type Policy,
   type SyscallName,
@@ -163,7 +162,6 @@ function checkSeccomp(p: Policy, inputs: SeccompInput[], program = buildFilter(p
 
 const MONITOR_PROGRAM = buildFilter(MONITOR_POLICY);
 const VCPU_PROGRAM = buildFilter(VCPU_POLICY);
-const IO_PROGRAM = buildFilter(IO_POLICY);
 
 /** The seccomp targets. */
 export const SECCOMP_TARGETS: Target[] = [
@@ -179,12 +177,6 @@ export const SECCOMP_TARGETS: Target[] = [
       "each vCPU thread's filter, emulated, gives each random call the verdict VCPU_POLICY says",
     arbitrary: calls(VCPU_POLICY),
     check: (inputs: SeccompInput[]) => checkSeccomp(VCPU_POLICY, inputs, VCPU_PROGRAM),
-  }),
-  defineTarget({
-    name: "seccomp-io",
-    about: "the I/O thread's filter, emulated, gives each random call the verdict IO_POLICY says",
-    arbitrary: calls(IO_POLICY),
-    check: (inputs: SeccompInput[]) => checkSeccomp(IO_POLICY, inputs, IO_PROGRAM),
   }),
   defineTarget({
     name: "seccomp-policies",

@@ -2,7 +2,7 @@
  * The queue side of a virtio device: a backend (block, entropy, yours)
  * handles one request at a time; {@linkcode QueueRunner} takes the chains
  * the driver made available, hands them over, returns them used and
- * raises the interrupt. It runs on the I/O thread and reads the
+ * raises the interrupt. It runs on the I/O loop and reads the
  * transport's setup from the shared state; a driver error puts the device
  * in DEVICE_NEEDS_RESET instead of reaching the monitor.
  *

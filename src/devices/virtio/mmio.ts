@@ -3,7 +3,7 @@
  * register accesses see it: feature negotiation, the status state machine
  * and reset, queue setup, interrupt status and acknowledge, config space.
  * It runs on whichever vCPU thread exits, behind the device lock; queue
- * work happens elsewhere (the I/O thread), told by a {@linkcode Notifier}.
+ * work happens elsewhere (the I/O loop), told by a {@linkcode Notifier}.
  *
  * @module
  */
@@ -210,7 +210,7 @@ export class VirtioMmio implements BusDevice {
       this.needsReset(NEEDS_RESET_WHY.BAD_QUEUE_LAYOUT);
       return;
     }
-    // Last: the I/O thread reads the layout only once READY says it is whole.
+    // Last: the I/O loop reads the layout only once READY says it is whole.
     Atomics.store(s, ready, 1);
   }
 

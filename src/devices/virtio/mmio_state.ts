@@ -1,8 +1,8 @@
 /**
  * The shared state of one virtio-mmio device: the transport's registers
  * and config space in a SharedArrayBuffer, so the vCPU threads (register
- * accesses) and the I/O thread (queue work) act on one device. Slot 0 is
- * the device lock the bus takes; the I/O thread only reads queue setup and
+ * accesses) and the I/O loop (queue work) act on one device. Slot 0 is
+ * the device lock the bus takes; the I/O loop only reads queue setup and
  * sets bits atomically.
  *
  * @module
@@ -24,7 +24,7 @@ export const S = {
   QUEUE_SEL: 6,
   INTERRUPT_STATUS: 7,
   CONFIG_GENERATION: 8,
-  /** Bumped on every device reset: the I/O thread drops its queue cursors. */
+  /** Bumped on every device reset: the I/O loop drops its queue cursors. */
   RESET_GENERATION: 9,
   DEVICE_ID: 10,
   NUM_QUEUES: 11,

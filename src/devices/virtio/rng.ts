@@ -16,7 +16,7 @@ import type { DescriptorChain } from "./queue.ts";
 export const RNG_QUEUE_SIZE = 64;
 /**
  * Bytes one request gets at most: a guest asking for gigabytes at once
- * gets them a bounded piece at a time, and the I/O thread stays responsive.
+ * gets them a bounded piece at a time, and the I/O loop stays responsive.
  */
 export const RNG_REQUEST_MAX = 64 << 10;
 
