@@ -64,6 +64,8 @@ const symbols = {
   write_addr: { name: "write", parameters: ["i32", "usize", "usize"], result: "i32" },
   pread: { name: "pread64", parameters: ["i32", "usize", "usize", "i64"], result: "i32" },
   pwrite: { name: "pwrite64", parameters: ["i32", "usize", "usize", "i64"], result: "i32" },
+  preadv: { name: "preadv64", parameters: ["i32", "usize", "i32", "i64"], result: "i32" },
+  pwritev: { name: "pwritev64", parameters: ["i32", "usize", "i32", "i64"], result: "i32" },
   fdatasync: { parameters: ["i32"], result: "i32" },
   lseek: { name: "lseek64", parameters: ["i32", "i64", "i32"], result: "i64" },
   getrandom: { parameters: ["usize", "usize", "u32"], result: "i32" },
@@ -218,6 +220,10 @@ export const dataPath = {
       len as unknown as bigint,
       offset as unknown as bigint,
     ),
+  preadv: (fd: number, iov: number, count: number, offset: number): number =>
+    libc().preadv(fd, iov as unknown as bigint, count, offset as unknown as bigint),
+  pwritev: (fd: number, iov: number, count: number, offset: number): number =>
+    libc().pwritev(fd, iov as unknown as bigint, count, offset as unknown as bigint),
   getrandom: (addr: number, len: number): number =>
     libc().getrandom(addr as unknown as bigint, len as unknown as bigint, 0),
 };

@@ -160,6 +160,46 @@ const CASES: Case[] = [
     },
   },
   {
+    what: "block: a write and a read spread over three buffers each (one vectored call)",
+    device: "blk-rw",
+    prepare: (mem) => {
+      [0, 1, 2].forEach((i) => mem.bytes(DATA + 0x30000 + i * 0x2000, 512).fill(0x60 + i));
+      const at = DATA, rd = DATA + 0x1000;
+      header(mem, at, BLK.T_OUT, 16n);
+      header(mem, rd, BLK.T_IN, 16n);
+      const buf = (i: number) => DATA + 0x30000 + i * 0x2000;
+      const out = (i: number) => DATA + 0x40000 + i * 0x3000;
+      return {
+        descs: [
+          { addr: at, len: 16, flags: NEXT, next: 1 },
+          { addr: buf(0), len: 512, flags: NEXT, next: 2 },
+          { addr: buf(1), len: 512, flags: NEXT, next: 3 },
+          { addr: buf(2), len: 512, flags: NEXT, next: 4 },
+          { addr: at + 0x800, len: 1, flags: WRITE },
+          { addr: rd, len: 16, flags: NEXT, next: 6 },
+          { addr: out(0), len: 1024, flags: NEXT | WRITE, next: 7 },
+          { addr: out(1), len: 256, flags: NEXT | WRITE, next: 8 },
+          { addr: out(2), len: 256, flags: NEXT | WRITE, next: 9 },
+          { addr: rd + 0x800, len: 1, flags: WRITE },
+        ],
+        heads: [0, 5],
+      };
+    },
+    script: (s) =>
+      s.negotiate().queue(16).live().kick(2).dump(DATA + 0x800, 1).dump(DATA + 0x1800, 1)
+        .dump(RING.used + 12, 8).dump(DATA + 0x40000, 1024).dump(DATA + 0x43000, 256)
+        .dump(DATA + 0x46000, 256),
+    check: (o, disk) => {
+      assert.equal(u16(o[4]), 2);
+      assert.deepEqual([bytes(o[5])[0], bytes(o[6])[0]], [0, 0]);
+      assert.equal(u32at(o[7], 4), 1537, "read: 1536 bytes and the status");
+      const want = (i: number) => 0x60 + Math.floor(i / 512);
+      assert.ok(disk!.subarray(8192, 8192 + 1536).every((b, i) => b === want(i)), "written");
+      const got = new Uint8Array([...bytes(o[8]), ...bytes(o[9]), ...bytes(o[10])]);
+      assert.ok(got.every((b, i) => b === want(i)), "read back across the buffers");
+    },
+  },
+  {
     what: "block: a read-only disk offers VIRTIO_BLK_F_RO and fails writes, file untouched",
     device: "blk-ro",
     prepare: (mem) => ({
