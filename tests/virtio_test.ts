@@ -486,17 +486,20 @@ Deno.test({
     hdr(DATA + 0x1000, BLK.T_OUT, 8);
     hdr(DATA + 0x2000, BLK.T_FLUSH, 0);
     for (let i = 0; i < 512; i += 4) s.w32(DATA + 0x20000 + i, 0x5a5a5a5a);
+    // Two buffers each, as Linux sends them: one preadv/pwritev per request.
     s.ring([
       { addr: DATA, len: 16, flags: NEXT, next: 1 },
-      { addr: DATA + 0x10000, len: 512, flags: NEXT | WRITE, next: 2 },
+      { addr: DATA + 0x10000, len: 256, flags: NEXT | WRITE, next: 8 },
       { addr: DATA + 0x800, len: 1, flags: WRITE },
       { addr: DATA + 0x1000, len: 16, flags: NEXT, next: 4 },
-      { addr: DATA + 0x20000, len: 512, flags: NEXT, next: 5 },
+      { addr: DATA + 0x20000, len: 256, flags: NEXT, next: 9 },
       { addr: DATA + 0x1800, len: 1, flags: WRITE },
       { addr: DATA + 0x2000, len: 16, flags: NEXT, next: 7 },
       { addr: DATA + 0x2800, len: 1, flags: WRITE },
+      { addr: DATA + 0x10100, len: 256, flags: NEXT | WRITE, next: 2 },
+      { addr: DATA + 0x20100, len: 256, flags: NEXT, next: 5 },
     ], [0, 3, 6]);
-    s.negotiate().queue(8).live().kick(3).dump(DATA + 0x800, 1).dump(DATA + 0x1800, 1)
+    s.negotiate().queue(16).live().kick(3).dump(DATA + 0x800, 1).dump(DATA + 0x1800, 1)
       .dump(DATA + 0x2800, 1).dump(DATA + 0x10000, 512);
     s.device(rng).ring([{ addr: RING2.data, len: 16, flags: WRITE }], [0], RING2)
       .negotiate().queue(8, RING2).live().kick(1, RING2).dump(RING2.data, 16);

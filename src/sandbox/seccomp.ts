@@ -548,6 +548,8 @@ export function monitorPolicy(pid: number): Policy {
       "rt_sigreturn",
       "pread64",
       "pwrite64",
+      { name: "preadv", why: "a virtio-blk read, one call for all of a request's buffers" },
+      { name: "pwritev", why: "a virtio-blk write, likewise" },
       "sched_yield",
       "mremap",
       "madvise",
