@@ -193,6 +193,24 @@ export function openInheritable(path: string, flags: number): number {
   return libc().open(cstr(path), flags, 0);
 }
 
+/**
+ * Memory at a fixed host address for as long as the returned object lives,
+ * for addresses kept across calls (the data path's scratch words and
+ * iovecs). A small typed array's bytes live inside V8's heap and move when
+ * the collector runs: an address taken once would go stale, and a `read`
+ * into it would corrupt the heap. An `ArrayBuffer` made on its own keeps
+ * its bytes outside the heap.
+ */
+export class PinnedBuffer {
+  readonly buffer: ArrayBuffer;
+  /** Host address of byte 0. */
+  readonly addr: number;
+  constructor(bytes: number) {
+    this.buffer = new ArrayBuffer(Math.max(bytes, 8));
+    this.addr = Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(this.buffer)));
+  }
+}
+
 /** Bytes one data-path call moves at most, so its result fits an i32. */
 export const IO_CHUNK = 1 << 30;
 

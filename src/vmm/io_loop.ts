@@ -11,7 +11,7 @@
  * @module
  */
 
-import { dataPath, libc } from "../../ffi/libc.ts";
+import { dataPath, libc, PinnedBuffer } from "../../ffi/libc.ts";
 import { EPOLL_EVENT } from "../../ffi/eventfd.ts";
 import { FdBlockFile, VirtioBlk } from "../devices/virtio/blk.ts";
 import { QueueRunner, type VirtioBackend } from "../devices/virtio/device.ts";
@@ -56,8 +56,7 @@ export async function runIoLoop(plan: IoPlan, memory: GuestMemory): Promise<VmEx
   const fds = plan.devices.map((d) => d.notifyFd);
   const events = new Uint8Array(EPOLL_EVENT.size * MAX_EVENTS);
   const ev = new DataView(events.buffer);
-  const counter = new BigUint64Array(1);
-  const counterAddr = Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(counter)));
+  const counter = new PinnedBuffer(8);
   const l = libc();
   let failures = 0;
   for (;;) {
@@ -73,7 +72,7 @@ export async function runIoLoop(plan: IoPlan, memory: GuestMemory): Promise<VmEx
       if (data === IO_STOP) return undefined;
       if (data >= runners.length) continue;
       // Reads the count back to zero: notifications since the last one are one wake-up.
-      dataPath.read(fds[data], counterAddr, 8);
+      dataPath.read(fds[data], counter.addr, 8);
       runners[data].notified();
     }
   }

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { dataPath } from "../../ffi/libc.ts";
+import { dataPath, PinnedBuffer } from "../../ffi/libc.ts";
 import { Bus, type BusDevice } from "../devices/bus.ts";
 import { BootTimerPort, ExitPort, type GuestCtlHandler } from "../devices/guest_ctl.ts";
 import { I8042 } from "../devices/i8042.ts";
@@ -48,12 +48,10 @@ function irqLine(vm: Vm, irq: number): Trigger {
 
 /** One 8-byte eventfd increment, from a buffer made once. */
 export function eventfdSignal(fd: number): () => void {
-  const one = new BigUint64Array([1n]);
-  const addr = Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(one)));
-  return () => {
-    // Keeps `one` alive as long as the closure is.
-    if (one[0] === 1n) dataPath.write(fd, addr, 8);
-  };
+  const one = new PinnedBuffer(8);
+  new BigUint64Array(one.buffer)[0] = 1n;
+  // The closure holds `one`, so its address stays good.
+  return () => void dataPath.write(fd, one.addr, 8);
 }
 
 /** How one kind of device is built on a vCPU thread. */

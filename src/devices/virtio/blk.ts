@@ -6,7 +6,7 @@
  * @module
  */
 
-import { dataPath, errno, IO_CHUNK, libc } from "../../../ffi/libc.ts";
+import { dataPath, errno, IO_CHUNK, libc, PinnedBuffer } from "../../../ffi/libc.ts";
 import { BLK, DEVICE_ID, F } from "../../../ffi/virtio.ts";
 import type { GuestMemory } from "../../memory/guest_memory.ts";
 import type { VirtioBackend } from "./device.ts";
@@ -38,13 +38,15 @@ export interface BlockFile {
 
 /** A reusable `struct iovec` array (16 bytes each: base, length) at a fixed host address. */
 export class Iovecs {
-  readonly bytes: Uint8Array;
-  readonly addr: number;
+  private readonly pinned: PinnedBuffer;
   private readonly u32: Uint32Array;
   constructor(readonly capacity: number) {
-    this.bytes = new Uint8Array(16 * capacity);
-    this.u32 = new Uint32Array(this.bytes.buffer);
-    this.addr = Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(this.bytes)));
+    this.pinned = new PinnedBuffer(16 * capacity);
+    this.u32 = new Uint32Array(this.pinned.buffer);
+  }
+  /** Host address of the array. */
+  get addr(): number {
+    return this.pinned.addr;
   }
   /** Sets entry `i`: two 32-bit halves each, so no BigInt is made. */
   set(i: number, base: number, len: number): void {
