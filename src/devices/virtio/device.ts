@@ -76,10 +76,20 @@ export class QueueRunner {
       const queue = this.queue(q);
       if (!queue) continue;
       try {
+        let pushed = false;
         while (queue.pop(this.chain)) {
           const len = this.backend.handle(q, this.chain);
           queue.push(this.chain.head, len);
           this.served++;
+          pushed = true;
+        }
+        if (pushed) {
+          // A full fence (a locked RMW) between the used index the device
+          // wrote and the driver's flag it reads: x86 may otherwise let the
+          // read pass the write, and a driver re-enabling interrupts would
+          // see neither the new entries nor get an interrupt (virtio 1.2
+          // §2.7.7.2). Then the flag is a hint the device honours.
+          Atomics.add(s, S.FENCE, 0);
           used ||= queue.wantsInterrupt();
         }
       } catch (e) {
