@@ -20,6 +20,7 @@ const RUNS: Record<string, number> = {
   "cpio-read": 6000,
   "uart": 2000,
   "i8042": 3000,
+  "virtio-driver": 3000,
   "seccomp-monitor": 5000,
   "seccomp-vcpu": 3000,
   "seccomp-policies": 800,
