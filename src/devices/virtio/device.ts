@@ -13,7 +13,7 @@ import { INT, STATUS } from "../../../ffi/virtio.ts";
 import type { GuestMemory } from "../../memory/guest_memory.ts";
 import type { Trigger } from "../serial.ts";
 import { markNeedsReset } from "./mmio.ts";
-import { joinAddress, Q, queueSlot, S, type VirtioDeviceInfo } from "./mmio_state.ts";
+import { Q, queueLayout, queueSlot, S, type VirtioDeviceInfo } from "./mmio_state.ts";
 import { DescriptorChain, QueueError, SplitQueue } from "./queue.ts";
 
 /** A virtio device model: what it offers, and how it serves one request. */
@@ -113,11 +113,6 @@ export class QueueRunner {
       return undefined;
     }
     // The transport checked the layout before it set READY.
-    return this.queues[q] ??= new SplitQueue(this.mem, {
-      size: s[queueSlot(q, Q.NUM)] >>> 0,
-      desc: joinAddress(s[queueSlot(q, Q.DESC_LO)], s[queueSlot(q, Q.DESC_HI)]),
-      avail: joinAddress(s[queueSlot(q, Q.AVAIL_LO)], s[queueSlot(q, Q.AVAIL_HI)]),
-      used: joinAddress(s[queueSlot(q, Q.USED_LO)], s[queueSlot(q, Q.USED_HI)]),
-    }, s[S.QUEUE_MAX]);
+    return this.queues[q] ??= new SplitQueue(this.mem, queueLayout(s, q), s[S.QUEUE_MAX]);
   }
 }

@@ -22,10 +22,10 @@ import type { Trigger } from "../serial.ts";
 import { checkLayout } from "./queue.ts";
 import {
   CONFIG_OFFSET,
-  joinAddress,
   NEEDS_RESET_WHY,
   Q,
   Q_SLOTS,
+  queueLayout,
   queueSlot,
   S,
 } from "./mmio_state.ts";
@@ -200,12 +200,7 @@ export class VirtioMmio implements BusDevice {
       return;
     }
     if (!(status & STATUS.FEATURES_OK) || s[ready]) return;
-    const why = checkLayout(this.mem, {
-      size: s[queueSlot(q, Q.NUM)] >>> 0,
-      desc: joinAddress(s[queueSlot(q, Q.DESC_LO)], s[queueSlot(q, Q.DESC_HI)]),
-      avail: joinAddress(s[queueSlot(q, Q.AVAIL_LO)], s[queueSlot(q, Q.AVAIL_HI)]),
-      used: joinAddress(s[queueSlot(q, Q.USED_LO)], s[queueSlot(q, Q.USED_HI)]),
-    }, s[S.QUEUE_MAX]);
+    const why = checkLayout(this.mem, queueLayout(s, q), s[S.QUEUE_MAX]);
     if (why) {
       this.needsReset(NEEDS_RESET_WHY.BAD_QUEUE_LAYOUT);
       return;

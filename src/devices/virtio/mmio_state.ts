@@ -108,3 +108,17 @@ export function queueSlot(q: number, f: number): number {
 export function joinAddress(lo: number, hi: number): number {
   return (lo >>> 0) + (hi >>> 0) * 2 ** 32;
 }
+
+/** Queue `q`'s layout as the driver wrote it into the state. */
+export function queueLayout(
+  s: Int32Array,
+  q: number,
+): { size: number; desc: number; avail: number; used: number } {
+  const at = (f: number) => s[queueSlot(q, f)];
+  return {
+    size: at(Q.NUM) >>> 0,
+    desc: joinAddress(at(Q.DESC_LO), at(Q.DESC_HI)),
+    avail: joinAddress(at(Q.AVAIL_LO), at(Q.AVAIL_HI)),
+    used: joinAddress(at(Q.USED_LO), at(Q.USED_HI)),
+  };
+}
