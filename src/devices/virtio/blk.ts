@@ -172,8 +172,6 @@ export class VirtioBlk implements VirtioBackend {
   private readonly host: Uint8Array;
   private readonly id: Uint8Array;
   private readonly iov = new Iovecs(BLK_QUEUE_SIZE);
-  /** Requests by outcome, for tests. */
-  readonly counts = { ok: 0, ioerr: 0, unsupp: 0 };
 
   constructor(
     private readonly file: BlockFile,
@@ -198,9 +196,6 @@ export class VirtioBlk implements VirtioBackend {
     const statusAt = c.host[last] + c.len[last] - 1;
     const status = this.serve(c, last);
     this.host[statusAt] = status;
-    if (status === BLK.S_OK) this.counts.ok++;
-    else if (status === BLK.S_UNSUPP) this.counts.unsupp++;
-    else this.counts.ioerr++;
     return this.written + 1;
   }
 
