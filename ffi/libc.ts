@@ -67,6 +67,7 @@ const symbols = {
   preadv: { name: "preadv64", parameters: ["i32", "usize", "i32", "i64"], result: "i32" },
   pwritev: { name: "pwritev64", parameters: ["i32", "usize", "i32", "i64"], result: "i32" },
   fdatasync: { parameters: ["i32"], result: "i32" },
+  fallocate: { name: "fallocate64", parameters: ["i32", "i32", "i64", "i64"], result: "i32" },
   lseek: { name: "lseek64", parameters: ["i32", "i64", "i32"], result: "i64" },
   getrandom: { parameters: ["usize", "usize", "u32"], result: "i32" },
   eventfd: { parameters: ["u32", "i32"], result: "i32" },
@@ -242,6 +243,8 @@ export const dataPath = {
     libc().preadv(fd, iov as unknown as bigint, count, offset as unknown as bigint),
   pwritev: (fd: number, iov: number, count: number, offset: number): number =>
     libc().pwritev(fd, iov as unknown as bigint, count, offset as unknown as bigint),
+  fallocate: (fd: number, mode: number, offset: number, len: number): number =>
+    libc().fallocate(fd, mode, offset as unknown as bigint, len as unknown as bigint),
   getrandom: (addr: number, len: number): number =>
     libc().getrandom(addr as unknown as bigint, len as unknown as bigint, 0),
 };

@@ -83,10 +83,14 @@ export const BLK = {
   F_RO: 5,
   F_BLK_SIZE: 6,
   F_FLUSH: 9,
+  F_DISCARD: 13,
+  F_WRITE_ZEROES: 14,
   T_IN: 0,
   T_OUT: 1,
   T_FLUSH: 4,
   T_GET_ID: 8,
+  T_DISCARD: 11,
+  T_WRITE_ZEROES: 13,
   S_OK: 0,
   S_IOERR: 1,
   S_UNSUPP: 2,
@@ -99,6 +103,16 @@ export const BLK = {
   CONFIG_SIZE_MAX: 8,
   CONFIG_SEG_MAX: 12,
   CONFIG_BLK_SIZE: 20,
-  /** Bytes of config space through `blk_size`. */
-  CONFIG_BYTES: 24,
+  CONFIG_MAX_DISCARD_SECTORS: 36,
+  CONFIG_MAX_DISCARD_SEG: 40,
+  CONFIG_DISCARD_SECTOR_ALIGNMENT: 44,
+  CONFIG_MAX_WRITE_ZEROES_SECTORS: 48,
+  CONFIG_MAX_WRITE_ZEROES_SEG: 52,
+  CONFIG_WRITE_ZEROES_MAY_UNMAP: 56,
+  /** Bytes of config space through `write_zeroes_may_unmap` and its padding. */
+  CONFIG_BYTES: 60,
+  /** Bytes of `struct virtio_blk_discard_write_zeroes`: sector, num_sectors, flags. */
+  RANGE_SIZE: 16,
+  /** The range flag that lets WRITE_ZEROES deallocate. */
+  RANGE_F_UNMAP: 1,
 } as const;

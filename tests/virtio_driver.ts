@@ -124,6 +124,11 @@ export class Script {
       .dump(ring.used + 2, 2);
   }
 
+  /** `then(this)`: steps written as a function, in line. */
+  pipe(then: (s: this) => this): this {
+    return then(this);
+  }
+
   /** Writes descriptors and avail-ring heads from the script itself (no host pre-writes). */
   ring(descs: Desc[], heads: number[], ring = RING): this {
     descs.forEach((d, i) => {

@@ -8,14 +8,14 @@
  */
 import assert from "node:assert/strict";
 import { libc, O_RDONLY, O_RDWR, openPath } from "../ffi/libc.ts";
-import { BLK, INT, MMIO, STATUS, VRING } from "../ffi/virtio.ts";
+import { BLK, F, INT, MMIO, STATUS, VRING } from "../ffi/virtio.ts";
 import { VIRTIO_MMIO_BASE } from "../src/arch/x86_64/layout.ts";
 import { DeviceLock, Serialized } from "../src/devices/lock.ts";
 import { FdBlockFile, VirtioBlk } from "../src/devices/virtio/blk.ts";
 import { QueueRunner, type VirtioBackend } from "../src/devices/virtio/device.ts";
 import { VirtioMmio } from "../src/devices/virtio/mmio.ts";
 import { newVirtioState, S } from "../src/devices/virtio/mmio_state.ts";
-import { VirtioRng } from "../src/devices/virtio/rng.ts";
+import { rngInfo, VirtioRng } from "../src/devices/virtio/rng.ts";
 import { GuestMemory } from "../src/memory/guest_memory.ts";
 import { Machine } from "../src/vmm/machine.ts";
 import { needsKvm, runCli, tmpDir } from "./helpers.ts";
@@ -79,13 +79,58 @@ function blkChain(
 }
 const statusAt = (first: number) => DATA + first * 0x1000 + 0x800;
 
+/** A discard or write-zeroes request from descriptor `first`: header, ranges, status. */
+function rangeChain(
+  mem: GuestMemory,
+  first: number,
+  type: number,
+  ranges: Array<[sector: number, sectors: number, flags: number]>,
+  rangeBytes = BLK.RANGE_SIZE * ranges.length,
+): Desc[] {
+  const at = DATA + first * 0x1000;
+  header(mem, at, type, 0n);
+  const v = mem.view(at + 0x100, 16 * ranges.length);
+  ranges.forEach(([sector, sectors, flags], i) => {
+    v.setBigUint64(16 * i, BigInt(sector), true);
+    v.setUint32(16 * i + 8, sectors, true);
+    v.setUint32(16 * i + 12, flags, true);
+  });
+  mem.bytes(at + 0x800, 1)[0] = 0xee;
+  return [
+    { addr: at, len: BLK.HEADER_SIZE, flags: NEXT, next: first + 1 },
+    { addr: at + 0x100, len: rangeBytes, flags: NEXT, next: first + 2 },
+    { addr: at + 0x800, len: 1, flags: WRITE },
+  ];
+}
+
+const INDIRECT = VRING.DESC_F_INDIRECT;
+/** Driver feature words: the ring features, low word. */
+const WANT_INDIRECT = 1 << F.RING_INDIRECT_DESC, WANT_EVENT_IDX = 1 << F.RING_EVENT_IDX;
+/** Where the tests put an indirect descriptor table. */
+const TABLE = DATA + 0x50000;
+
+/** Writes `descs` as an indirect table at `at`. */
+function table(mem: GuestMemory, descs: Desc[], at = TABLE): void {
+  writeRing(mem, descs, [], { ...RING, desc: at });
+}
+
+/** A queue of 8 whose only chain is one indirect descriptor over `entries` table entries. */
+function viaTable(mem: GuestMemory, descs: Desc[], entries = descs.length) {
+  table(mem, descs);
+  return { descs: [{ addr: TABLE, len: 16 * entries, flags: INDIRECT }], heads: [0] };
+}
+
+/** negotiate (indirect) + queue + live + kick(1). */
+const indirect = (s: Script) => s.negotiate(WANT_INDIRECT).queue(8).live().kick(1);
+
 interface Case {
   what: string;
   device: "rng" | "blk-ro" | "blk-rw";
   /** Rings and buffers, before the driver runs; returns the descriptors (index 0 up) and heads. */
   prepare(mem: GuestMemory): { descs: Desc[]; heads: number[] };
   script(s: Script): Script;
-  check(out: Output[], disk?: Uint8Array): void;
+  /** `irqs`: interrupts raised, counted in-process only. */
+  check(out: Output[], disk?: Uint8Array, irqs?: number): void;
 }
 
 const word = (o: Output) => o as number;
@@ -324,6 +369,203 @@ const CASES: Case[] = [
     check: (o) => needsReset(o, 3, 4),
   },
   {
+    what: "block: write-zeroes (with and without unmap) and discard on a rw disk",
+    device: "blk-rw",
+    prepare: (mem) => ({
+      descs: [
+        ...rangeChain(mem, 0, BLK.T_WRITE_ZEROES, [[4, 2, 0], [16, 1, BLK.RANGE_F_UNMAP]]),
+        ...rangeChain(mem, 3, BLK.T_DISCARD, [[64, 8, 0]]),
+      ],
+      heads: [0, 3],
+    }),
+    script: (s) =>
+      s.negotiate(1 << BLK.F_DISCARD | 1 << BLK.F_WRITE_ZEROES).queue(8).live().kick(2)
+        .dump(statusAt(0), 1).dump(statusAt(3), 1)
+        .r32(s.reg(MMIO.CONFIG + BLK.CONFIG_MAX_DISCARD_SEG)),
+    check: (o, disk) => {
+      assert.equal(word(o[0]), NEGOTIATED, "DISCARD and WRITE_ZEROES offered");
+      assert.equal(u16(o[4]), 2);
+      assert.deepEqual([bytes(o[5])[0], bytes(o[6])[0]], [BLK.S_OK, BLK.S_OK]);
+      assert.equal(word(o[7]), 16);
+      const d = disk!;
+      assert.ok(d.subarray(2048, 3072).every((b) => b === 0), "sectors 4-5 zeroed");
+      assert.ok(d.subarray(8192, 8704).every((b) => b === 0), "sector 16 zeroed");
+      assert.equal(d[2047], diskByte(2047), "nothing before");
+      assert.equal(d[3072], diskByte(3072), "nothing after");
+      assert.equal(d[8704], diskByte(8704));
+      assert.equal(d.length, DISK_BYTES, "the image keeps its size");
+    },
+  },
+  {
+    what: "block: bad discard and write-zeroes requests fail alone",
+    device: "blk-rw",
+    prepare: (mem) => ({
+      descs: [
+        // Discard takes no unmap flag; a range past the end; 17 ranges; a torn range.
+        ...rangeChain(mem, 0, BLK.T_DISCARD, [[0, 8, BLK.RANGE_F_UNMAP]]),
+        ...rangeChain(mem, 3, BLK.T_WRITE_ZEROES, [[DISK_BYTES / 512 - 1, 2, 0]]),
+        ...rangeChain(mem, 6, BLK.T_WRITE_ZEROES, Array(17).fill([0, 1, 0])),
+        ...rangeChain(mem, 9, BLK.T_WRITE_ZEROES, [[0, 1, 0]], 12),
+      ],
+      heads: [0, 3, 6, 9],
+    }),
+    script: (s) =>
+      s.negotiate().queue(16).live().kick(4).dump(statusAt(0), 1).dump(statusAt(3), 1)
+        .dump(statusAt(6), 1).dump(statusAt(9), 1),
+    check: (o, disk) => {
+      assert.equal(word(o[3]), LIVE, "no reset needed");
+      const got = [5, 6, 7, 8].map((i) => bytes(o[i])[0]);
+      assert.deepEqual(got, [BLK.S_UNSUPP, BLK.S_IOERR, BLK.S_IOERR, BLK.S_IOERR]);
+      assert.ok(disk!.every((b, i) => b === diskByte(i)), "disk unchanged");
+    },
+  },
+  {
+    what: "block: a read-only disk offers neither discard nor write-zeroes, and fails both",
+    device: "blk-ro",
+    prepare: (mem) => ({
+      descs: [
+        ...rangeChain(mem, 0, BLK.T_DISCARD, [[0, 8, 0]]),
+        ...rangeChain(mem, 3, BLK.T_WRITE_ZEROES, [[0, 8, 0]]),
+      ],
+      heads: [0, 3],
+    }),
+    script: (s) =>
+      s.negotiate().queue(8).live().kick(2).w32(s.reg(MMIO.DEVICE_FEATURES_SEL), 0)
+        .r32(s.reg(MMIO.DEVICE_FEATURES)).dump(statusAt(0), 1).dump(statusAt(3), 1),
+    check: (o, disk) => {
+      const ranges = (1 << BLK.F_DISCARD) | (1 << BLK.F_WRITE_ZEROES);
+      assert.equal(word(o[5]) & ranges, 0);
+      assert.deepEqual([bytes(o[6])[0], bytes(o[7])[0]], [BLK.S_IOERR, BLK.S_IOERR]);
+      assert.ok(disk!.every((b, i) => b === diskByte(i)), "disk unchanged");
+    },
+  },
+  {
+    what: "block: a read through an indirect table (header, two buffers, status)",
+    device: "blk-ro",
+    prepare: (mem) => {
+      header(mem, DATA, BLK.T_IN, 3n);
+      mem.bytes(DATA + 0x800, 1)[0] = 0xee;
+      return viaTable(mem, [
+        { addr: DATA, len: 16, flags: NEXT, next: 1 },
+        { addr: DATA + 0x10000, len: 256, flags: NEXT | WRITE, next: 2 },
+        { addr: DATA + 0x20000, len: 256, flags: NEXT | WRITE, next: 3 },
+        { addr: DATA + 0x800, len: 1, flags: WRITE },
+      ]);
+    },
+    script: (s) =>
+      indirect(s).dump(RING.used + 4, 8).dump(DATA + 0x800, 1).dump(DATA + 0x10000, 256)
+        .dump(DATA + 0x20000, 256),
+    check: (o) => {
+      assert.equal(word(o[3]), LIVE);
+      assert.equal(u16(o[4]), 1);
+      assert.equal(u32at(o[5], 4), 513, "data and status written");
+      assert.equal(bytes(o[6])[0], BLK.S_OK);
+      const got = new Uint8Array([...bytes(o[7]), ...bytes(o[8])]);
+      assert.ok(got.every((b, i) => b === diskByte(1536 + i)), "sector 3 across both buffers");
+    },
+  },
+  {
+    what: "block: with EVENT_IDX, used_event holds the interrupt back and avail_event is kept",
+    device: "blk-ro",
+    prepare: (mem) => ({
+      descs: [
+        ...blkChain(mem, 0, BLK.T_IN, 0n, { addr: DATA + 0x10000, len: 512, write: true }),
+        ...blkChain(mem, 3, BLK.T_IN, 1n, { addr: DATA + 0x20000, len: 512, write: true }),
+      ],
+      heads: [0, 3],
+    }),
+    script: (s) =>
+      // used_event = 1: no interrupt for the first chain used, one for the second.
+      s.negotiate(WANT_EVENT_IDX).queue(8).live().w16(RING.avail + 4 + 2 * 8, 1)
+        .w16(RING.avail + 2, 1).w32(s.reg(MMIO.QUEUE_NOTIFY), 0).wait16(RING.used + 2, 1, 0x10000)
+        // Time for an interrupt the device should not raise (a wait that never ends early).
+        .wait16(RING.used + 2, 9, 0x40000).r32(s.reg(MMIO.INTERRUPT_STATUS))
+        .dump(RING.used + 4 + 8 * 8, 2)
+        .w16(RING.avail + 2, 2).w32(s.reg(MMIO.QUEUE_NOTIFY), 0)
+        .wait32nz(s.reg(MMIO.INTERRUPT_STATUS)).wait16(RING.used + 2, 2, 0x10000)
+        .r32(s.reg(MMIO.INTERRUPT_STATUS)).dump(RING.used + 2, 2).dump(RING.used + 4 + 8 * 8, 2)
+        .dump(statusAt(0), 1).dump(statusAt(3), 1),
+    check: (o, _disk, irqs) => {
+      assert.equal(word(o[0]), NEGOTIATED, "EVENT_IDX offered");
+      assert.equal(word(o[2]), 0, "no interrupt before used_event was passed");
+      assert.equal(u16(o[3]), 1, "avail_event: notify for chain 1");
+      assert.equal(word(o[4]) & INT.USED_RING, INT.USED_RING, "interrupt for the second");
+      assert.equal(u16(o[5]), 2);
+      assert.equal(u16(o[6]), 2, "avail_event: notify for chain 2");
+      assert.deepEqual([bytes(o[7])[0], bytes(o[8])[0]], [BLK.S_OK, BLK.S_OK]);
+      if (irqs !== undefined) assert.equal(irqs, 1, "one interrupt in all");
+    },
+  },
+  {
+    what: "hostile: an indirect table inside an indirect table",
+    device: "blk-ro",
+    prepare: (mem) => viaTable(mem, [{ addr: TABLE, len: 16, flags: INDIRECT }]),
+    script: indirect,
+    check: (o) => needsReset(o, 3, 4),
+  },
+  {
+    what: "hostile: an indirect table that is not a whole number of descriptors, or empty",
+    device: "blk-ro",
+    prepare: (mem) => {
+      table(mem, [{ addr: DATA, len: 16 }]);
+      return { descs: [{ addr: TABLE, len: 24, flags: INDIRECT }], heads: [0] };
+    },
+    script: (s) =>
+      indirect(s).w32(RING.desc + 8, 0).w32(RING.used + 2, 0).w16(RING.avail + 2, 0).pipe(indirect),
+    check: (o) => {
+      needsReset(o, 3, 4);
+      needsReset(o, 8, 9);
+    },
+  },
+  {
+    what: "hostile: an indirect table outside RAM, and one whose length overflows",
+    device: "blk-ro",
+    prepare: () => ({ descs: [{ addr: 0x30000000, len: 64, flags: INDIRECT }], heads: [0] }),
+    script: (s) =>
+      indirect(s).w32(RING.desc, MEMORY - 16).w32(RING.desc + 8, 0xfffffff0)
+        .w32(RING.used + 2, 0).w16(RING.avail + 2, 0).pipe(indirect),
+    check: (o) => {
+      needsReset(o, 3, 4);
+      needsReset(o, 8, 9);
+    },
+  },
+  {
+    what: "hostile: an indirect descriptor with a next, and a next past its table",
+    device: "blk-ro",
+    prepare: (mem) => {
+      table(mem, [{ addr: DATA, len: 16, flags: NEXT, next: 2 }, { addr: DATA, len: 16 }]);
+      return {
+        descs: [{ addr: TABLE, len: 32, flags: INDIRECT | NEXT, next: 1 }, { addr: DATA, len: 1 }],
+        heads: [0],
+      };
+    },
+    script: (s) =>
+      indirect(s).w32(RING.desc + 12, INDIRECT).w32(RING.used + 2, 0).w16(RING.avail + 2, 0)
+        .pipe(indirect),
+    check: (o) => {
+      needsReset(o, 3, 4);
+      needsReset(o, 8, 9);
+    },
+  },
+  {
+    what: "hostile: an indirect table whose chain loops",
+    device: "blk-ro",
+    prepare: (mem) =>
+      viaTable(mem, [
+        { addr: DATA, len: 16, flags: NEXT, next: 1 },
+        { addr: DATA, len: 16, flags: NEXT, next: 0 },
+      ]),
+    script: indirect,
+    check: (o) => needsReset(o, 3, 4),
+  },
+  {
+    what: "hostile: an indirect descriptor the driver did not negotiate",
+    device: "blk-ro",
+    prepare: (mem) => viaTable(mem, [{ addr: DATA, len: 16 }]),
+    script: (s) => simple(s),
+    check: (o) => needsReset(o, 3, 4),
+  },
+  {
     what: "hostile: a driver ring index that runs ahead of the queue",
     device: "rng",
     prepare: () => ({ descs: [{ addr: DATA, len: 8, flags: WRITE }], heads: [0] }),
@@ -404,6 +646,36 @@ const CASES: Case[] = [
   },
 ];
 
+Deno.test("virtio (in-process): a driver that keeps adding chains gets a queue's worth per turn", () => {
+  const mem = GuestMemory.allocate(MEMORY);
+  try {
+    let handled = 0;
+    // Every request served makes the same chain available again, as a
+    // driver racing the device on another vCPU could, without end.
+    const backend: VirtioBackend = {
+      info: rngInfo(),
+      handle: () => {
+        handled++;
+        const idx = mem.view(RING.avail + 2, 2);
+        idx.setUint16(0, idx.getUint16(0, true) + 1, true);
+        mem.view(RING.avail + 4 + 2 * (handled % 8), 2).setUint16(0, 0, true);
+        return 0;
+      },
+    };
+    const state = newVirtioState(backend.info);
+    const runner = new QueueRunner(backend, state, mem, { trigger() {} });
+    const dev = new VirtioMmio(state, mem, { trigger() {} }, { notify() {} });
+    writeRing(mem, [{ addr: DATA, len: 8, flags: WRITE }], [0]);
+    new Script().negotiate().queue(8).live().w16(RING.avail + 2, 1).runDirect(mem, dev);
+    assert.equal(runner.notified(), true, "more work waiting");
+    assert.equal(handled, 8, "one queue's worth");
+    assert.equal(runner.notified(), true);
+    assert.equal(handled, 16);
+  } finally {
+    mem.release();
+  }
+});
+
 for (const c of CASES) {
   Deno.test(`virtio (in-process): ${c.what}`, () => {
     const mem = GuestMemory.allocate(MEMORY);
@@ -427,7 +699,7 @@ for (const c of CASES) {
       const { descs, heads } = c.prepare(mem);
       writeRing(mem, descs, heads);
       const out = c.script(new Script()).runDirect(mem, dev);
-      c.check(out, disk ? Deno.readFileSync(disk) : undefined);
+      c.check(out, disk ? Deno.readFileSync(disk) : undefined, irqs);
     } finally {
       if (fd >= 0) libc().close(fd);
       mem.release();
@@ -472,8 +744,8 @@ for (const c of CASES) {
 const RING2 = { desc: 0x1010000, avail: 0x1011000, used: 0x1012000, data: 0x1200000 };
 
 Deno.test({
-  name: "virtio (volt run, whole sandbox): the I/O loop reads, writes and flushes a rw disk " +
-    "and serves entropy under seccomp",
+  name: "virtio (volt run, whole sandbox): the I/O loop reads, writes, flushes and zeroes a " +
+    "rw disk and serves entropy under seccomp",
   ...needsKvm,
   fn: async () => {
     const disk = makeDisk();
@@ -485,6 +757,9 @@ Deno.test({
     hdr(DATA, BLK.T_IN, 2);
     hdr(DATA + 0x1000, BLK.T_OUT, 8);
     hdr(DATA + 0x2000, BLK.T_FLUSH, 0);
+    hdr(DATA + 0x3000, BLK.T_WRITE_ZEROES, 0);
+    // One range: sector 16, one sector, no flags (fallocate, under seccomp).
+    s.w32(DATA + 0x3100, 16).w32(DATA + 0x3104, 0).w32(DATA + 0x3108, 1).w32(DATA + 0x310c, 0);
     for (let i = 0; i < 512; i += 4) s.w32(DATA + 0x20000 + i, 0x5a5a5a5a);
     // Two buffers each, as Linux sends them: one preadv/pwritev per request.
     s.ring([
@@ -498,9 +773,12 @@ Deno.test({
       { addr: DATA + 0x2800, len: 1, flags: WRITE },
       { addr: DATA + 0x10100, len: 256, flags: NEXT | WRITE, next: 2 },
       { addr: DATA + 0x20100, len: 256, flags: NEXT, next: 5 },
-    ], [0, 3, 6]);
-    s.negotiate().queue(16).live().kick(3).dump(DATA + 0x800, 1).dump(DATA + 0x1800, 1)
-      .dump(DATA + 0x2800, 1).dump(DATA + 0x10000, 512);
+      { addr: DATA + 0x3000, len: 16, flags: NEXT, next: 11 },
+      { addr: DATA + 0x3100, len: 16, flags: NEXT, next: 12 },
+      { addr: DATA + 0x3800, len: 1, flags: WRITE },
+    ], [0, 3, 6, 10]);
+    s.negotiate().queue(16).live().kick(4).dump(DATA + 0x800, 1).dump(DATA + 0x1800, 1)
+      .dump(DATA + 0x2800, 1).dump(DATA + 0x10000, 512).dump(DATA + 0x3800, 1);
     s.device(rng).ring([{ addr: RING2.data, len: 16, flags: WRITE }], [0], RING2)
       .negotiate().queue(8, RING2).live().kick(1, RING2).dump(RING2.data, 16);
     const r = await runCli([
@@ -520,13 +798,15 @@ Deno.test({
     assert.match(r.stderr, /Sandbox: seccomp \d+ syscalls, \d+ on vCPU threads \(kill otherwise\)/);
     const o = s.parse(r.stdoutBytes!);
     assert.equal(word(o[0]), NEGOTIATED);
-    assert.equal(u16(o[4]), 3, "three requests used");
-    assert.deepEqual([bytes(o[5])[0], bytes(o[6])[0], bytes(o[7])[0]], [0, 0, 0]);
+    assert.equal(u16(o[4]), 4, "four requests used");
+    assert.deepEqual([5, 6, 7, 9].map((i) => bytes(o[i])[0]), [0, 0, 0, 0]);
     assert.deepEqual(bytes(o[8]), Uint8Array.from({ length: 512 }, (_, i) => diskByte(1024 + i)));
     const after = Deno.readFileSync(disk);
     assert.ok(after.subarray(4096, 4608).every((b) => b === 0x5a), "written in place");
-    assert.equal(u16(o[13]), 1, "entropy used");
-    assert.ok(bytes(o[14]).some((b) => b !== 0));
+    assert.ok(after.subarray(8192, 8704).every((b) => b === 0), "zeroed in place");
+    assert.equal(after[8704], diskByte(8704));
+    assert.equal(u16(o[14]), 1, "entropy used");
+    assert.ok(bytes(o[15]).some((b) => b !== 0));
   },
 });
 

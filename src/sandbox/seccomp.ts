@@ -550,6 +550,7 @@ export function monitorPolicy(pid: number): Policy {
       "pwrite64",
       { name: "preadv", why: "a virtio-blk read, one call for all of a request's buffers" },
       { name: "pwritev", why: "a virtio-blk write, likewise" },
+      { name: "fallocate", why: "virtio-blk discard and write-zeroes on a writable disk" },
       "sched_yield",
       "mremap",
       "madvise",

@@ -246,7 +246,8 @@ export class DeviceManager {
         "usage",
       );
     }
-    return this.addVirtio(blockInfo(size, { readOnly, id: disk.id }), {
+    // The I/O loop serves it with an FdBlockFile, which discards and zeroes.
+    return this.addVirtio(blockInfo(size, { readOnly, id: disk.id }, true), {
       type: "block",
       fd,
       size,

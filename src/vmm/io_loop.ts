@@ -57,6 +57,8 @@ export async function runIoLoop(plan: IoPlan, memory: GuestMemory): Promise<VmEx
   const events = new Uint8Array(EPOLL_EVENT.size * MAX_EVENTS);
   const ev = new DataView(events.buffer);
   const counter = new PinnedBuffer(8);
+  const one = new PinnedBuffer(8);
+  new DataView(one.buffer).setUint32(0, 1, true);
   const l = libc();
   let failures = 0;
   for (;;) {
@@ -73,7 +75,9 @@ export async function runIoLoop(plan: IoPlan, memory: GuestMemory): Promise<VmEx
       if (data >= runners.length) continue;
       // Reads the count back to zero: notifications since the last one are one wake-up.
       dataPath.read(fds[data], counter.addr, 8);
-      runners[data].notified();
+      // Work left past the device's quota: notify itself, to come back
+      // after the other devices had their turn.
+      if (runners[data].notified()) dataPath.write(fds[data], one.addr, 8);
     }
   }
 }

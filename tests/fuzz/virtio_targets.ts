@@ -7,7 +7,7 @@
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { INT, MMIO, STATUS } from "../../ffi/virtio.ts";
+import { F, INT, MMIO, STATUS } from "../../ffi/virtio.ts";
 import { libc, O_RDWR, openPath } from "../../ffi/libc.ts";
 import { FdBlockFile, VirtioBlk } from "../../src/devices/virtio/blk.ts";
 import { QueueRunner, type VirtioBackend } from "../../src/devices/virtio/device.ts";
@@ -75,7 +75,9 @@ const BRING_UP: Array<[number, number]> = [
 
 let disk: string | undefined;
 
-function checkDriver(input: { device: "blk" | "rng"; bringUp: boolean; ops: Op[] }): void {
+function checkDriver(
+  input: { device: "blk" | "rng"; bringUp: boolean; ringFeatures: boolean; ops: Op[] },
+): void {
   const mem = GuestMemory.allocate(RAM);
   let fd = -1;
   try {
@@ -104,7 +106,18 @@ function checkDriver(input: { device: "blk" | "rng"; bringUp: boolean; ops: Op[]
       dev.read(offset, word.subarray(0, width));
       return dv.getUint32(0, true);
     };
-    if (input.bringUp) { for (const [o, v] of BRING_UP) write(o, v); }
+    if (input.bringUp) {
+      // The block device also offers indirect descriptors and EVENT_IDX.
+      const ring = input.device === "blk" && input.ringFeatures
+        ? (1 << F.RING_INDIRECT_DESC) | (1 << F.RING_EVENT_IDX)
+        : 0;
+      for (const [o, v] of BRING_UP) {
+        if (o === MMIO.STATUS && v === 11) {
+          write(MMIO.DRIVER_FEATURES_SEL, 0), write(MMIO.DRIVER_FEATURES, ring);
+        }
+        write(o, v);
+      }
+    }
     let driverBits = input.bringUp ? 15 : 0;
     input.ops.forEach((o, i) => {
       const at = `op ${i} ${JSON.stringify(o)}`;
@@ -147,6 +160,7 @@ export const VIRTIO_TARGETS: Target[] = [
     arbitrary: fc.record({
       device: fc.constantFrom("blk" as const, "rng" as const),
       bringUp: fc.boolean(),
+      ringFeatures: fc.boolean(),
       ops: fc.array(op, { maxLength: 60, size: "medium" }),
     }),
     check: checkDriver,

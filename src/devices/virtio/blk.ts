@@ -1,6 +1,7 @@
 /**
  * virtio-blk (virtio 1.2 §5.2) over a raw image: reads, writes, flush
- * (`fdatasync`), GET_ID; read-only unless asked. Requests move bytes
+ * (`fdatasync`), GET_ID, and on a writable disk discard and write-zeroes
+ * (`fallocate`); read-only unless asked. Requests move bytes
  * between the file and guest RAM directly, with no copy and no allocation.
  *
  * @module
@@ -17,6 +18,14 @@ import type { DescriptorChain } from "./queue.ts";
 export const BLK_QUEUE_SIZE = 256;
 
 const EINTR = 4;
+const FALLOC_FL_KEEP_SIZE = 0x01, FALLOC_FL_PUNCH_HOLE = 0x02, FALLOC_FL_ZERO_RANGE = 0x10;
+/** Sectors one discard or write-zeroes range may cover (2 GiB). */
+export const BLK_RANGE_SECTORS = 1 << 22;
+/** Ranges one discard or write-zeroes request may carry. */
+export const BLK_RANGE_SEGMENTS = 16;
+
+/** What {@linkcode BlockFile.deallocate} does with a range. */
+export type Deallocate = "discard" | "zero" | "zero-unmap";
 
 /** Where a disk's bytes are: a descriptor, read at host addresses. */
 export interface BlockFile {
@@ -34,6 +43,11 @@ export interface BlockFile {
    * false on an I/O error. `len` is their total.
    */
   vectored?(iov: Iovecs, count: number, len: number, offset: number, write: boolean): boolean;
+  /**
+   * Discards `len` bytes at `offset` (they may read back as anything), or
+   * zeroes them, freeing the space when `zero-unmap`; false on an I/O error.
+   */
+  deallocate?(offset: number, len: number, how: Deallocate): boolean;
 }
 
 /** A reusable `struct iovec` array (16 bytes each: base, length) at a fixed host address. */
@@ -105,6 +119,31 @@ export class FdBlockFile implements BlockFile {
     return libc().fdatasync(this.fd) === 0;
   }
 
+  /** A zero page for write-zeroes where the file system cannot zero a range. */
+  private zeroes?: PinnedBuffer;
+
+  /**
+   * A hole punched for a discard or an unmapping write-zeroes, a zeroed
+   * range otherwise; a file system without either gets a discard ignored
+   * (it is a hint) and zeroes written.
+   */
+  deallocate(offset: number, len: number, how: Deallocate): boolean {
+    const punch = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
+    const modes = how === "zero" ? [FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, punch] : [punch];
+    for (const mode of modes) {
+      let r = 0;
+      do r = dataPath.fallocate(this.fd, mode, offset, len); while (r < 0 && errno() === EINTR);
+      if (r === 0) return true;
+    }
+    if (how === "discard") return true;
+    const zeroes = this.zeroes ??= new PinnedBuffer(64 << 10);
+    for (let at = 0; at < len; at += zeroes.buffer.byteLength) {
+      const step = Math.min(zeroes.buffer.byteLength, len - at);
+      if (!this.loop(zeroes.addr, step, offset + at, true)) return false;
+    }
+    return true;
+  }
+
   /**
    * One `preadv`/`pwritev` for the whole request (Linux hands a 1 MiB
    * request over as up to 256 separate pages); a short transfer finishes
@@ -142,8 +181,11 @@ export interface BlockOptions {
   id?: string;
 }
 
-/** The config space and features of a disk of `size` bytes. */
-export function blockInfo(size: number, opts: BlockOptions): VirtioDeviceInfo {
+/**
+ * The config space and features of a disk of `size` bytes; `ranges` when
+ * the file can discard and zero (offered on a writable disk only).
+ */
+export function blockInfo(size: number, opts: BlockOptions, ranges = false): VirtioDeviceInfo {
   const config = new Uint8Array(BLK.CONFIG_BYTES);
   const dv = new DataView(config.buffer);
   dv.setBigUint64(BLK.CONFIG_CAPACITY, BigInt(Math.floor(size / BLK.SECTOR_SIZE)), true);
@@ -151,8 +193,19 @@ export function blockInfo(size: number, opts: BlockOptions): VirtioDeviceInfo {
   dv.setUint32(BLK.CONFIG_SEG_MAX, BLK_QUEUE_SIZE - 2, true);
   dv.setUint32(BLK.CONFIG_BLK_SIZE, BLK.SECTOR_SIZE, true);
   let features = (1n << BigInt(F.VERSION_1)) | (1n << BigInt(BLK.F_SEG_MAX)) |
-    (1n << BigInt(BLK.F_BLK_SIZE)) | (1n << BigInt(BLK.F_FLUSH));
+    (1n << BigInt(BLK.F_BLK_SIZE)) | (1n << BigInt(BLK.F_FLUSH)) |
+    (1n << BigInt(F.RING_EVENT_IDX)) | (1n << BigInt(F.RING_INDIRECT_DESC));
   if (opts.readOnly) features |= 1n << BigInt(BLK.F_RO);
+  else if (ranges) {
+    features |= (1n << BigInt(BLK.F_DISCARD)) | (1n << BigInt(BLK.F_WRITE_ZEROES));
+    dv.setUint32(BLK.CONFIG_MAX_DISCARD_SECTORS, BLK_RANGE_SECTORS, true);
+    dv.setUint32(BLK.CONFIG_MAX_DISCARD_SEG, BLK_RANGE_SEGMENTS, true);
+    // In sectors: Linux takes it as the discard granularity (4 KiB, a page).
+    dv.setUint32(BLK.CONFIG_DISCARD_SECTOR_ALIGNMENT, 8, true);
+    dv.setUint32(BLK.CONFIG_MAX_WRITE_ZEROES_SECTORS, BLK_RANGE_SECTORS, true);
+    dv.setUint32(BLK.CONFIG_MAX_WRITE_ZEROES_SEG, BLK_RANGE_SEGMENTS, true);
+    config[BLK.CONFIG_WRITE_ZEROES_MAY_UNMAP] = 1;
+  }
   return { deviceId: DEVICE_ID.BLOCK, features, queues: 1, queueMax: BLK_QUEUE_SIZE, config };
 }
 
@@ -178,7 +231,7 @@ export class VirtioBlk implements VirtioBackend {
     mem: GuestMemory,
     private readonly opts: BlockOptions,
   ) {
-    this.info = blockInfo(file.size, opts);
+    this.info = blockInfo(file.size, opts, !!file.deallocate);
     this.bytes = Math.floor(file.size / BLK.SECTOR_SIZE) * BLK.SECTOR_SIZE;
     this.hostBase = Number(mem.hostAddr);
     this.host = mem.host;
@@ -246,6 +299,9 @@ export class VirtioBlk implements VirtioBackend {
       }
       case BLK.T_FLUSH:
         return this.opts.readOnly || this.file.sync() ? BLK.S_OK : BLK.S_IOERR;
+      case BLK.T_DISCARD:
+      case BLK.T_WRITE_ZEROES:
+        return this.ranges(c, last, type === BLK.T_DISCARD);
       case BLK.T_GET_ID: {
         if (last < 2 || !c.writable[1]) return BLK.S_IOERR;
         const n = Math.min(c.len[1], BLK.ID_BYTES);
@@ -255,5 +311,43 @@ export class VirtioBlk implements VirtioBackend {
       }
     }
     return BLK.S_UNSUPP;
+  }
+
+  /**
+   * A discard or write-zeroes request: its ranges (16 bytes each: sector,
+   * sectors, flags) fill the readable buffers between header and status.
+   */
+  private ranges(c: DescriptorChain, last: number, discard: boolean): number {
+    const file = this.file;
+    if (this.opts.readOnly) return BLK.S_IOERR;
+    if (!file.deallocate) return BLK.S_UNSUPP;
+    // Every range is checked before any is applied: a bad request changes nothing.
+    let count = 0;
+    for (let pass = 0; pass < 2; pass++) {
+      for (let i = 1; i < last; i++) {
+        if (c.writable[i] || c.len[i] % BLK.RANGE_SIZE) return BLK.S_IOERR;
+        for (let r = c.host[i], end = r + c.len[i]; r < end; r += BLK.RANGE_SIZE) {
+          const status = this.range(r, discard, pass === 1);
+          if (status !== BLK.S_OK) return status;
+          if (pass === 0 && ++count > BLK_RANGE_SEGMENTS) return BLK.S_IOERR;
+        }
+      }
+    }
+    return count > 0 ? BLK.S_OK : BLK.S_IOERR;
+  }
+
+  /** Checks the range at host offset `r`, and applies it when `apply`. */
+  private range(r: number, discard: boolean, apply: boolean): number {
+    const dv = this.dv;
+    const lo = dv.getUint32(r, true), hi = dv.getUint32(r + 4, true);
+    const sectors = dv.getUint32(r + 8, true), flags = dv.getUint32(r + 12, true);
+    // Discard has no flags; write-zeroes only unmap (§5.2.6.2).
+    if (flags & ~(discard ? 0 : BLK.RANGE_F_UNMAP)) return BLK.S_UNSUPP;
+    if (sectors > BLK_RANGE_SECTORS || hi >= 1 << 9) return BLK.S_IOERR;
+    const offset = (lo + hi * 2 ** 32) * BLK.SECTOR_SIZE, len = sectors * BLK.SECTOR_SIZE;
+    if (offset + len > this.bytes) return BLK.S_IOERR;
+    if (!apply || len === 0) return BLK.S_OK;
+    const how = discard ? "discard" : flags & BLK.RANGE_F_UNMAP ? "zero-unmap" : "zero";
+    return this.file.deallocate!(offset, len, how) ? BLK.S_OK : BLK.S_IOERR;
   }
 }

@@ -9,7 +9,7 @@
  * @module
  */
 
-import { INT, STATUS } from "../../../ffi/virtio.ts";
+import { F, INT, STATUS } from "../../../ffi/virtio.ts";
 import type { GuestMemory } from "../../memory/guest_memory.ts";
 import type { Trigger } from "../serial.ts";
 import { markNeedsReset } from "./mmio.ts";
@@ -59,8 +59,13 @@ export class QueueRunner {
     this.chain = new DescriptorChain(backend.info.queueMax);
   }
 
-  /** Serves every queue with work waiting; raises the interrupt once if any was used. */
-  notified(): void {
+  /**
+   * Serves every queue with work waiting, at most a queue's worth of
+   * chains each, and raises the interrupt once if any was used. Returns
+   * true when a queue still has work: the caller comes back after serving
+   * the others (a driver that keeps adding chains does not hold the loop).
+   */
+  notified(): boolean {
     const s = this.s;
     const gen = Atomics.load(s, S.RESET_GENERATION);
     if (gen !== this.generation) {
@@ -70,25 +75,39 @@ export class QueueRunner {
     }
     const status = Atomics.load(s, S.STATUS);
     // Notifications before DRIVER_OK, or once the device needs a reset, do nothing.
-    if (!(status & STATUS.DRIVER_OK) || status & STATUS.DEVICE_NEEDS_RESET) return;
-    let used = false;
+    if (!(status & STATUS.DRIVER_OK) || status & STATUS.DEVICE_NEEDS_RESET) return false;
+    let used = false, again = false;
     for (let q = 0; q < this.queues.length; q++) {
       const queue = this.queue(q);
       if (!queue) continue;
       try {
         let pushed = false;
-        while (queue.pop(this.chain)) {
-          const len = this.backend.handle(q, this.chain);
-          queue.push(this.chain.head, len);
-          this.served++;
-          pushed = true;
+        for (let quota = queue.size;;) {
+          while (quota > 0 && queue.pop(this.chain)) {
+            const len = this.backend.handle(q, this.chain);
+            queue.push(this.chain.head, len);
+            this.served++;
+            quota--;
+            pushed = true;
+          }
+          if (quota === 0) {
+            again ||= queue.pending() > 0;
+            break;
+          }
+          if (!queue.eventIdx) break;
+          // Tell the driver which chain to notify for next, then look once
+          // more: one it added before it could see that would otherwise wait
+          // for a notification it never sends. The fence orders the two.
+          queue.armNotify();
+          Atomics.add(s, S.FENCE, 0);
+          if (queue.pending() === 0) break;
         }
         if (pushed) {
           // A full fence (a locked RMW) between the used index the device
-          // wrote and the driver's flag it reads: x86 may otherwise let the
-          // read pass the write, and a driver re-enabling interrupts would
-          // see neither the new entries nor get an interrupt (virtio 1.2
-          // §2.7.7.2). Then the flag is a hint the device honours.
+          // wrote and the driver's flag or used_event it reads: x86 may
+          // otherwise let the read pass the write, and a driver re-enabling
+          // interrupts would see neither the new entries nor get an
+          // interrupt (virtio 1.2 §2.7.7.2).
           Atomics.add(s, S.FENCE, 0);
           used ||= queue.wantsInterrupt();
         }
@@ -96,13 +115,14 @@ export class QueueRunner {
         if (!(e instanceof QueueError)) throw e;
         markNeedsReset(s, e.why);
         this.irq.trigger();
-        return;
+        return false;
       }
     }
     if (used) {
       Atomics.or(s, S.INTERRUPT_STATUS, INT.USED_RING);
       this.irq.trigger();
     }
+    return again;
   }
 
   /** Queue `q` as the driver set it up, once it is ready. */
@@ -112,7 +132,11 @@ export class QueueRunner {
       this.queues[q] = undefined;
       return undefined;
     }
-    // The transport checked the layout before it set READY.
-    return this.queues[q] ??= new SplitQueue(this.mem, queueLayout(s, q), s[S.QUEUE_MAX]);
+    // The transport checked the layout before it set READY, and the
+    // features are fixed from FEATURES_OK on.
+    return this.queues[q] ??= new SplitQueue(this.mem, queueLayout(s, q), s[S.QUEUE_MAX], {
+      indirect: (s[S.DRIVER_FEATURES_LO] & (1 << F.RING_INDIRECT_DESC)) !== 0,
+      eventIdx: (s[S.DRIVER_FEATURES_LO] & (1 << F.RING_EVENT_IDX)) !== 0,
+    });
   }
 }

@@ -74,6 +74,14 @@ export class DescriptorChain {
   }
 }
 
+/** Ring features the driver accepted, which change how the queue is read. */
+export interface QueueFeatures {
+  /** `VIRTIO_RING_F_INDIRECT_DESC`: a descriptor may point at a table of more. */
+  indirect?: boolean;
+  /** `VIRTIO_RING_F_EVENT_IDX`: the rings' trailing words replace the flags. */
+  eventIdx?: boolean;
+}
+
 /**
  * A split virtqueue over guest RAM.
  *
@@ -108,13 +116,25 @@ export class SplitQueue {
   private nextAvail = 0;
   /** The device ring index this device writes next. */
   private nextUsed = 0;
+  /** The used index when {@linkcode wantsInterrupt} last said yes or no. */
+  private signalled = 0;
+  private readonly indirect: boolean;
+  /** Whether the driver negotiated `VIRTIO_RING_F_EVENT_IDX`. */
+  readonly eventIdx: boolean;
 
   /** Throws a {@linkcode QueueError} on a layout {@linkcode checkLayout} refuses. */
-  constructor(mem: GuestMemory, q: QueueLayout, maxSize: number = VRING.MAX_SIZE) {
+  constructor(
+    mem: GuestMemory,
+    q: QueueLayout,
+    maxSize: number = VRING.MAX_SIZE,
+    features: QueueFeatures = {},
+  ) {
     const why = checkLayout(mem, q, maxSize);
     if (why) throw new QueueError(why);
     this.mem = mem;
     this.size = q.size;
+    this.indirect = features.indirect ?? false;
+    this.eventIdx = features.eventIdx ?? false;
     this.dv = new DataView(mem.host.buffer, mem.host.byteOffset, mem.host.byteLength);
     this.descOff = mem.offsetOf(q.desc, VRING.DESC_SIZE * q.size);
     this.availOff = mem.offsetOf(q.avail, 6 + 2 * q.size);
@@ -135,8 +155,10 @@ export class SplitQueue {
   /**
    * Takes the next available chain into `chain`; false when none is
    * waiting. Throws a {@linkcode QueueError} on a malformed chain: a head
-   * or next index past the queue, a loop or a chain longer than the queue,
-   * a buffer outside guest RAM, an indirect descriptor (not offered).
+   * or next index past the queue or its indirect table, a loop or a chain
+   * longer than the queue, a buffer outside guest RAM, an indirect
+   * descriptor the driver did not negotiate, or one that is nested,
+   * chained on, or not a whole number of descriptors.
    */
   pop(chain: DescriptorChain): boolean {
     if (this.pending() === 0) return false;
@@ -150,17 +172,38 @@ export class SplitQueue {
     chain.head = head;
     chain.count = 0;
     chain.bytes = 0;
+    // The table being walked: the queue's, then at most one indirect one.
+    let table = this.descOff, entries = size, nested = false;
+    // A chain in the queue's table visits each descriptor at most once, so
+    // one longer than the queue has a loop; an indirect table may take a
+    // chain past the queue's size (Linux does), up to what `chain` holds.
+    let limit = size;
     let i = head;
     for (;;) {
-      // A chain visits each descriptor at most once, so one longer than
-      // the queue has a loop.
-      if (chain.count >= size) throw new QueueError("descriptor chain loops or outruns the queue");
-      const d = this.descOff + VRING.DESC_SIZE * i;
+      if (chain.count >= limit) throw new QueueError("descriptor chain loops or outruns the queue");
+      const d = table + VRING.DESC_SIZE * i;
       const addr = dv.getUint32(d, true) + dv.getUint32(d + 4, true) * 2 ** 32;
       const len = dv.getUint32(d + 8, true);
       const flags = dv.getUint16(d + 12, true);
       const next = dv.getUint16(d + 14, true);
-      if (flags & VRING.DESC_F_INDIRECT) throw new QueueError("indirect descriptor not offered");
+      if (flags & VRING.DESC_F_INDIRECT) {
+        if (!this.indirect) throw new QueueError("indirect descriptor not negotiated");
+        if (nested) throw new QueueError("indirect descriptor inside an indirect table");
+        if (flags & VRING.DESC_F_NEXT) throw new QueueError("indirect descriptor with a next");
+        if (len === 0 || len % VRING.DESC_SIZE) {
+          throw new QueueError(`indirect table of ${len} bytes`);
+        }
+        const at = this.mem.offsetOf(addr, len);
+        if (at < 0) {
+          throw new QueueError(`indirect table 0x${addr.toString(16)}+${len} is outside RAM`);
+        }
+        table = at;
+        entries = len / VRING.DESC_SIZE;
+        limit = chain.host.length;
+        nested = true;
+        i = 0;
+        continue;
+      }
       const host = len === 0 ? 0 : this.mem.offsetOf(addr, len);
       if (host < 0) {
         throw new QueueError(`descriptor buffer 0x${addr.toString(16)}+${len} is outside RAM`);
@@ -171,7 +214,7 @@ export class SplitQueue {
       chain.writable[n] = flags & VRING.DESC_F_WRITE ? 1 : 0;
       chain.bytes += len;
       if (!(flags & VRING.DESC_F_NEXT)) return true;
-      if (next >= size) throw new QueueError(`descriptor index ${next} is past the queue`);
+      if (next >= entries) throw new QueueError(`descriptor index ${next} is past its table`);
       i = next;
     }
   }
@@ -187,8 +230,29 @@ export class SplitQueue {
     dv.setUint16(this.usedOff + 2, this.nextUsed, true);
   }
 
-  /** False when the driver asked not to be interrupted (`VRING_AVAIL_F_NO_INTERRUPT`). */
+  /**
+   * Whether the entries used since the last call need an interrupt: with
+   * EVENT_IDX, when the used index passed the driver's `used_event`
+   * (§2.7.10); otherwise unless the driver set `VRING_AVAIL_F_NO_INTERRUPT`.
+   * Call after a full fence that follows {@linkcode push}.
+   */
   wantsInterrupt(): boolean {
-    return (this.dv.getUint16(this.availOff, true) & VRING.AVAIL_F_NO_INTERRUPT) === 0;
+    const old = this.signalled, now = this.nextUsed;
+    this.signalled = now;
+    if (!this.eventIdx) {
+      return (this.dv.getUint16(this.availOff, true) & VRING.AVAIL_F_NO_INTERRUPT) === 0;
+    }
+    const event = this.dv.getUint16(this.availOff + 4 + 2 * this.size, true);
+    return ((now - event - 1) & 0xffff) < ((now - old) & 0xffff);
+  }
+
+  /**
+   * With EVENT_IDX, asks the driver to notify again once it makes chain
+   * `avail_event` available: the next one this device will take. The
+   * caller fences, then checks {@linkcode pending} once more, so a chain
+   * added before the driver saw the new value is not left waiting.
+   */
+  armNotify(): void {
+    if (this.eventIdx) this.dv.setUint16(this.usedOff + 4 + 8 * this.size, this.nextAvail, true);
   }
 }
