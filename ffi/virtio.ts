@@ -74,7 +74,31 @@ export const VRING = {
 } as const;
 
 /** Device IDs. */
-export const DEVICE_ID = { BLOCK: 2, ENTROPY: 4 } as const;
+export const DEVICE_ID = { NET: 1, BLOCK: 2, ENTROPY: 4 } as const;
+
+/** Virtio-net feature bits, header and config layout (virtio 1.2 §5.1, virtio_net.h). */
+export const NET = {
+  F_CSUM: 0,
+  F_GUEST_CSUM: 1,
+  F_MAC: 5,
+  F_GUEST_TSO4: 7,
+  F_GUEST_TSO6: 8,
+  F_HOST_TSO4: 11,
+  F_HOST_TSO6: 12,
+  F_MRG_RXBUF: 15,
+  F_STATUS: 16,
+  /** `struct virtio_net_hdr_v1`: flags, gso_type, hdr_len, gso_size, csum_start, csum_offset, num_buffers. */
+  HDR_SIZE: 12,
+  HDR_NUM_BUFFERS: 10,
+  CONFIG_MAC: 0,
+  CONFIG_STATUS: 6,
+  /** Bytes of config space through `status`. */
+  CONFIG_BYTES: 8,
+  S_LINK_UP: 1,
+  /** Queue indices: receive, transmit (no control queue). */
+  RX: 0,
+  TX: 1,
+} as const;
 
 /** Virtio-blk feature bits, request types, status codes and config offsets. */
 export const BLK = {

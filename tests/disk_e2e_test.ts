@@ -80,7 +80,9 @@ Deno.test({
     const cmd = [
       "cat /sys/block/vdb/serial; echo",
       "echo vdc-ro=$(cat /sys/block/vdc/ro)",
-      "mount -t ext4 /dev/vdb /mnt && echo persisted > /mnt/hello && umount /mnt && echo wrote-ok",
+      "echo discard-max=$(cat /sys/block/vdb/queue/discard_max_bytes)",
+      "mount -t ext4 /dev/vdb /mnt && echo persisted > /mnt/hello && sync && fstrim -v /mnt",
+      "umount /mnt && echo wrote-ok",
       "dd if=/dev/zero of=/dev/vdc bs=512 count=1 conv=fsync 2>/dev/null; echo ro-write=$?",
       "echo rng=$(cat /sys/class/misc/hw_random/rng_current)",
       "echo random=$(head -c 16 /dev/hwrng | od -An -tx1)",
@@ -100,6 +102,9 @@ Deno.test({
     assert.match(r.stdout, /^volt-data\r?$/m, out);
     assert.match(r.stdout, /^vdc-ro=1\r?$/m, out);
     assert.match(r.stdout, /^wrote-ok\r?$/m, out);
+    // Discard reaches the disk: the file system trims its free space through it.
+    assert.match(r.stdout, /^discard-max=2147483648\r?$/m, out);
+    assert.match(r.stdout, /^\/mnt: [1-9]\d* bytes trimmed/m, out);
     assert.match(r.stdout, /^ro-write=[1-9]\d*\r?$/m, out);
     assert.match(r.stdout, /^rng=virtio_rng\.0\r?$/m, out);
     const random = /^random=((?: ?[0-9a-f]{2}){16})\r?$/m.exec(r.stdout);

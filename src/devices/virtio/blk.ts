@@ -247,7 +247,7 @@ export class VirtioBlk implements VirtioBackend {
     // No writable status byte at the end: nothing can be reported, nothing is done.
     if (last < 1 || !c.writable[last] || c.len[last] === 0) return 0;
     const statusAt = c.host[last] + c.len[last] - 1;
-    const status = this.serve(c, last);
+    const status = this.request(c, last);
     this.host[statusAt] = status;
     return this.written + 1;
   }
@@ -256,7 +256,7 @@ export class VirtioBlk implements VirtioBackend {
   private written = 0;
 
   /** Serves a request whose status byte is in descriptor `last`; returns its status. */
-  private serve(c: DescriptorChain, last: number): number {
+  private request(c: DescriptorChain, last: number): number {
     this.written = 0;
     if (c.writable[0] || c.len[0] < BLK.HEADER_SIZE) return BLK.S_IOERR;
     const dv = this.dv, h = c.host[0];

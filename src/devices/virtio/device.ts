@@ -14,7 +14,7 @@ import type { GuestMemory } from "../../memory/guest_memory.ts";
 import type { Trigger } from "../serial.ts";
 import { markNeedsReset } from "./mmio.ts";
 import { Q, queueLayout, queueSlot, S, type VirtioDeviceInfo } from "./mmio_state.ts";
-import { DescriptorChain, QueueError, SplitQueue } from "./queue.ts";
+import { DescriptorChain, fullFence, QueueError, SplitQueue } from "./queue.ts";
 
 /** A virtio device model: what it offers, and how it serves one request. */
 export interface VirtioBackend {
@@ -27,6 +27,15 @@ export interface VirtioBackend {
    * device must be reset.
    */
   handle(queue: number, chain: DescriptorChain): number;
+  /**
+   * Serves queue `queue` itself, for a device whose chains wait on the
+   * host (net's receive queue waits for frames): at most `quota` of them,
+   * returning how many it used, or -1 to have {@linkcode handle} serve
+   * that queue chain by chain. It arms its own notifications.
+   */
+  serve?(queue: number, ring: SplitQueue, chain: DescriptorChain, quota: number): number;
+  /** The driver set DRIVER_OK with `features` (once per reset). */
+  activate?(features: bigint): void;
   /** The driver reset the device. */
   reset?(): void;
 }
@@ -45,6 +54,7 @@ export class QueueRunner {
   private readonly queues: Array<SplitQueue | undefined>;
   private readonly chain: DescriptorChain;
   private generation = -1;
+  private active = false;
   /** Requests served, for tests and metrics. */
   served = 0;
 
@@ -71,44 +81,35 @@ export class QueueRunner {
     if (gen !== this.generation) {
       this.generation = gen;
       this.queues.fill(undefined);
+      this.active = false;
       this.backend.reset?.();
     }
     const status = Atomics.load(s, S.STATUS);
     // Notifications before DRIVER_OK, or once the device needs a reset, do nothing.
     if (!(status & STATUS.DRIVER_OK) || status & STATUS.DEVICE_NEEDS_RESET) return false;
+    if (!this.active) {
+      this.active = true;
+      this.backend.activate?.(
+        BigInt(s[S.DRIVER_FEATURES_LO] >>> 0) | (BigInt(s[S.DRIVER_FEATURES_HI] >>> 0) << 32n),
+      );
+    }
     let used = false, again = false;
     for (let q = 0; q < this.queues.length; q++) {
       const queue = this.queue(q);
       if (!queue) continue;
       try {
-        let pushed = false;
-        for (let quota = queue.size;;) {
-          while (quota > 0 && queue.pop(this.chain)) {
-            const len = this.backend.handle(q, this.chain);
-            queue.push(this.chain.head, len);
-            this.served++;
-            quota--;
-            pushed = true;
-          }
-          if (quota === 0) {
-            again ||= queue.pending() > 0;
-            break;
-          }
-          if (!queue.eventIdx) break;
-          // Tell the driver which chain to notify for next, then look once
-          // more: one it added before it could see that would otherwise wait
-          // for a notification it never sends. The fence orders the two.
-          queue.armNotify();
-          Atomics.add(s, S.FENCE, 0);
-          if (queue.pending() === 0) break;
-        }
+        const own = this.backend.serve?.(q, queue, this.chain, queue.size) ?? -1;
+        const n = own >= 0 ? own : this.drain(q, queue);
+        this.served += n;
+        again ||= n === queue.size;
+        const pushed = n > 0;
         if (pushed) {
           // A full fence (a locked RMW) between the used index the device
           // wrote and the driver's flag or used_event it reads: x86 may
           // otherwise let the read pass the write, and a driver re-enabling
           // interrupts would see neither the new entries nor get an
           // interrupt (virtio 1.2 §2.7.7.2).
-          Atomics.add(s, S.FENCE, 0);
+          fullFence();
           used ||= queue.wantsInterrupt();
         }
       } catch (e) {
@@ -123,6 +124,27 @@ export class QueueRunner {
       this.irq.trigger();
     }
     return again;
+  }
+
+  /**
+   * Hands queue `q`'s chains to the backend one by one, at most a queue's
+   * worth; returns how many were used.
+   */
+  private drain(q: number, queue: SplitQueue): number {
+    let n = 0;
+    for (;;) {
+      while (n < queue.size && queue.pop(this.chain)) {
+        queue.push(this.chain.head, this.backend.handle(q, this.chain));
+        n++;
+      }
+      if (n === queue.size || !queue.eventIdx) return n;
+      // Tell the driver which chain to notify for next, then look once
+      // more: one it added before it could see that would otherwise wait
+      // for a notification it never sends. The fence orders the two.
+      queue.armNotify();
+      fullFence();
+      if (queue.pending() === 0) return n;
+    }
   }
 
   /** Queue `q` as the driver set it up, once it is ready. */

@@ -36,8 +36,6 @@ export const S = {
   NOTIFY_EXITS: 16,
   /** Why the device last asked for a reset, as a code (see {@linkcode NEEDS_RESET_WHY}). */
   NEEDS_RESET_WHY: 17,
-  /** Written by nobody: a word the I/O loop's memory fences operate on. */
-  FENCE: 18,
   /** First queue's slots; each queue has {@linkcode Q_SLOTS}. */
   QUEUES: 32,
 } as const;

@@ -74,6 +74,18 @@ export class DescriptorChain {
   }
 }
 
+const FENCE = new Int32Array(new SharedArrayBuffer(4));
+
+/**
+ * A full memory fence (a locked read-modify-write on x86): orders this
+ * thread's earlier stores before its later loads, which plain JS accesses
+ * to guest RAM do not. A device needs it between writing a ring index and
+ * reading the driver's flag or event index (virtio 1.2 §2.7.7.2).
+ */
+export function fullFence(): void {
+  Atomics.add(FENCE, 0, 0);
+}
+
 /** Ring features the driver accepted, which change how the queue is read. */
 export interface QueueFeatures {
   /** `VIRTIO_RING_F_INDIRECT_DESC`: a descriptor may point at a table of more. */
@@ -248,11 +260,21 @@ export class SplitQueue {
 
   /**
    * With EVENT_IDX, asks the driver to notify again once it makes chain
-   * `avail_event` available: the next one this device will take. The
-   * caller fences, then checks {@linkcode pending} once more, so a chain
-   * added before the driver saw the new value is not left waiting.
+   * `at` available (by default the next one this device will take). The
+   * caller fences, then looks at the ring once more, so a chain added
+   * before the driver saw the new value is not left waiting.
    */
-  armNotify(): void {
-    if (this.eventIdx) this.dv.setUint16(this.usedOff + 4 + 8 * this.size, this.nextAvail, true);
+  armNotify(at: number = this.nextAvail): void {
+    if (this.eventIdx) this.dv.setUint16(this.usedOff + 4 + 8 * this.size, at & 0xffff, true);
+  }
+
+  /** The driver's avail index: the chains it has made available, ever (mod 2^16). */
+  availIndex(): number {
+    return this.dv.getUint16(this.availOff + 2, true);
+  }
+
+  /** Gives back the last `n` chains taken and not pushed: the next pops take them again. */
+  unpop(n: number): void {
+    this.nextAvail = (this.nextAvail - n) & 0xffff;
   }
 }
