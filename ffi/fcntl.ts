@@ -14,3 +14,7 @@ export const O_WRONLY = 0o1;
 export const O_CREAT = 0o100;
 /** Truncate an existing file to length 0. */
 export const O_TRUNC = 0o1000;
+/** `fcntl(2)`: read the file status flags. */
+export const F_GETFL = 3;
+/** `fcntl(2)`: set the file status flags. */
+export const F_SETFL = 4;

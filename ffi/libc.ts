@@ -18,6 +18,9 @@ export const LIBC_CANDIDATES = [
 const symbols = {
   open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
   close: { parameters: ["i32"], result: "i32" },
+  // fcntl is variadic: the int-argument form.
+  fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  socketpair: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
   write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   madvise: { parameters: ["usize", "usize", "i32"], result: "i32" },
   // ioctl is variadic: one fixed-arity alias per argument kind.
@@ -64,6 +67,8 @@ const symbols = {
   write_addr: { name: "write", parameters: ["i32", "usize", "usize"], result: "i32" },
   pread: { name: "pread64", parameters: ["i32", "usize", "usize", "i64"], result: "i32" },
   pwrite: { name: "pwrite64", parameters: ["i32", "usize", "usize", "i64"], result: "i32" },
+  readv: { parameters: ["i32", "usize", "i32"], result: "i32" },
+  writev: { parameters: ["i32", "usize", "i32"], result: "i32" },
   preadv: { name: "preadv64", parameters: ["i32", "usize", "i32", "i64"], result: "i32" },
   pwritev: { name: "pwritev64", parameters: ["i32", "usize", "i32", "i64"], result: "i32" },
   fdatasync: { parameters: ["i32"], result: "i32" },
@@ -157,6 +162,8 @@ export const O_RDONLY = 0;
 export const O_RDWR = 2;
 /** Close on exec. */
 export const O_CLOEXEC = 0o2000000;
+/** Reads and writes that would block fail with EAGAIN instead. */
+export const O_NONBLOCK = 0o4000;
 
 /** `mmap(2)` protection and flags. */
 export const PROT_READ = 1;
@@ -239,6 +246,10 @@ export const dataPath = {
       len as unknown as bigint,
       offset as unknown as bigint,
     ),
+  readv: (fd: number, iov: number, count: number): number =>
+    libc().readv(fd, iov as unknown as bigint, count),
+  writev: (fd: number, iov: number, count: number): number =>
+    libc().writev(fd, iov as unknown as bigint, count),
   preadv: (fd: number, iov: number, count: number, offset: number): number =>
     libc().preadv(fd, iov as unknown as bigint, count, offset as unknown as bigint),
   pwritev: (fd: number, iov: number, count: number, offset: number): number =>

@@ -10,22 +10,21 @@ import assert from "node:assert/strict";
 import { libc, O_RDONLY, O_RDWR, openPath } from "../ffi/libc.ts";
 import { BLK, F, INT, MMIO, STATUS, VRING } from "../ffi/virtio.ts";
 import { VIRTIO_MMIO_BASE } from "../src/arch/x86_64/layout.ts";
-import { DeviceLock, Serialized } from "../src/devices/lock.ts";
 import { FdBlockFile, VirtioBlk } from "../src/devices/virtio/blk.ts";
 import { QueueRunner, type VirtioBackend } from "../src/devices/virtio/device.ts";
 import { VirtioMmio } from "../src/devices/virtio/mmio.ts";
-import { newVirtioState, S } from "../src/devices/virtio/mmio_state.ts";
+import { newVirtioState } from "../src/devices/virtio/mmio_state.ts";
 import { rngInfo, VirtioRng } from "../src/devices/virtio/rng.ts";
 import { GuestMemory } from "../src/memory/guest_memory.ts";
-import { Machine } from "../src/vmm/machine.ts";
 import { needsKvm, runCli, tmpDir } from "./helpers.ts";
 import {
   type Desc,
-  mapMmioGap,
+  type DriverRun,
   type Output,
   RING,
+  runInGuest,
+  runInProcess,
   Script,
-  SCRIPT_ADDR,
   scriptGuest,
   writeRing,
 } from "./virtio_driver.ts";
@@ -123,12 +122,9 @@ function viaTable(mem: GuestMemory, descs: Desc[], entries = descs.length) {
 /** negotiate (indirect) + queue + live + kick(1). */
 const indirect = (s: Script) => s.negotiate(WANT_INDIRECT).queue(8).live().kick(1);
 
-interface Case {
+interface Case extends DriverRun {
   what: string;
   device: "rng" | "blk-ro" | "blk-rw";
-  /** Rings and buffers, before the driver runs; returns the descriptors (index 0 up) and heads. */
-  prepare(mem: GuestMemory): { descs: Desc[]; heads: number[] };
-  script(s: Script): Script;
   /** `irqs`: interrupts raised, counted in-process only. */
   check(out: Output[], disk?: Uint8Array, irqs?: number): void;
 }
@@ -678,31 +674,23 @@ Deno.test("virtio (in-process): a driver that keeps adding chains gets a queue's
 
 for (const c of CASES) {
   Deno.test(`virtio (in-process): ${c.what}`, () => {
-    const mem = GuestMemory.allocate(MEMORY);
     const disk = c.device === "rng" ? undefined : makeDisk();
     const fd = disk ? openPath(disk, c.device === "blk-rw" ? O_RDWR : O_RDONLY) : -1;
     try {
-      const backend: VirtioBackend = c.device === "rng"
-        ? new VirtioRng(mem)
-        : new VirtioBlk(new FdBlockFile(fd, DISK_BYTES), mem, {
-          readOnly: c.device === "blk-ro",
-          id: "test-disk",
-        });
-      const state = newVirtioState(backend.info);
-      let irqs = 0;
-      const irq = { trigger: () => void irqs++ };
-      const runner = new QueueRunner(backend, state, mem, irq);
-      const dev = new Serialized(
-        new VirtioMmio(state, mem, irq, { notify: () => runner.notified() }),
-        new DeviceLock(new Int32Array(state)),
+      const { out, irqs } = runInProcess(
+        MEMORY,
+        (mem) =>
+          c.device === "rng"
+            ? new VirtioRng(mem)
+            : new VirtioBlk(new FdBlockFile(fd, DISK_BYTES), mem, {
+              readOnly: c.device === "blk-ro",
+              id: "test-disk",
+            }),
+        c,
       );
-      const { descs, heads } = c.prepare(mem);
-      writeRing(mem, descs, heads);
-      const out = c.script(new Script()).runDirect(mem, dev);
       c.check(out, disk ? Deno.readFileSync(disk) : undefined, irqs);
     } finally {
       if (fd >= 0) libc().close(fd);
-      mem.release();
     }
   });
 }
@@ -713,29 +701,11 @@ for (const c of CASES) {
     ...needsKvm,
     fn: async () => {
       const disk = c.device === "rng" ? undefined : makeDisk();
-      const vm = await Machine.create({
-        kernel: scriptGuest(),
-        memory: MEMORY,
-        console: "message",
+      const out = await runInGuest(MEMORY, {
         entropy: c.device === "rng",
         disks: disk ? [{ path: disk, readOnly: c.device === "blk-ro", id: "test-disk" }] : [],
-      });
-      const mem = vm.built.memory;
-      mapMmioGap(mem);
-      const script = c.script(new Script());
-      mem.write(SCRIPT_ADDR, script.encode());
-      const { descs, heads } = c.prepare(mem);
-      writeRing(mem, descs, heads);
-      const chunks: Uint8Array[] = [];
-      vm.onConsole = (b) => chunks.push(b.slice());
-      const exit = await vm.run(60_000);
-      assert.equal(exit.cause, "guest-exit", exit.message);
-      const all = new Uint8Array(chunks.reduce((n, b) => n + b.length, 0));
-      chunks.reduce((at, b) => (all.set(b, at), at + b.length), 0);
-      c.check(script.parse(all), disk ? Deno.readFileSync(disk) : undefined);
-      // Every QUEUE_NOTIFY went to KVM's ioeventfd, none through an exit.
-      const state = new Int32Array(vm.built.devices.virtio[0].state);
-      assert.equal(state[S.NOTIFY_EXITS], 0, "notifies that exited to the monitor");
+      }, c);
+      c.check(out, disk ? Deno.readFileSync(disk) : undefined);
     },
   });
 }

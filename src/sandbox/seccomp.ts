@@ -32,6 +32,7 @@ import {
 import { errno, libc } from "../../ffi/libc.ts";
 import { errnoName } from "../../ffi/errno.ts";
 import { KVM } from "../../ffi/kvm.ts";
+import { TUN } from "../../ffi/tun.ts";
 import { PR_SET_NO_NEW_PRIVS } from "../../ffi/prctl.ts";
 import { CLONE_NEW_MASK, CLONE_SIGHAND, CLONE_THREAD, CLONE_VM } from "../../ffi/sched.ts";
 import {
@@ -500,9 +501,11 @@ export function monitorPolicy(pid: number): Policy {
             TIOCGWINSZ,
             FIONBIO,
             FIOCLEX,
+            TUNSETOFFLOAD: TUN.SETOFFLOAD,
           },
         }],
-        why: "vCPU run loop, IRQ injection, register dumps for error reports, raw terminal",
+        why:
+          "vCPU run loop, IRQ injection, register dumps for error reports, raw terminal, the TAP's offloads",
       },
       {
         name: "clone",
@@ -551,6 +554,8 @@ export function monitorPolicy(pid: number): Policy {
       { name: "preadv", why: "a virtio-blk read, one call for all of a request's buffers" },
       { name: "pwritev", why: "a virtio-blk write, likewise" },
       { name: "fallocate", why: "virtio-blk discard and write-zeroes on a writable disk" },
+      { name: "readv", why: "virtio-net: a frame from the TAP into the guest's buffers" },
+      { name: "writev", why: "virtio-net: a frame from the guest's buffers to the TAP" },
       "sched_yield",
       "mremap",
       "madvise",

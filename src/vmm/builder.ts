@@ -153,6 +153,7 @@ export function buildVm(
     devices.addLegacy();
     for (const disk of cfg.disks) devices.addDisk(disk);
     if (cfg.entropy) devices.addEntropy();
+    for (const net of cfg.nets) devices.addNet(net);
     for (const d of userDevices) devices.addHosted(d);
     trace.mark("devices added");
     let loaded: Omit<BuiltVm, "kvm" | "vm" | "vcpus" | "io">;

@@ -8,7 +8,8 @@ import { VoltError } from "../errors.ts";
 import type { BootProtocol } from "../boot/loader.ts";
 import type { ConsoleSink } from "./worker_protocol.ts";
 import type { ConsoleMode } from "./console_filter.ts";
-import type { DiskConfig } from "./device_manager.ts";
+import type { DiskConfig, NetConfig } from "./device_manager.ts";
+import { badInterfaceName, parseMac } from "./tap.ts";
 
 /** What a caller asks for. */
 export interface VmConfig {
@@ -51,6 +52,8 @@ export interface VmConfig {
   disks?: DiskConfig[];
   /** A virtio-rng device: the guest's `/dev/hwrng` reads the host's `getrandom`. */
   entropy?: boolean;
+  /** Network interfaces, each on a host TAP, in the order the guest sees them (`eth0`, ...). */
+  nets?: NetConfig[];
 }
 
 /** Smallest guest we boot: the boot structures and a kernel need room. */
@@ -107,6 +110,19 @@ function checkDisk(d: DiskConfig): DiskConfig {
   return { path: d.path, readOnly: d.readOnly ?? true, id: d.id, fd: d.fd, root: d.root };
 }
 
+/** A network interface entry, checked. */
+function checkNet(n: NetConfig): NetConfig {
+  const bad = typeof n?.tap === "string"
+    ? badInterfaceName(n.tap)
+    : "a network interface needs a TAP";
+  if (bad) throw new VoltError(bad.charAt(0).toUpperCase() + bad.slice(1), "usage");
+  if (n.mac !== undefined) parseMac(n.mac);
+  if (n.fd !== undefined && !(Number.isSafeInteger(n.fd) && n.fd >= 0)) {
+    throw new VoltError(`Not a file descriptor: ${n.fd}`, "usage");
+  }
+  return { tap: n.tap, mac: n.mac, fd: n.fd, id: n.id };
+}
+
 /** Checks ranges and fills defaults. */
 export function resolveConfig(c: VmConfig): ResolvedConfig {
   if (!c.kernel) throw new VoltError("No kernel given (--kernel PATH)", "usage");
@@ -156,5 +172,6 @@ export function resolveConfig(c: VmConfig): ResolvedConfig {
     // The root disk goes first: it is /dev/vda.
     disks: (c.disks ?? []).map(checkDisk).sort((a, b) => Number(!!b.root) - Number(!!a.root)),
     entropy: c.entropy ?? false,
+    nets: (c.nets ?? []).map(checkNet),
   };
 }

@@ -10,7 +10,17 @@
  */
 
 import { IOEVENTFD, IRQFD, KVM, SIZE } from "../../ffi/kvm.ts";
-import { check, errno, libc, O_RDONLY, O_RDWR, openPath, SysError } from "../../ffi/libc.ts";
+import {
+  check,
+  errno,
+  libc,
+  O_NONBLOCK,
+  O_RDONLY,
+  O_RDWR,
+  openPath,
+  SysError,
+} from "../../ffi/libc.ts";
+import { F_GETFL, F_SETFL } from "../../ffi/fcntl.ts";
 import {
   EFD_CLOEXEC,
   EPOLL_CLOEXEC,
@@ -25,6 +35,8 @@ import { VoltError } from "../errors.ts";
 import { blockInfo } from "../devices/virtio/blk.ts";
 import { newVirtioState, type VirtioDeviceInfo } from "../devices/virtio/mmio_state.ts";
 import { rngInfo } from "../devices/virtio/rng.ts";
+import { netInfo } from "../devices/virtio/net.ts";
+import { formatMac, openTap, parseMac, randomMac } from "./tap.ts";
 import { newSerialState } from "../devices/serial.ts";
 import { newI8042State } from "../devices/i8042.ts";
 import { MAILBOX_BYTES } from "./hosted_device.ts";
@@ -35,7 +47,8 @@ export type LegacyKind = "serial" | "i8042" | "post" | "exit-port" | "boot-timer
 /** What a virtio device is backed by, as the I/O loop rebuilds it. */
 export type VirtioBackendSpec =
   | { type: "block"; fd: number; size: number; readOnly: boolean; id?: string; path: string }
-  | { type: "entropy" };
+  | { type: "entropy" }
+  | { type: "net"; fd: number; mac: string; tap: string };
 
 /** A device, as every thread that serves it sees it (structured-clonable). */
 export type DeviceSpec =
@@ -91,10 +104,26 @@ export interface DiskConfig {
   root?: boolean;
 }
 
+/** A network interface as the configuration gives it. */
+export interface NetConfig {
+  /** The host TAP's name (it must exist: `ip tuntap add NAME mode tap`). */
+  tap: string;
+  /** The guest's MAC address, `XX:XX:XX:XX:XX:XX`; a random local one if not given. */
+  mac?: string;
+  /** An attached TAP descriptor (the jailed monitor's way in); owned from here on. */
+  fd?: number;
+  /** A name for it (Firecracker's `iface_id`). */
+  id?: string;
+}
+
 /** What the I/O loop needs to serve the virtio devices. */
 export interface IoPlan {
   devices: VirtioSpec[];
-  /** epoll set: each device's notify fd (data = its index) and the stop fd. */
+  /**
+   * epoll set: each device's notify fd (data = its index), the host
+   * descriptors its backend waits on (data = index | {@linkcode IO_HOST}),
+   * and the stop fd.
+   */
   epollFd: number;
   /** Written to end the I/O loop. */
   stopFd: number;
@@ -102,6 +131,10 @@ export interface IoPlan {
 
 /** epoll data of the stop descriptor. */
 export const IO_STOP = 0xffffffff;
+/** epoll data bit of a backend's host descriptor (a TAP), over the device's index. */
+export const IO_HOST = 0x10000;
+/** `EPOLLET`: a TAP is read until EAGAIN, or until the guest has no room left. */
+const EPOLLET = 0x80000000;
 
 /**
  * The devices of one VM, from the specs to the descriptors.
@@ -257,6 +290,20 @@ export class DeviceManager {
     });
   }
 
+  /**
+   * Adds a network interface on a TAP: the descriptor given, or the TAP
+   * attached here (a process with the right to).
+   */
+  addNet(net: NetConfig): VirtioSpec {
+    const fd = net.fd ?? openTap(net.tap);
+    this.fds.push(fd);
+    // Reads run until EAGAIN; a descriptor handed in may have come blocking.
+    const fl = check(libc().fcntl(fd, F_GETFL, 0), "fcntl");
+    check(libc().fcntl(fd, F_SETFL, fl | O_NONBLOCK), "fcntl");
+    const mac = net.mac ? parseMac(net.mac) : randomMac();
+    return this.addVirtio(netInfo(mac), { type: "net", fd, mac: formatMac(mac), tap: net.tap });
+  }
+
   /** Adds the entropy device. */
   addEntropy(): VirtioSpec {
     return this.addVirtio(rngInfo(), { type: "entropy" });
@@ -318,8 +365,8 @@ export class DeviceManager {
     this.stopFd = newFd("eventfd", l.eventfd(0, EFD_CLOEXEC));
     const ev = new Uint8Array(EPOLL_EVENT.size);
     const evView = new DataView(ev.buffer);
-    const watch = (fd: number, data: number) => {
-      evView.setUint32(EPOLL_EVENT.events, EPOLLIN, true);
+    const watch = (fd: number, data: number, events = EPOLLIN) => {
+      evView.setUint32(EPOLL_EVENT.events, events, true);
       evView.setBigUint64(EPOLL_EVENT.data, BigInt(data), true);
       check(l.epoll_ctl(this.epollFd, EPOLL_CTL_ADD, fd, ev), "epoll_ctl");
     };
@@ -341,6 +388,7 @@ export class DeviceManager {
       irqv.setUint32(IRQFD.gsi, d.irq, true);
       check(l.ioctl_buf(vmFd, KVM.IRQFD, irqfd), "KVM_IRQFD");
       watch(d.notifyFd, i);
+      if (d.backend.type === "net") watch(d.backend.fd, i | IO_HOST, (EPOLLIN | EPOLLET) >>> 0);
     });
     return { devices, epollFd: this.epollFd, stopFd: this.stopFd };
   }

@@ -17,7 +17,9 @@ import { FdBlockFile, VirtioBlk } from "../devices/virtio/blk.ts";
 import { QueueRunner, type VirtioBackend } from "../devices/virtio/device.ts";
 import { VirtioRng } from "../devices/virtio/rng.ts";
 import type { GuestMemory } from "../memory/guest_memory.ts";
-import { IO_STOP, type IoPlan, type VirtioBackendSpec } from "./device_manager.ts";
+import { IO_HOST, IO_STOP, type IoPlan, type VirtioBackendSpec } from "./device_manager.ts";
+import { FdNetPort, VirtioNet } from "../devices/virtio/net.ts";
+import { parseMac, tapOffload } from "./tap.ts";
 import { type VmExit, vmExit } from "./exit_reason.ts";
 import { eventfdSignal } from "./vcpu_devices.ts";
 
@@ -35,6 +37,8 @@ export function makeBackend(b: VirtioBackendSpec, memory: GuestMemory): VirtioBa
       });
     case "entropy":
       return new VirtioRng(memory);
+    case "net":
+      return new VirtioNet(new FdNetPort(b.fd, tapOffload(b.fd)), memory, parseMac(b.mac));
   }
 }
 
@@ -72,12 +76,14 @@ export async function runIoLoop(plan: IoPlan, memory: GuestMemory): Promise<VmEx
     for (let i = 0; i < n; i++) {
       const data = ev.getUint32(i * EPOLL_EVENT.size + EPOLL_EVENT.data, true);
       if (data === IO_STOP) return undefined;
-      if (data >= runners.length) continue;
-      // Reads the count back to zero: notifications since the last one are one wake-up.
-      dataPath.read(fds[data], counter.addr, 8);
+      const device = data & ~IO_HOST;
+      if (device >= runners.length) continue;
+      // Reads the count back to zero: notifications since the last one are
+      // one wake-up. A host descriptor (a TAP with frames) has no count.
+      if (!(data & IO_HOST)) dataPath.read(fds[device], counter.addr, 8);
       // Work left past the device's quota: notify itself, to come back
       // after the other devices had their turn.
-      if (runners[data].notified()) dataPath.write(fds[data], one.addr, 8);
+      if (runners[device].notified()) dataPath.write(fds[device], one.addr, 8);
     }
   }
 }
