@@ -217,6 +217,48 @@ const cases: Array<[string, string[], number, RegExp]> = [
     /^Disk id "a{21}" is longer than 20 bytes$/,
   ],
   [
+    "a TAP that does not exist",
+    ["--kernel", elf, "--net", "tap=voltnope0"],
+    66,
+    /^No TAP device named voltnope0 \(make one first: ip tuntap add voltnope0 mode tap\)$/,
+  ],
+  [
+    "an interface that is not a TAP",
+    ["--kernel", elf, "--net", "tap=lo"],
+    66,
+    /^Interface lo is not a TAP device$/,
+  ],
+  [
+    "a TAP name too long",
+    ["--kernel", elf, "--net", "tap=averyveryverylongname"],
+    64,
+    /^--net: TAP name "averyveryverylongname" is longer than 15 bytes$/,
+  ],
+  [
+    "a bad MAC",
+    ["--kernel", elf, "--net", "tap=tap0,mac=06:00:zz:00:00:01"],
+    64,
+    /^Not a MAC address \(XX:XX:XX:XX:XX:XX\): "06:00:zz:00:00:01"$/,
+  ],
+  [
+    "a multicast MAC",
+    ["--kernel", elf, "--net", "tap=tap0,mac=01:00:5e:00:00:01"],
+    64,
+    /^MAC 01:00:5e:00:00:01 is a multicast address$/,
+  ],
+  [
+    "--net without a TAP",
+    ["--kernel", elf, "--net", "mac=06:00:00:00:00:01"],
+    64,
+    /^--net needs tap=NAME: "mac=06:00:00:00:00:01"$/,
+  ],
+  [
+    "an unknown --net option",
+    ["--kernel", elf, "--net", "tap=tap0,vhost=on"],
+    64,
+    /^Unknown --net option "vhost=on" \(tap=NAME, mac=MAC or id=NAME\)$/,
+  ],
+  [
     "a damaged monitor plan",
     ["--monitor-plan", "e30=", "--jail-state", "e30="],
     64,

@@ -14,8 +14,9 @@ import { QueueRunner } from "../src/devices/virtio/device.ts";
 import { VirtioMmio } from "../src/devices/virtio/mmio.ts";
 import { newVirtioState } from "../src/devices/virtio/mmio_state.ts";
 import { GuestMemory } from "../src/memory/guest_memory.ts";
-import { parseMac } from "../src/vmm/tap.ts";
-import { needsKvm } from "./helpers.ts";
+import { formatMac, parseMac } from "../src/vmm/tap.ts";
+import { needsKvm, runCli } from "./helpers.ts";
+import { makeNetns, netnsIgnore } from "./netns.ts";
 import {
   type Desc,
   type DriverRun,
@@ -24,6 +25,7 @@ import {
   runInGuest,
   runInProcess,
   Script,
+  scriptGuest,
   writeRing,
 } from "./virtio_driver.ts";
 
@@ -355,4 +357,63 @@ Deno.test("virtio-net (in-process): 50,000 frames each way leave the heap where 
     libc().close(dev);
     libc().close(host);
   }
+});
+
+/** An ARP request from `mac`/`ip` for `target`, behind a zero virtio header. */
+function arpRequest(mac: Uint8Array, ip: number[], target: number[]): Uint8Array {
+  const f = new Uint8Array(NET.HDR_SIZE + 60);
+  const e = f.subarray(NET.HDR_SIZE);
+  e.fill(0xff, 0, 6);
+  e.set(mac, 6);
+  e.set([0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1], 12);
+  e.set(mac, 22);
+  e.set(ip, 28);
+  e.set(target, 38);
+  return f;
+}
+
+Deno.test({
+  name: "virtio-net (volt run, whole sandbox): an ARP request out of a real TAP in a namespace " +
+    "is answered by the host, and the reply comes back in",
+  ...needsKvm,
+  ignore: needsKvm.ignore || netnsIgnore,
+  fn: async () => {
+    const ns = makeNetns("10.99.0.1");
+    try {
+      const mac = parseMac(MAC);
+      const request = arpRequest(mac, [10, 99, 0, 2], [10, 99, 0, 1]);
+      const s = new Script().mapWindows();
+      for (let i = 0; i < request.length; i += 4) {
+        s.w32(TX.data + i, new DataView(request.buffer).getUint32(i, true));
+      }
+      const rx = rxChains(17);
+      s.ring(rx.descs, rx.heads).ring([{ addr: TX.data, len: request.length }], [0], TX);
+      // GUEST_CSUM: the TAP's offloads are set under seccomp, at DRIVER_OK.
+      up(s, MRG | (1 << NET.F_GUEST_CSUM)).w16(RING.avail + 2, 17)
+        .w32(s.reg(MMIO.QUEUE_NOTIFY), 0).kick(1, TX, 1)
+        .wait16(RING.used + 2, 1).dump(RING.used + 2, 2).dump(RX_DATA, NET.HDR_SIZE + 42);
+      const r = await runCli([
+        "run",
+        "--kernel",
+        scriptGuest(s),
+        "--net",
+        `tap=${ns.tap},mac=${MAC}`,
+        "--console-mode",
+        "raw",
+        "--require-sandbox",
+      ], { wrap: ns.wrap, timeout: 120_000 });
+      assert.equal(r.code, 0, r.stderr);
+      const o = s.parse(r.stdoutBytes!);
+      assert.equal(u16(o[6]), 1, "a frame received");
+      const reply = bytes(o[7]).subarray(NET.HDR_SIZE);
+      assert.deepEqual([...reply.subarray(0, 6)], [...mac], "to the guest's MAC");
+      assert.deepEqual([...reply.subarray(12, 14)], [0x08, 0x06], "ARP");
+      assert.deepEqual([...reply.subarray(20, 22)], [0, 2], "a reply");
+      assert.deepEqual([...reply.subarray(28, 32)], [10, 99, 0, 1], "from the host side");
+      const tapMac = ns.run(["cat", `/sys/class/net/${ns.tap}/address`]).trim();
+      assert.equal(formatMac(reply.subarray(22, 28)), tapMac, "with the TAP's MAC");
+    } finally {
+      ns.close();
+    }
+  },
 });

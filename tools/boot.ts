@@ -136,6 +136,13 @@ if (import.meta.main) {
     const why = native ? undefined : nestedReason(hostKind());
     if (!why) Deno.exit(await runHere(own));
     const { kernel, initrd, rest: given } = splitGuestArgs(bareRootfs(own));
+    if (given.some((a) => a === "--net" || a.startsWith("--net="))) {
+      throw new VoltError(
+        `--net: ${why}; the guest would boot inside the helper VM, which cannot reach this ` +
+          "host's TAP devices",
+        "usage",
+      );
+    }
     const guest = await resolveGuest(kernel, initrd);
     const disks = await diskArgs(given);
     // Booting from a disk: the default guest's initramfs would take over first.

@@ -11,7 +11,8 @@ import type { Level } from "../log.ts";
 import { VoltError } from "../errors.ts";
 import type { SandboxOptions } from "../sandbox/monitor.ts";
 import type { VmConfig } from "../vmm/config.ts";
-import type { DiskConfig } from "../vmm/device_manager.ts";
+import type { DiskConfig, NetConfig } from "../vmm/device_manager.ts";
+import { badInterfaceName, parseMac } from "../vmm/tap.ts";
 
 /** The option that carries the plan. */
 export const PLAN_OPTION = "monitor-plan";
@@ -88,4 +89,31 @@ export function parseDisk(spec: string): DiskConfig {
     }
   }
   return disk;
+}
+
+/**
+ * Parses `--net tap=NAME[,mac=XX:XX:XX:XX:XX:XX][,id=NAME]`.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { parseNet } from "./plan.ts";
+ * assert.deepEqual(parseNet("tap=tap0,mac=06:00:ac:10:00:02"), { tap: "tap0", mac: "06:00:ac:10:00:02" });
+ * ```
+ */
+export function parseNet(spec: string): NetConfig {
+  const net: Partial<NetConfig> = {};
+  for (const o of spec.split(",")) {
+    const eq = o.indexOf("=");
+    const key = eq < 0 ? o : o.slice(0, eq), value = eq < 0 ? "" : o.slice(eq + 1);
+    if (key === "tap") net.tap = value;
+    else if (key === "mac") net.mac = value;
+    else if (key === "id" && value) net.id = value;
+    else throw new VoltError(`Unknown --net option "${o}" (tap=NAME, mac=MAC or id=NAME)`, "usage");
+  }
+  if (net.tap === undefined) throw new VoltError(`--net needs tap=NAME: "${spec}"`, "usage");
+  const bad = badInterfaceName(net.tap);
+  if (bad) throw new VoltError(`--net: ${bad}`, "usage");
+  if (net.mac !== undefined) parseMac(net.mac);
+  return net as NetConfig;
 }

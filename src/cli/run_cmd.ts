@@ -49,7 +49,15 @@ import type { VcpuFilter } from "../vmm/worker_protocol.ts";
 import { SECCOMP_MODE_FILTER } from "../../ffi/seccomp.ts";
 import { resolveGuest, resolveRootfs } from "./guest_cmd.ts";
 import { parse, parseLevel } from "./main.ts";
-import { decodePlan, encodePlan, type MonitorPlan, parseDisk, PLAN_OPTION } from "./plan.ts";
+import {
+  decodePlan,
+  encodePlan,
+  type MonitorPlan,
+  parseDisk,
+  parseNet,
+  PLAN_OPTION,
+} from "./plan.ts";
+import { openTap } from "../vmm/tap.ts";
 import type { DiskConfig } from "../vmm/device_manager.ts";
 
 const OPTIONS = {
@@ -73,6 +81,7 @@ const OPTIONS = {
   disk: { type: "string", multiple: true },
   rootfs: { type: "string" },
   entropy: { type: "boolean" },
+  net: { type: "string", multiple: true },
   // Internal: the KVM descriptor the outer step opened for the jailed monitor.
   "kvm-fd": { type: "string" },
   // Internal: the whole configuration, as one document, for the jailed monitor.
@@ -171,6 +180,7 @@ export async function runCommand(args: string[]): Promise<number> {
       ...(v.disk ?? []).map(parseDisk),
     ],
     entropy: v.entropy,
+    nets: (v.net ?? []).map(parseNet),
   };
   // Flags are checked before a default guest is built or fetched.
   const cfg = resolveConfig(config);
@@ -240,6 +250,8 @@ async function jail(plan: MonitorPlan, cfg: ReturnType<typeof resolveConfig>): P
   const kernel = Deno.realPathSync(guest.kernel);
   const initrd = guest.initrd === undefined ? undefined : Deno.realPathSync(guest.initrd);
   const disks = openDisks(cfg.disks);
+  // TAPs too: attached here, so the monitor needs no CAP_NET_ADMIN.
+  const nets = cfg.nets.map((n) => ({ ...n, fd: n.fd ?? openTap(n.tap, { inheritable: true }) }));
   trace.mark("guest resolved");
 
   const kvmFd = plan.config.kvmFd ?? openInheritable(cfg.kvmDevice, O_RDWR);
@@ -248,7 +260,14 @@ async function jail(plan: MonitorPlan, cfg: ReturnType<typeof resolveConfig>): P
     ...plan,
     // The outer step opens the metrics file; its descriptor travels in the jail state.
     metricsJson: undefined,
-    config: { ...plan.config, kernel, initrd, kvmFd: kvmFd >= 0 ? kvmFd : undefined, disks },
+    config: {
+      ...plan.config,
+      kernel,
+      initrd,
+      kvmFd: kvmFd >= 0 ? kvmFd : undefined,
+      disks,
+      nets,
+    },
   };
   const plannedJail = planJail({
     program: programLocation(),
@@ -264,7 +283,7 @@ async function jail(plan: MonitorPlan, cfg: ReturnType<typeof resolveConfig>): P
   const log = logger("sandbox");
   for (const r of plannedJail.rules ?? []) log.debug("Landlock: {access} {path}", { ...r });
   log.debug("Jailed monitor: {args}", { args: plannedJail.exec.args.join(" ") });
-  const keep = [metricsFd, kvmFd, ...disks.map((d) => d.fd)];
+  const keep = [metricsFd, kvmFd, ...disks.map((d) => d.fd), ...nets.map((n) => n.fd)];
   return enterJail({
     landlockRules: plannedJail.rules,
     requireLandlock: sandbox.require || sandbox.landlockRequired,
