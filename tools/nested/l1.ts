@@ -40,9 +40,10 @@ export const BUSYBOX_PKG = "busybox-static";
 
 /**
  * Modules the init loads, by module name; their dependencies (read from
- * each module's `.modinfo`) are added and loaded first.
+ * each module's `.modinfo`) are added and loaded first. `tun`: the
+ * network tests make TAPs in namespaces of their own.
  */
-const ROOT_MODULES = ["kvm_amd", "virtio_pci", "9pnet_virtio", "9p"];
+const ROOT_MODULES = ["kvm_amd", "virtio_pci", "9pnet_virtio", "9p", "tun"];
 
 /** Busybox applets the init uses. */
 const APPLETS = [
