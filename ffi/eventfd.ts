@@ -16,6 +16,10 @@ export const EPOLL_CLOEXEC = 0o2000000;
 export const EPOLL_CTL_ADD = 1;
 /** `EPOLLIN`. */
 export const EPOLLIN = 0x001;
+/** `EPOLLOUT`. */
+export const EPOLLOUT = 0x004;
+/** `EPOLLET`: report a change of readiness once, not while it lasts. */
+export const EPOLLET = 0x80000000;
 
 /**
  * `struct epoll_event` on x86-64: `__u32 events; __u64 data;`, packed

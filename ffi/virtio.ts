@@ -74,7 +74,40 @@ export const VRING = {
 } as const;
 
 /** Device IDs. */
-export const DEVICE_ID = { NET: 1, BLOCK: 2, ENTROPY: 4 } as const;
+export const DEVICE_ID = { NET: 1, BLOCK: 2, ENTROPY: 4, VSOCK: 19 } as const;
+
+/** Virtio-vsock packet header, operations and config (virtio 1.2 §5.10, virtio_vsock.h). */
+export const VSOCK = {
+  /** `struct virtio_vsock_hdr`, packed. */
+  HDR_SIZE: 44,
+  HDR_SRC_CID: 0,
+  HDR_DST_CID: 8,
+  HDR_SRC_PORT: 16,
+  HDR_DST_PORT: 20,
+  HDR_LEN: 24,
+  HDR_TYPE: 28,
+  HDR_OP: 30,
+  HDR_FLAGS: 32,
+  HDR_BUF_ALLOC: 36,
+  HDR_FWD_CNT: 40,
+  TYPE_STREAM: 1,
+  OP_REQUEST: 1,
+  OP_RESPONSE: 2,
+  OP_RST: 3,
+  OP_SHUTDOWN: 4,
+  OP_RW: 5,
+  OP_CREDIT_UPDATE: 6,
+  OP_CREDIT_REQUEST: 7,
+  SHUTDOWN_RCV: 1,
+  SHUTDOWN_SEND: 2,
+  /** The host's CID, as the guest addresses it. */
+  HOST_CID: 2,
+  /** Config space: `le64 guest_cid`. */
+  CONFIG_BYTES: 8,
+  RX: 0,
+  TX: 1,
+  EVENT: 2,
+} as const;
 
 /** Virtio-net feature bits, header and config layout (virtio 1.2 §5.1, virtio_net.h). */
 export const NET = {

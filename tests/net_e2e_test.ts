@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { microvmKernelPaths } from "../src/guest/default_guest.ts";
 import { assertNoKernelWarning, needsFullKvm, startCliUntil, tmpDir } from "./helpers.ts";
-import { makeNetns, netnsIgnore } from "./netns.ts";
+import { makeNetns, netnsIgnore } from "../tools/netns.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const built = await microvmKernelPaths();

@@ -16,7 +16,7 @@ import { newVirtioState } from "../src/devices/virtio/mmio_state.ts";
 import { GuestMemory } from "../src/memory/guest_memory.ts";
 import { formatMac, parseMac } from "../src/vmm/tap.ts";
 import { needsKvm, runCli } from "./helpers.ts";
-import { makeNetns, netnsIgnore } from "./netns.ts";
+import { makeNetns, netnsIgnore } from "../tools/netns.ts";
 import {
   type Desc,
   type DriverRun,

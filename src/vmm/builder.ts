@@ -154,6 +154,7 @@ export function buildVm(
     for (const disk of cfg.disks) devices.addDisk(disk);
     if (cfg.entropy) devices.addEntropy();
     for (const net of cfg.nets) devices.addNet(net);
+    if (cfg.vsock) devices.addVsock(cfg.vsock);
     for (const d of userDevices) devices.addHosted(d);
     trace.mark("devices added");
     let loaded: Omit<BuiltVm, "kvm" | "vm" | "vcpus" | "io">;

@@ -8,7 +8,8 @@ import { VoltError } from "../errors.ts";
 import type { BootProtocol } from "../boot/loader.ts";
 import type { ConsoleSink } from "./worker_protocol.ts";
 import type { ConsoleMode } from "./console_filter.ts";
-import type { DiskConfig, NetConfig } from "./device_manager.ts";
+import type { DiskConfig, NetConfig, VsockConfig } from "./device_manager.ts";
+import { VSOCK_PATH_MAX } from "./vsock_listen.ts";
 import { badInterfaceName, parseMac } from "./tap.ts";
 
 /** What a caller asks for. */
@@ -54,6 +55,8 @@ export interface VmConfig {
   entropy?: boolean;
   /** Network interfaces, each on a host TAP, in the order the guest sees them (`eth0`, ...). */
   nets?: NetConfig[];
+  /** A virtio-vsock device with Firecracker's host side (unix sockets). */
+  vsock?: VsockConfig;
 }
 
 /** Smallest guest we boot: the boot structures and a kernel need room. */
@@ -88,8 +91,9 @@ export function parseSize(s: string | number): number {
 
 /** A validated configuration. */
 export interface ResolvedConfig
-  extends Required<Omit<VmConfig, "initrd" | "cmdline" | "append" | "memory" | "kvmFd">> {
+  extends Required<Omit<VmConfig, "initrd" | "cmdline" | "append" | "memory" | "kvmFd" | "vsock">> {
   kvmFd?: number;
+  vsock?: VsockConfig;
   initrd?: string;
   cmdline?: string;
   append?: string;
@@ -121,6 +125,26 @@ function checkNet(n: NetConfig): NetConfig {
     throw new VoltError(`Not a file descriptor: ${n.fd}`, "usage");
   }
   return { tap: n.tap, mac: n.mac, fd: n.fd, id: n.id };
+}
+
+/** The vsock entry, checked. */
+function checkVsock(v: VsockConfig): VsockConfig {
+  if (!(Number.isSafeInteger(v?.cid) && v.cid >= 3 && v.cid <= 0xfffffffe)) {
+    throw new VoltError(`vsock CID must be 3 to 4294967294, not ${v?.cid}`, "usage");
+  }
+  if (typeof v.uds !== "string" || v.uds === "") {
+    throw new VoltError("vsock needs a socket path (uds=PATH)", "usage");
+  }
+  if (new TextEncoder().encode(v.uds).length > VSOCK_PATH_MAX) {
+    throw new VoltError(
+      `vsock socket path is longer than ${VSOCK_PATH_MAX} bytes: ${v.uds}`,
+      "usage",
+    );
+  }
+  if (v.listenFd !== undefined && !(Number.isSafeInteger(v.listenFd) && v.listenFd >= 0)) {
+    throw new VoltError(`Not a file descriptor: ${v.listenFd}`, "usage");
+  }
+  return { cid: v.cid, uds: v.uds, listenFd: v.listenFd };
 }
 
 /** Checks ranges and fills defaults. */
@@ -173,5 +197,6 @@ export function resolveConfig(c: VmConfig): ResolvedConfig {
     disks: (c.disks ?? []).map(checkDisk).sort((a, b) => Number(!!b.root) - Number(!!a.root)),
     entropy: c.entropy ?? false,
     nets: (c.nets ?? []).map(checkNet),
+    vsock: c.vsock === undefined ? undefined : checkVsock(c.vsock),
   };
 }

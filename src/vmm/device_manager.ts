@@ -36,6 +36,8 @@ import { blockInfo } from "../devices/virtio/blk.ts";
 import { newVirtioState, type VirtioDeviceInfo } from "../devices/virtio/mmio_state.ts";
 import { rngInfo } from "../devices/virtio/rng.ts";
 import { netInfo } from "../devices/virtio/net.ts";
+import { vsockInfo } from "../devices/virtio/vsock.ts";
+import { listenVsock } from "./vsock_listen.ts";
 import { formatMac, openTap, parseMac, randomMac } from "./tap.ts";
 import { newSerialState } from "../devices/serial.ts";
 import { newI8042State } from "../devices/i8042.ts";
@@ -48,7 +50,8 @@ export type LegacyKind = "serial" | "i8042" | "post" | "exit-port" | "boot-timer
 export type VirtioBackendSpec =
   | { type: "block"; fd: number; size: number; readOnly: boolean; id?: string; path: string }
   | { type: "entropy" }
-  | { type: "net"; fd: number; mac: string; tap: string };
+  | { type: "net"; fd: number; mac: string; tap: string }
+  | { type: "vsock"; cid: number; listenFd: number; udsPath: string };
 
 /** A device, as every thread that serves it sees it (structured-clonable). */
 export type DeviceSpec =
@@ -116,6 +119,16 @@ export interface NetConfig {
   id?: string;
 }
 
+/** The vsock device as the configuration gives it (Firecracker's `vsock`). */
+export interface VsockConfig {
+  /** The guest's CID (3 or more). */
+  cid: number;
+  /** The unix socket host clients connect to; guest connections to port P reach `<uds>_P`. */
+  uds: string;
+  /** A listening descriptor for `uds` (the jailed monitor's way in); owned from here on. */
+  listenFd?: number;
+}
+
 /** What the I/O loop needs to serve the virtio devices. */
 export interface IoPlan {
   devices: VirtioSpec[];
@@ -133,8 +146,6 @@ export interface IoPlan {
 export const IO_STOP = 0xffffffff;
 /** epoll data bit of a backend's host descriptor (a TAP), over the device's index. */
 export const IO_HOST = 0x10000;
-/** `EPOLLET`: a TAP is read until EAGAIN, or until the guest has no room left. */
-const EPOLLET = 0x80000000;
 
 /**
  * The devices of one VM, from the specs to the descriptors.
@@ -304,6 +315,21 @@ export class DeviceManager {
     return this.addVirtio(netInfo(mac), { type: "net", fd, mac: formatMac(mac), tap: net.tap });
   }
 
+  /** Adds the vsock device; listens on its socket here unless a descriptor is given. */
+  addVsock(v: VsockConfig): VirtioSpec {
+    if (this.virtio.some((d) => d.backend.type === "vsock")) {
+      throw new VoltError("A VM has at most one vsock device", "usage");
+    }
+    const listenFd = v.listenFd ?? listenVsock(v.uds);
+    this.fds.push(listenFd);
+    return this.addVirtio(vsockInfo(v.cid), {
+      type: "vsock",
+      cid: v.cid,
+      listenFd,
+      udsPath: v.uds,
+    });
+  }
+
   /** Adds the entropy device. */
   addEntropy(): VirtioSpec {
     return this.addVirtio(rngInfo(), { type: "entropy" });
@@ -388,7 +414,6 @@ export class DeviceManager {
       irqv.setUint32(IRQFD.gsi, d.irq, true);
       check(l.ioctl_buf(vmFd, KVM.IRQFD, irqfd), "KVM_IRQFD");
       watch(d.notifyFd, i);
-      if (d.backend.type === "net") watch(d.backend.fd, i | IO_HOST, (EPOLLIN | EPOLLET) >>> 0);
     });
     return { devices, epollFd: this.epollFd, stopFd: this.stopFd };
   }

@@ -11,14 +11,15 @@
  * @module
  */
 
-import { dataPath, libc, PinnedBuffer } from "../../ffi/libc.ts";
-import { EPOLL_EVENT } from "../../ffi/eventfd.ts";
+import { check, dataPath, libc, PinnedBuffer } from "../../ffi/libc.ts";
+import { EPOLL_CTL_ADD, EPOLL_EVENT, EPOLLET, EPOLLIN } from "../../ffi/eventfd.ts";
 import { FdBlockFile, VirtioBlk } from "../devices/virtio/blk.ts";
 import { QueueRunner, type VirtioBackend } from "../devices/virtio/device.ts";
 import { VirtioRng } from "../devices/virtio/rng.ts";
 import type { GuestMemory } from "../memory/guest_memory.ts";
 import { IO_HOST, IO_STOP, type IoPlan, type VirtioBackendSpec } from "./device_manager.ts";
 import { FdNetPort, VirtioNet } from "../devices/virtio/net.ts";
+import { VirtioVsock } from "../devices/virtio/vsock.ts";
 import { parseMac, tapOffload } from "./tap.ts";
 import { type VmExit, vmExit } from "./exit_reason.ts";
 import { eventfdSignal } from "./vcpu_devices.ts";
@@ -39,6 +40,8 @@ export function makeBackend(b: VirtioBackendSpec, memory: GuestMemory): VirtioBa
       return new VirtioRng(memory);
     case "net":
       return new VirtioNet(new FdNetPort(b.fd, tapOffload(b.fd)), memory, parseMac(b.mac));
+    case "vsock":
+      return new VirtioVsock(memory, { cid: b.cid, listenFd: b.listenFd, udsPath: b.udsPath });
   }
 }
 
@@ -52,27 +55,54 @@ export function makeBackend(b: VirtioBackendSpec, memory: GuestMemory): VirtioBa
  * ```
  */
 export async function runIoLoop(plan: IoPlan, memory: GuestMemory): Promise<VmExit | undefined> {
-  const runners = plan.devices.map((d) =>
-    new QueueRunner(makeBackend(d.backend, memory), d.state, memory, {
-      trigger: eventfdSignal(d.irqFd),
-    })
+  const backends = plan.devices.map((d) => makeBackend(d.backend, memory));
+  try {
+    return await serve(plan, memory, backends);
+  } finally {
+    for (const b of backends) b.close?.();
+  }
+}
+
+async function serve(
+  plan: IoPlan,
+  memory: GuestMemory,
+  backends: VirtioBackend[],
+): Promise<VmExit | undefined> {
+  const runners = plan.devices.map((d, i) =>
+    new QueueRunner(backends[i], d.state, memory, { trigger: eventfdSignal(d.irqFd) })
   );
+  const l = libc();
+  // A backend's host descriptor (a TAP, vsock's epoll set), edge-triggered.
+  const ctl = new Uint8Array(EPOLL_EVENT.size);
+  const ctlView = new DataView(ctl.buffer);
+  backends.forEach((b, i) => {
+    if (b.hostFd === undefined) return;
+    ctlView.setUint32(EPOLL_EVENT.events, (EPOLLIN | EPOLLET) >>> 0, true);
+    ctlView.setBigUint64(EPOLL_EVENT.data, BigInt(i | IO_HOST), true);
+    check(l.epoll_ctl(plan.epollFd, EPOLL_CTL_ADD, b.hostFd, ctl), "epoll_ctl");
+  });
+  const timed = backends.filter((b) => b.nextDeadline).length > 0;
   const fds = plan.devices.map((d) => d.notifyFd);
   const events = new Uint8Array(EPOLL_EVENT.size * MAX_EVENTS);
   const ev = new DataView(events.buffer);
   const counter = new PinnedBuffer(8);
   const one = new PinnedBuffer(8);
   new DataView(one.buffer).setUint32(0, 1, true);
-  const l = libc();
   let failures = 0;
   for (;;) {
-    const n = await l.epoll_wait_nb(plan.epollFd, events, MAX_EVENTS, -1);
+    const timeout = timed ? nextTimeout(backends) : -1;
+    const n = await l.epoll_wait_nb(plan.epollFd, events, MAX_EVENTS, timeout);
     if (n < 0) {
       // EINTR, as a rule; anything that keeps failing is the monitor's fault.
       if (++failures < MAX_FAILURES) continue;
       return vmExit("monitor-error", "The I/O loop's epoll_wait keeps failing");
     }
     failures = 0;
+    if (n === 0) {
+      // A deadline passed: the devices with one look at their clocks.
+      backends.forEach((b, i) => b.nextDeadline && runners[i].notified());
+      continue;
+    }
     for (let i = 0; i < n; i++) {
       const data = ev.getUint32(i * EPOLL_EVENT.size + EPOLL_EVENT.data, true);
       if (data === IO_STOP) return undefined;
@@ -86,4 +116,11 @@ export async function runIoLoop(plan: IoPlan, memory: GuestMemory): Promise<VmEx
       if (runners[device].notified()) dataPath.write(fds[device], one.addr, 8);
     }
   }
+}
+
+/** The epoll timeout: until the soonest device deadline, -1 for none. */
+function nextTimeout(backends: VirtioBackend[]): number {
+  let ms = Infinity;
+  for (const b of backends) if (b.nextDeadline) ms = Math.min(ms, b.nextDeadline());
+  return ms === Infinity ? -1 : Math.ceil(ms);
 }

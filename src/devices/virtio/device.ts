@@ -38,6 +38,16 @@ export interface VirtioBackend {
   activate?(features: bigint): void;
   /** The driver reset the device. */
   reset?(): void;
+  /**
+   * A host descriptor whose readiness is work for the device (a TAP, the
+   * device's own epoll set): the I/O loop watches it, edge-triggered, and
+   * serves the device's queues when it fires.
+   */
+  readonly hostFd?: number;
+  /** ms until the device must be served even if nothing fires (a protocol timeout). */
+  nextDeadline?(): number;
+  /** Releases what the device holds on the host (its connections); the VM is ending. */
+  close?(): void;
 }
 
 /**
@@ -94,7 +104,9 @@ export class QueueRunner {
       );
     }
     let used = false, again = false;
-    for (let q = 0; q < this.queues.length; q++) {
+    // Last queue first: what the driver sent (vsock's transmit queue) may
+    // owe it an answer on the first (its receive queue), in the same turn.
+    for (let q = this.queues.length - 1; q >= 0; q--) {
       const queue = this.queue(q);
       if (!queue) continue;
       try {

@@ -32,6 +32,8 @@ const EINTR = 4, EAGAIN = 11;
 
 /** Where a network device's frames go and come from: a TAP, or a test's socket. */
 export interface NetPort {
+  /** The descriptor whose readiness means a frame waits, if it has one. */
+  readonly fd?: number;
   /** Reads one frame (virtio header first) into `count` buffers: bytes, 0 when none waits, -1 on error. */
   readv(iov: Iovecs, count: number): number;
   /** Writes one frame from `count` buffers: bytes, or -1 on error. */
@@ -131,9 +133,12 @@ export class VirtioNet implements VirtioBackend {
   private readonly heads = new Uint16Array(RX_CHAINS_MAX);
   private readonly room = new Uint32Array(RX_CHAINS_MAX);
   private mergeable = false;
+  /** The TAP: frames waiting on it are work. */
+  readonly hostFd?: number;
 
   constructor(private readonly port: NetPort, mem: GuestMemory, mac: Uint8Array) {
     this.info = netInfo(mac);
+    this.hostFd = port.fd;
     this.hostBase = Number(mem.hostAddr);
     this.host = mem.host;
   }

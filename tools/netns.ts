@@ -1,5 +1,5 @@
 /**
- * A network namespace a test makes for itself, with one TAP and an
+ * A network namespace a test or benchmark makes for itself, with one TAP and an
  * address on it, so network tests touch nothing of the host's. Needs root,
  * `ip` and /dev/net/tun; {@linkcode netnsIgnore} says when they are missing.
  */
