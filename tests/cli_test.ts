@@ -259,6 +259,36 @@ const cases: Array<[string, string[], number, RegExp]> = [
     /^Unknown --net option "vhost=on" \(tap=NAME, mac=MAC or id=NAME\)$/,
   ],
   [
+    "a vsock CID below 3",
+    ["--kernel", elf, "--vsock", `cid=2,uds=${dir}/v.sock`],
+    64,
+    /^vsock CID must be 3 to 4294967294, not 2$/,
+  ],
+  [
+    "--vsock without a socket path",
+    ["--kernel", elf, "--vsock", "cid=3"],
+    64,
+    /^--vsock needs cid=N and uds=PATH: "cid=3"$/,
+  ],
+  [
+    "an unknown --vsock option",
+    ["--kernel", elf, "--vsock", `cid=3,uds=${dir}/v.sock,port=1`],
+    64,
+    /^Unknown --vsock option "port=1" \(cid=N and uds=PATH\)$/,
+  ],
+  [
+    "a vsock path that is not a socket",
+    ["--kernel", elf, "--vsock", `cid=3,uds=${file("not-a-socket", new Uint8Array(1))}`],
+    73,
+    /^vsock socket path exists and is not a socket: .*not-a-socket$/,
+  ],
+  [
+    "a vsock path in a missing directory",
+    ["--kernel", elf, "--vsock", `cid=3,uds=${dir}/no/such/v.sock`],
+    73,
+    /^Cannot listen on .*v\.sock: ENOENT$/,
+  ],
+  [
     "a damaged monitor plan",
     ["--monitor-plan", "e30=", "--jail-state", "e30="],
     64,

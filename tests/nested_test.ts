@@ -274,25 +274,31 @@ Deno.test({
   },
 });
 
-Deno.test({
-  name: "nested: ./volt run --net where the guest would boot in the helper VM is refused, one line",
-  ...helperVm,
-  fn: async () => {
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", `${ROOT}/tools/boot.ts`, "--net", "tap=vt0"],
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    assert.equal(out.code, 64);
-    const lines = dec(out.stderr).trim().split("\n");
-    assert.equal(lines.length, 1, dec(out.stderr));
-    assert.match(
-      lines[0],
-      /^volt: --net: .*helper VM, which cannot reach this host's TAP devices$/,
-    );
-  },
-});
+for (
+  const [flag, value, what] of [
+    ["--net", "tap=vt0", "TAP devices"],
+    ["--vsock", "cid=3,uds=/tmp/v.sock", "unix sockets"],
+  ]
+) {
+  Deno.test({
+    name:
+      `nested: ./volt run ${flag} where the guest would boot in the helper VM is refused, one line`,
+    ...helperVm,
+    fn: async () => {
+      const out = await new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", `${ROOT}/tools/boot.ts`, flag, value],
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      assert.equal(out.code, 64);
+      const lines = dec(out.stderr).trim().split("\n");
+      assert.equal(lines.length, 1, dec(out.stderr));
+      assert.ok(lines[0].startsWith(`volt: ${flag}: `), lines[0]);
+      assert.ok(lines[0].endsWith(`helper VM, which cannot reach this host's ${what}`), lines[0]);
+    },
+  });
+}
 
 Deno.test("nested: the output tail keeps the last lines, bounded", () => {
   const t = new OutputTail(3);

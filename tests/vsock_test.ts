@@ -19,7 +19,8 @@ import {
 import { GuestMemory } from "../src/memory/guest_memory.ts";
 import { listenVsock } from "../src/vmm/vsock_listen.ts";
 import { libc } from "../ffi/libc.ts";
-import { tmpDir } from "./helpers.ts";
+import { needsKvm, runCli, tmpDir } from "./helpers.ts";
+import { Script, scriptGuest } from "./virtio_driver.ts";
 
 const CID = 3;
 const RX = { desc: 0x100000, avail: 0x101000, used: 0x102000 };
@@ -460,4 +461,118 @@ Deno.test("vsock: at most 1023 connections; the next host client is turned away"
     for (const c of clients) c.close();
     rig.close();
   }
+});
+
+/** A packet as the guest writes it: header, then payload. */
+function packetBytes(p: { srcPort: number; dstPort: number; op: number; payload?: string }) {
+  const payload = enc.encode(p.payload ?? "");
+  const b = new Uint8Array(VSOCK.HDR_SIZE + payload.length + 3 & ~3);
+  const h = new DataView(b.buffer);
+  h.setBigUint64(VSOCK.HDR_SRC_CID, BigInt(CID), true);
+  h.setBigUint64(VSOCK.HDR_DST_CID, BigInt(VSOCK.HOST_CID), true);
+  h.setUint32(VSOCK.HDR_SRC_PORT, p.srcPort, true);
+  h.setUint32(VSOCK.HDR_DST_PORT, p.dstPort, true);
+  h.setUint32(VSOCK.HDR_LEN, payload.length, true);
+  h.setUint16(VSOCK.HDR_TYPE, VSOCK.TYPE_STREAM, true);
+  h.setUint16(VSOCK.HDR_OP, p.op, true);
+  h.setUint32(VSOCK.HDR_BUF_ALLOC, 1 << 20, true);
+  b.set(payload, VSOCK.HDR_SIZE);
+  return { bytes: b, len: VSOCK.HDR_SIZE + payload.length };
+}
+
+Deno.test({
+  name: "vsock (volt run, whole sandbox): the guest connects to <uds>_52 and a host client " +
+    "CONNECTs to the guest, data both ways, under seccomp and Landlock",
+  ...needsKvm,
+  fn: async () => {
+    const dir = tmpDir();
+    const uds = `${dir}/v.sock`;
+    const RXR = { desc: 0x1000000, avail: 0x1001000, used: 0x1002000 };
+    const TXR = { desc: 0x1010000, avail: 0x1011000, used: 0x1012000 };
+    const EVR = { desc: 0x1020000, avail: 0x1021000, used: 0x1022000 };
+    const rxBuf = (i: number) => 0x1100000 + i * 0x2000;
+    const s = new Script().mapWindows();
+    const tx = [
+      packetBytes({ srcPort: 1234, dstPort: 52, op: VSOCK.OP_REQUEST }),
+      packetBytes({ srcPort: 1234, dstPort: 52, op: VSOCK.OP_RW, payload: "hello host" }),
+      packetBytes({ srcPort: 60, dstPort: LOCAL, op: VSOCK.OP_RESPONSE }),
+    ];
+    tx.forEach((p, i) => {
+      const at = 0x1200000 + i * 0x1000;
+      const v = new DataView(p.bytes.buffer);
+      for (let k = 0; k < p.bytes.length; k += 4) s.w32(at + k, v.getUint32(k, true));
+    });
+    s.ring(
+      Array.from(
+        { length: 8 },
+        (_, i) => ({ addr: rxBuf(i), len: BUF, flags: VRING.DESC_F_WRITE }),
+      ),
+      [0, 1, 2, 3, 4, 5, 6, 7],
+      { ...RXR, data: 0 },
+    )
+      .ring(tx.map((p, i) => ({ addr: 0x1200000 + i * 0x1000, len: p.len })), [0, 1, 2], {
+        ...TXR,
+        data: 0,
+      })
+      .ring([{ addr: 0x1300000, len: 8, flags: VRING.DESC_F_WRITE }], [0], { ...EVR, data: 0 });
+    const notify = (q: number) => s.w32(s.reg(MMIO.QUEUE_NOTIFY), q);
+    s.negotiate().queue(8, { ...RXR, data: 0 }, 0).queue(8, { ...TXR, data: 0 }, 1)
+      .queue(4, { ...EVR, data: 0 }, 2).live()
+      .w16(RXR.avail + 2, 8).w16(EVR.avail + 2, 1).pipe((t) => notify(0));
+    // REQUEST to the host's port 52, then wait for its RESPONSE; then data.
+    s.w16(TXR.avail + 2, 1).pipe(() => notify(1)).wait16(RXR.used + 2, 1);
+    s.w16(TXR.avail + 2, 2).pipe(() => notify(1));
+    // The host answers "hi" on it, and a host client CONNECTs to port 60: two packets more.
+    s.wait16(RXR.used + 2, 3).w16(TXR.avail + 2, 3).pipe(() => notify(1));
+    // The client's "bye" after its OK.
+    s.wait16(RXR.used + 2, 4).dump(RXR.used + 4, 32);
+    for (let i = 0; i < 4; i++) s.dump(rxBuf(i), VSOCK.HDR_SIZE + 16);
+
+    const listener = Deno.listen({ transport: "unix", path: `${uds}_52` });
+    const hostSide = (async () => {
+      const h = await listener.accept();
+      const got = await drain(h, 2000);
+      await h.write(enc.encode("hi"));
+      // Now a host client, as Firecracker's clients connect.
+      const c = await client(uds);
+      await c.write(enc.encode("CONNECT 60\n"));
+      const ok = await drain(c, 5000);
+      await c.write(enc.encode("bye"));
+      return { fromGuest: got.text, ok: ok.text, h, c };
+    })();
+    const r = await runCli([
+      "run",
+      "--kernel",
+      scriptGuest(s),
+      "--vsock",
+      `cid=${CID},uds=${uds}`,
+      "--console-mode",
+      "raw",
+      "--require-sandbox",
+    ], { timeout: 120_000 });
+    listener.close();
+    assert.equal(r.code, 0, r.stderr);
+    const host = await hostSide;
+    host.h.close();
+    host.c.close();
+    assert.equal(host.fromGuest, "hello host");
+    assert.equal(host.ok, `OK ${LOCAL}\n`);
+    const o = s.parse(r.stdoutBytes!);
+    const packets = o.slice(-4).map((b) => {
+      const v = new DataView((b as Uint8Array).buffer);
+      const n = v.getUint32(VSOCK.HDR_LEN, true);
+      return {
+        op: v.getUint16(VSOCK.HDR_OP, true),
+        ports: [v.getUint32(VSOCK.HDR_SRC_PORT, true), v.getUint32(VSOCK.HDR_DST_PORT, true)],
+        text: dec.decode((b as Uint8Array).subarray(VSOCK.HDR_SIZE, VSOCK.HDR_SIZE + n)),
+      };
+    });
+    assert.deepEqual(packets[0], { op: VSOCK.OP_RESPONSE, ports: [52, 1234], text: "" });
+    const rest = packets.slice(1).sort((a, b) => a.op - b.op);
+    assert.deepEqual(rest, [
+      { op: VSOCK.OP_REQUEST, ports: [LOCAL, 60], text: "" },
+      { op: VSOCK.OP_RW, ports: [52, 1234], text: "hi" },
+      { op: VSOCK.OP_RW, ports: [LOCAL, 60], text: "bye" },
+    ]);
+  },
 });

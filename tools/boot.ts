@@ -136,12 +136,14 @@ if (import.meta.main) {
     const why = native ? undefined : nestedReason(hostKind());
     if (!why) Deno.exit(await runHere(own));
     const { kernel, initrd, rest: given } = splitGuestArgs(bareRootfs(own));
-    if (given.some((a) => a === "--net" || a.startsWith("--net="))) {
-      throw new VoltError(
-        `--net: ${why}; the guest would boot inside the helper VM, which cannot reach this ` +
-          "host's TAP devices",
-        "usage",
-      );
+    for (const [flag, what] of [["--net", "TAP devices"], ["--vsock", "unix sockets"]]) {
+      if (given.some((a) => a === flag || a.startsWith(`${flag}=`))) {
+        throw new VoltError(
+          `${flag}: ${why}; the guest would boot inside the helper VM, which cannot reach this ` +
+            `host's ${what}`,
+          "usage",
+        );
+      }
     }
     const guest = await resolveGuest(kernel, initrd);
     const disks = await diskArgs(given);

@@ -11,7 +11,7 @@ import type { Level } from "../log.ts";
 import { VoltError } from "../errors.ts";
 import type { SandboxOptions } from "../sandbox/monitor.ts";
 import type { VmConfig } from "../vmm/config.ts";
-import type { DiskConfig, NetConfig } from "../vmm/device_manager.ts";
+import type { DiskConfig, NetConfig, VsockConfig } from "../vmm/device_manager.ts";
 import { badInterfaceName, parseMac } from "../vmm/tap.ts";
 
 /** The option that carries the plan. */
@@ -116,4 +116,30 @@ export function parseNet(spec: string): NetConfig {
   if (bad) throw new VoltError(`--net: ${bad}`, "usage");
   if (net.mac !== undefined) parseMac(net.mac);
   return net as NetConfig;
+}
+
+/**
+ * Parses `--vsock cid=N,uds=PATH` (a comma in the path is written `,,`).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { parseVsock } from "./plan.ts";
+ * assert.deepEqual(parseVsock("cid=3,uds=/tmp/v.sock"), { cid: 3, uds: "/tmp/v.sock" });
+ * ```
+ */
+export function parseVsock(spec: string): VsockConfig {
+  const v: Partial<VsockConfig> = {};
+  const parts = spec.replaceAll(",,", "\0").split(",").map((p) => p.replaceAll("\0", ","));
+  for (const o of parts) {
+    const eq = o.indexOf("=");
+    const key = eq < 0 ? o : o.slice(0, eq), value = eq < 0 ? "" : o.slice(eq + 1);
+    if (key === "cid" && /^\d{1,10}$/.test(value)) v.cid = Number(value);
+    else if (key === "uds" && value) v.uds = value;
+    else throw new VoltError(`Unknown --vsock option "${o}" (cid=N and uds=PATH)`, "usage");
+  }
+  if (v.cid === undefined || v.uds === undefined) {
+    throw new VoltError(`--vsock needs cid=N and uds=PATH: "${spec}"`, "usage");
+  }
+  return v as VsockConfig;
 }

@@ -55,9 +55,12 @@ import {
   type MonitorPlan,
   parseDisk,
   parseNet,
+  parseVsock,
   PLAN_OPTION,
 } from "./plan.ts";
 import { openTap } from "../vmm/tap.ts";
+import { listenVsock } from "../vmm/vsock_listen.ts";
+import { resolve } from "node:path";
 import type { DiskConfig } from "../vmm/device_manager.ts";
 
 const OPTIONS = {
@@ -82,6 +85,7 @@ const OPTIONS = {
   rootfs: { type: "string" },
   entropy: { type: "boolean" },
   net: { type: "string", multiple: true },
+  vsock: { type: "string" },
   // Internal: the KVM descriptor the outer step opened for the jailed monitor.
   "kvm-fd": { type: "string" },
   // Internal: the whole configuration, as one document, for the jailed monitor.
@@ -181,6 +185,7 @@ export async function runCommand(args: string[]): Promise<number> {
     ],
     entropy: v.entropy,
     nets: (v.net ?? []).map(parseNet),
+    vsock: v.vsock === undefined ? undefined : parseVsock(v.vsock),
   };
   // Flags are checked before a default guest is built or fetched.
   const cfg = resolveConfig(config);
@@ -252,6 +257,12 @@ async function jail(plan: MonitorPlan, cfg: ReturnType<typeof resolveConfig>): P
   const disks = openDisks(cfg.disks);
   // TAPs too: attached here, so the monitor needs no CAP_NET_ADMIN.
   const nets = cfg.nets.map((n) => ({ ...n, fd: n.fd ?? openTap(n.tap, { inheritable: true }) }));
+  // And vsock's socket: listened on here; guest connections to port P go to its path + "_P".
+  const vsock = cfg.vsock && {
+    ...cfg.vsock,
+    uds: resolve(cfg.vsock.uds),
+    listenFd: cfg.vsock.listenFd ?? listenVsock(resolve(cfg.vsock.uds), { inheritable: true }),
+  };
   trace.mark("guest resolved");
 
   const kvmFd = plan.config.kvmFd ?? openInheritable(cfg.kvmDevice, O_RDWR);
@@ -267,6 +278,7 @@ async function jail(plan: MonitorPlan, cfg: ReturnType<typeof resolveConfig>): P
       kvmFd: kvmFd >= 0 ? kvmFd : undefined,
       disks,
       nets,
+      vsock,
     },
   };
   const plannedJail = planJail({
@@ -283,7 +295,13 @@ async function jail(plan: MonitorPlan, cfg: ReturnType<typeof resolveConfig>): P
   const log = logger("sandbox");
   for (const r of plannedJail.rules ?? []) log.debug("Landlock: {access} {path}", { ...r });
   log.debug("Jailed monitor: {args}", { args: plannedJail.exec.args.join(" ") });
-  const keep = [metricsFd, kvmFd, ...disks.map((d) => d.fd), ...nets.map((n) => n.fd)];
+  const keep = [
+    metricsFd,
+    kvmFd,
+    ...disks.map((d) => d.fd),
+    ...nets.map((n) => n.fd),
+    vsock?.listenFd,
+  ];
   return enterJail({
     landlockRules: plannedJail.rules,
     requireLandlock: sandbox.require || sandbox.landlockRequired,

@@ -33,6 +33,7 @@ import { errno, libc } from "../../ffi/libc.ts";
 import { errnoName } from "../../ffi/errno.ts";
 import { KVM } from "../../ffi/kvm.ts";
 import { TUN } from "../../ffi/tun.ts";
+import { AF_UNIX } from "../../ffi/socket.ts";
 import { PR_SET_NO_NEW_PRIVS } from "../../ffi/prctl.ts";
 import { CLONE_NEW_MASK, CLONE_SIGHAND, CLONE_THREAD, CLONE_VM } from "../../ffi/sched.ts";
 import {
@@ -556,6 +557,14 @@ export function monitorPolicy(pid: number): Policy {
       { name: "fallocate", why: "virtio-blk discard and write-zeroes on a writable disk" },
       { name: "readv", why: "virtio-net: a frame from the TAP into the guest's buffers" },
       { name: "writev", why: "virtio-net: a frame from the guest's buffers to the TAP" },
+      {
+        name: "socket",
+        args: [{ arg: 0, eq32: { AF_UNIX } }],
+        why: "vsock: a guest connection to <uds>_P (unix sockets only)",
+      },
+      { name: "connect", why: "vsock: a guest connection to <uds>_P" },
+      { name: "accept4", why: "vsock: a host client on the listening socket" },
+      { name: "shutdown", why: "vsock: the guest stopped sending" },
       "sched_yield",
       "mremap",
       "madvise",
