@@ -74,6 +74,7 @@ export const USERSPACE_TEST_FILES = [
   "tests/cpuid_guest_test.ts",
   "tests/disk_e2e_test.ts",
   "tests/net_e2e_test.ts",
+  "tests/exec_e2e_test.ts",
 ];
 
 /** Tests that boot the helper VM themselves: on a host without /dev/kvm they run on the host. */

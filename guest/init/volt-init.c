@@ -10,6 +10,10 @@
  * and reports the command's exit status to the monitor (outl -> port 0xf4)
  * before rebooting (reboot=k: the monitor turns the i8042 reset into a stop).
  *
+ * With a vsock device, a child serves `volt exec` on vsock port 10000: per
+ * connection it runs one command (pipes, or a pty with -t) and streams its
+ * stdin, stdout, stderr and exit status in frames (see README.md).
+ *
  * Kernel command line keys (see README.md):
  *   volt.cmd="..."      run with /bin/sh -c
  *   volt.hostname=NAME  hostname (default "volt")
@@ -19,6 +23,9 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +33,7 @@
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/reboot.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -34,6 +42,26 @@
 #define PORT_READY 0xf8 /* 8-bit write: boot-timer "guest ready" marker */
 
 static int have_ports;
+
+/* From linux/vm_sockets.h, which musl does not ship. */
+#ifndef AF_VSOCK
+#define AF_VSOCK 40
+#endif
+#define VMADDR_CID_ANY 0xffffffffU
+struct sockaddr_vm {
+	sa_family_t svm_family;
+	unsigned short svm_reserved1;
+	unsigned int svm_port;
+	unsigned int svm_cid;
+	unsigned char svm_zero[4];
+};
+
+#define EXEC_PORT 10000
+#define FRAME_MAX 65536 /* payload bytes of one frame, both ways */
+/* Frames: type (1 byte), payload length (4 bytes, little-endian), payload.
+ * Host to guest: 'R' run (flags, rows, cols, argv NUL-separated), 'I'
+ * stdin bytes, 'E' end of stdin, 'W' window size (rows, cols).
+ * Guest to host: 'O' stdout, 'e' stderr, 'X' exit status (4 bytes). */
 
 static void warn(const char *what, const char *arg)
 {
@@ -197,6 +225,212 @@ static int wait_for(pid_t main_pid)
 	return WEXITSTATUS(status);
 }
 
+/* Reads exactly n bytes; 0 at EOF or error. */
+static int read_all(int fd, void *buf, size_t n)
+{
+	for (size_t got = 0; got < n;) {
+		ssize_t r = read(fd, (char *)buf + got, n - got);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return 0;
+		got += (size_t)r;
+	}
+	return 1;
+}
+
+static int write_all(int fd, const void *buf, size_t n)
+{
+	for (size_t put = 0; put < n;) {
+		ssize_t w = write(fd, (const char *)buf + put, n - put);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return 0;
+		put += (size_t)w;
+	}
+	return 1;
+}
+
+static int send_frame(int sock, char type, const void *data, uint32_t len)
+{
+	unsigned char h[5] = { (unsigned char)type, len & 0xff, (len >> 8) & 0xff,
+			       (len >> 16) & 0xff, len >> 24 };
+	return write_all(sock, h, 5) && write_all(sock, data, len);
+}
+
+/* Next frame's type and payload (into buf, FRAME_MAX bytes); -1 at EOF or a bad frame. */
+static int read_frame(int sock, unsigned char *buf, uint32_t *len)
+{
+	unsigned char h[5];
+	if (!read_all(sock, h, 5))
+		return -1;
+	*len = h[1] | h[2] << 8 | h[3] << 16 | (uint32_t)h[4] << 24;
+	if (*len > FRAME_MAX || !read_all(sock, buf, *len))
+		return -1;
+	return h[0];
+}
+
+static void set_winsize(int fd, const unsigned char *p)
+{
+	struct winsize ws = { .ws_row = p[0] | p[1] << 8, .ws_col = p[2] | p[3] << 8 };
+	ioctl(fd, TIOCSWINSZ, &ws);
+}
+
+/* One `volt exec`: runs the command the 'R' frame names and relays it. */
+static void exec_one(int sock)
+{
+	static unsigned char buf[FRAME_MAX + 1], in[FRAME_MAX];
+	static char *argv[256];
+	uint32_t len, in_len = 0, in_off = 0;
+	if (read_frame(sock, buf, &len) != 'R' || len < 6)
+		_exit(1);
+	int tty = buf[0] & 1, argc = 0;
+	buf[len] = '\0';
+	for (uint32_t at = 5; at < len && argc < 255; at += strlen((char *)buf + at) + 1)
+		argv[argc++] = (char *)buf + at;
+	argv[argc] = NULL;
+	if (!argc)
+		_exit(1);
+	int io[3][2], master = -1;
+	if (tty) {
+		master = posix_openpt(O_RDWR | O_NOCTTY);
+		if (master < 0 || grantpt(master) || unlockpt(master)) {
+			const char *m = "volt exec: no terminal in the guest (devpts)\n";
+			send_frame(sock, 'e', m, strlen(m));
+			int st = 126;
+			send_frame(sock, 'X', &st, 4);
+			_exit(0);
+		}
+		set_winsize(master, buf + 1);
+	} else {
+		for (int i = 0; i < 3; i++)
+			if (pipe2(io[i], O_CLOEXEC) < 0)
+				_exit(1);
+	}
+	pid_t pid = fork();
+	if (pid == 0) {
+		setsid();
+		if (tty) {
+			int slave = open(ptsname(master), O_RDWR);
+			ioctl(slave, TIOCSCTTY, 0);
+			for (int i = 0; i < 3; i++)
+				dup2(slave, i);
+		} else {
+			dup2(io[0][0], 0);
+			dup2(io[1][1], 1);
+			dup2(io[2][1], 2);
+		}
+		signal(SIGPIPE, SIG_DFL);
+		execvp(argv[0], argv);
+		int err = errno;
+		dprintf(2, "volt exec: cannot run %s: %s\n", argv[0], strerror(err));
+		_exit(err == ENOENT ? 127 : 126);
+	}
+	int to_child = tty ? master : io[0][1];
+	int from[2] = { tty ? master : io[1][0], tty ? -1 : io[2][0] };
+	if (!tty) {
+		close(io[0][0]);
+		close(io[1][1]);
+		close(io[2][1]);
+	}
+	fcntl(to_child, F_SETFL, O_NONBLOCK);
+	int stdin_done = 0, status = 255;
+	while (from[0] >= 0 || from[1] >= 0) {
+		struct pollfd p[4] = {
+			/* No more from the host while its last bytes wait for the command. */
+			{ .fd = in_len || stdin_done < 0 ? -1 : sock, .events = POLLIN },
+			{ .fd = from[0], .events = POLLIN },
+			{ .fd = from[1], .events = POLLIN },
+			{ .fd = in_len ? to_child : -1, .events = POLLOUT },
+		};
+		if (poll(p, 4, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		if (p[0].revents) {
+			int t = read_frame(sock, buf, &len);
+			if (t < 0) {
+				/* The host went away: so does the command. */
+				kill(-pid, SIGHUP);
+				kill(pid, SIGKILL);
+				stdin_done = -1;
+			} else if (t == 'I' && !stdin_done) {
+				memcpy(in, buf, len);
+				in_len = len;
+				in_off = 0;
+			} else if (t == 'E' && !stdin_done) {
+				stdin_done = 1;
+				if (!tty)
+					close(to_child);
+				else
+					write_all(master, "\004", 1);
+			} else if (t == 'W' && tty && len >= 4) {
+				set_winsize(master, buf);
+			}
+		}
+		if (p[3].revents) {
+			ssize_t w = write(to_child, in + in_off, in_len - in_off);
+			if (w > 0)
+				in_off += (uint32_t)w;
+			if (w < 0 && errno != EAGAIN)
+				in_off = in_len; /* The command closed its stdin: drop the rest. */
+			if (in_off == in_len)
+				in_len = 0;
+		}
+		for (int k = 0; k < 2; k++) {
+			if (from[k] < 0 || !p[1 + k].revents)
+				continue;
+			ssize_t r = read(from[k], buf, FRAME_MAX);
+			if (r > 0 && send_frame(sock, k ? 'e' : 'O', buf, (uint32_t)r))
+				continue;
+			if (r < 0 && errno == EINTR)
+				continue;
+			/* EOF (a pty says EIO once the command is gone). */
+			close(from[k]);
+			from[k] = -1;
+		}
+	}
+	int st;
+	if (waitpid(pid, &st, 0) == pid)
+		status = WIFSIGNALED(st) ? 128 + WTERMSIG(st) : WEXITSTATUS(st);
+	send_frame(sock, 'X', &status, 4);
+	_exit(0);
+}
+
+/* The exec agent: a child of PID 1 that accepts `volt exec` connections. */
+static void start_exec_agent(void)
+{
+	int s = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_vm addr = { .svm_family = AF_VSOCK, .svm_port = EXEC_PORT,
+				    .svm_cid = VMADDR_CID_ANY };
+	if (s < 0)
+		return; /* No vsock in this kernel. */
+	if (bind(s, (struct sockaddr *)&addr, sizeof addr) < 0 || listen(s, 16) < 0) {
+		close(s);
+		return;
+	}
+	pid_t pid = fork();
+	if (pid != 0) {
+		close(s);
+		return;
+	}
+	signal(SIGCHLD, SIG_IGN); /* Connection handlers reap themselves. */
+	signal(SIGPIPE, SIG_IGN);
+	for (;;) {
+		int c = accept4(s, NULL, NULL, SOCK_CLOEXEC);
+		if (c < 0)
+			continue;
+		if (fork() == 0) {
+			close(s);
+			signal(SIGCHLD, SIG_DFL);
+			exec_one(c);
+		}
+		close(c);
+	}
+}
+
 /* PID 1 must never exit (the kernel panics), so this does not return. */
 static void stop_vm(int status)
 {
@@ -221,6 +455,7 @@ int main(int argc, char **argv)
 	mount_fs("proc", "/proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
 	mount_fs("sysfs", "/sys", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
 	mount_fs("tmpfs", "/tmp", MS_NOSUID | MS_NODEV, "mode=1777");
+	mount_fs("devpts", "/dev/pts", MS_NOSUID | MS_NOEXEC, "ptmxmode=0666,mode=0620");
 
 	if (read_file("/proc/cmdline", buf, sizeof buf))
 		parse_cmdline(buf, &c);
@@ -238,6 +473,7 @@ int main(int argc, char **argv)
 	else
 		warn("ioperm failed, no ready/exit ports:", "0xf4-0xfb");
 
+	start_exec_agent();
 	pid_t pid = -1;
 	if (c.cmd) {
 		char *sh[] = { "/bin/sh", "-c", c.cmd, NULL };

@@ -12,6 +12,7 @@ import { configureLogging, type Level, LOG_LEVELS, logger } from "../log.ts";
 import { cpuidCommand } from "./cpuid_cmd.ts";
 import { guestCommand, initramfsCommand, kernelCommand } from "./guest_cmd.ts";
 import { runCommand } from "./run_cmd.ts";
+import { execCommand } from "./exec_cmd.ts";
 import { formatPolicy, MONITOR_POLICY, VCPU_POLICY } from "../sandbox/seccomp.ts";
 
 /** The version `volt --version` prints. */
@@ -23,6 +24,10 @@ Usage:
   volt run [--kernel PATH|debian] [options]
                                      boot a microVM (no --kernel: the default
                                      guest, built and cached on first use)
+  volt exec --vsock PATH [-t] [--] CMD [ARGS...]
+                                     run a command in a running guest (its
+                                     --vsock socket): stdout, stderr, stdin
+                                     and the exit status, -t a terminal
   volt guest build                   build the default kernel and initramfs
   volt kernel list | build | fetch debian
                                      guest kernels in the cache
@@ -61,6 +66,17 @@ Run options:
                        terminal and stdin is not); safe keeps the guest's
                        OSC, DCS, terminal queries and charset switches from
                        your terminal, raw passes every byte
+  --disk PATH[,rw][,id=NAME]
+                       a virtio disk (read-only unless rw; repeatable)
+  --rootfs [PATH][,rw] boot from an ext4 root image (default: the default
+                       guest's)
+  --entropy            a virtio-rng device (/dev/hwrng)
+  --net tap=NAME[,mac=MAC][,id=NAME]
+                       a virtio-net interface on an existing TAP (repeatable)
+  --vsock cid=N,uds=PATH
+                       a virtio-vsock device, Firecracker's host side: host
+                       clients connect to PATH ("CONNECT <port>\n"), guest
+                       connections to port P reach PATH_P
   --log-level L        trace | debug | info | warning | error | fatal | off
                        (default warning)
   --native             boot on this host: ./volt run otherwise boots in the
@@ -116,6 +132,12 @@ export async function main(args: string[]): Promise<number> {
     switch (cmd) {
       case "run":
         return await runCommand(rest);
+      case "exec": {
+        const status = await execCommand(rest);
+        // stdin may still be read for the command: the process ends here.
+        Deno.exit(status);
+        return status;
+      }
       case "cpuid":
         return cpuidCommand(rest);
       case "sandbox":
