@@ -23,10 +23,11 @@ Deno.test({
       "--vsock",
       `cid=3,uds=${uds}`,
       "--append",
-      'volt.cmd="echo exec-ready; sleep 600"',
-    ], "exec-ready");
+      'volt.cmd="echo exec-ready-$((6*7)); sleep 600"',
+      // The kernel echoes its command line: the marker is what only the shell prints.
+    ], "exec-ready-42");
     try {
-      assert.match(vm.seen, /exec-ready/, vm.seen.slice(-2000));
+      assert.match(vm.seen, /^exec-ready-42/m, vm.seen.slice(-2000));
       const exec = (args: string[], stdin?: string) =>
         runCli(["exec", "--vsock", uds, ...args], { stdin, timeout: 120_000 });
 
@@ -52,9 +53,12 @@ Deno.test({
         many.map((r) => [r.code, r.stdout]),
         [1, 2, 3, 4].map((n) => [0, `run-${n}\n`]),
       );
-    } finally {
-      await vm.finish("SIGTERM");
+    } catch (e) {
+      const end = await vm.finish("SIGTERM");
+      console.error(`The VM's stderr ended:\n${end.stderr.slice(-3000)}`);
+      throw e;
     }
+    await vm.finish("SIGTERM");
     const gone = await runCli(["exec", "--vsock", uds, "true"]);
     assert.notEqual(gone.code, 0);
     assert.match(gone.stderr, /^volt: No VM at .*v\.sock/);

@@ -163,6 +163,8 @@ mount -t proc proc /mnt/proc || die "cannot mount /proc in the host root"
 mount -t sysfs sysfs /mnt/sys || die "cannot mount /sys in the host root"
 mount -t devtmpfs devtmpfs /mnt/dev || die "cannot mount /dev in the host root"
 mount -t tmpfs -o mode=1777 tmpfs /mnt/tmp || die "cannot mount /tmp in the host root"
+# The host's /run is not this VM's (and read-only here): ip netns keeps its namespaces there.
+mount -t tmpfs -o mode=755 tmpfs /mnt/run || die "cannot mount /run in the host root"
 mkdir -p /mnt/dev/pts /mnt/dev/shm
 mount -t devpts devpts /mnt/dev/pts
 mount -t tmpfs -o mode=1777 tmpfs /mnt/dev/shm
