@@ -19,7 +19,8 @@ import type { VmConfig } from "./src/vmm/config.ts";
 import { type CreateOptions, Machine } from "./src/vmm/machine.ts";
 
 export type { VmConfig } from "./src/vmm/config.ts";
-export type { DiskConfig } from "./src/vmm/device_manager.ts";
+export type { DiskConfig, NetConfig, VsockConfig } from "./src/vmm/device_manager.ts";
+export type { ExecIo } from "./src/guest/exec.ts";
 export type { UserDevice } from "./src/vmm/hosted_device.ts";
 export type { BusDevice } from "./src/devices/bus.ts";
 export type { Trigger } from "./src/devices/serial.ts";
@@ -34,6 +35,7 @@ export { Machine } from "./src/vmm/machine.ts";
 export { EXIT_CODE, VoltError } from "./src/errors.ts";
 export { DEFAULT_CMDLINE } from "./src/boot/cmdline.ts";
 export { parseSize } from "./src/vmm/config.ts";
+export { EXEC_PORT, execInGuest } from "./src/guest/exec.ts";
 export { main } from "./src/cli/main.ts";
 
 /**

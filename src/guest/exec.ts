@@ -88,11 +88,15 @@ export class FrameReader {
 
 /** Where a command's output goes, and what feeds it. */
 export interface ExecIo {
+  /** The command's stdin; none: it reads end of file. */
   stdin?: ReadableStream<Uint8Array> | null;
+  /** Takes the command's stdout as it comes. */
   stdout(bytes: Uint8Array): Promise<unknown> | unknown;
+  /** Takes the command's stderr as it comes. */
   stderr(bytes: Uint8Array): Promise<unknown> | unknown;
   /** A terminal in the guest (stdout and stderr both come as `O`). */
   tty?: boolean;
+  /** The terminal's size (default 24 x 80). */
   size?: { rows: number; cols: number };
   /** Called with a function that sends a new window size. */
   onResize?(send: (size: { rows: number; cols: number }) => void): void;
