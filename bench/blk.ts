@@ -30,13 +30,13 @@ import {
 import { buildDefaultRootfs } from "../src/guest/default_guest.ts";
 import { gzip, writeCpio } from "../src/guest/cpio.ts";
 import { runTool } from "../src/guest/host_tools.ts";
-import { hostKind, hostKindLabel } from "../src/vmm/host.ts";
-import { runNested } from "../tools/nested/run.ts";
+import { hostKind } from "../src/vmm/host.ts";
 import { guestCmdline, type HostKind } from "./boot/plan.ts";
 import { runUntil } from "./boot/process.ts";
 import { QEMU, qemuArgs, qemuCpu } from "./boot/qemu.ts";
 import { memoryUse } from "./boot/smaps.ts";
-import { summarize } from "./boot/stats.ts";
+import { publish, sideBySide, summarize } from "./boot/stats.ts";
+import { parseRuns, userspaceHere } from "./boot/userspace.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const READY = "VOLT VM READY";
@@ -53,32 +53,14 @@ const { values } = parseArgs({
   },
   strict: true,
 });
-const runs = Number(values.runs);
-if (!Number.isSafeInteger(runs) || runs < 1) {
-  console.error(`bench:blk: --runs must be a positive whole number, not ${values.runs}`);
-  Deno.exit(64);
-}
-
+const runs = parseRuns("bench:blk", values.runs);
+const where = await userspaceHere(
+  "bench:blk",
+  "blk.ts",
+  [`--runs=${runs}`, ...(values["io-only"] ? ["--io-only"] : [])],
+  values.nested,
+);
 const kind: HostKind = hostKind();
-if (!values.nested && kind !== "hardware") {
-  say(`${hostKindLabel(kind)}: guest userspace needs the nested-KVM helper VM; running there`);
-  const code = await runNested(
-    [
-      Deno.execPath(),
-      "run",
-      "-A",
-      `${ROOT}/bench/blk.ts`,
-      "--nested",
-      `--runs=${runs}`,
-      ...(values["io-only"] ? ["--io-only"] : []),
-    ],
-    { cwd: ROOT, memory: "4G", cpus: 2, timeoutMs: 2 * 3600_000 },
-  );
-  Deno.exit(code);
-}
-const where = values.nested
-  ? "inside the nested-KVM helper VM (QEMU TCG)"
-  : "natively (hardware KVM)";
 
 /** The default guest's initramfs plus volt-blkbench. */
 async function benchInitrd(dir: string): Promise<string> {
@@ -236,7 +218,6 @@ for (let i = 0; i < runs; i++) {
 }
 
 const med = (xs: number[] = []) => (xs.length ? summarize(xs).median : NaN);
-const fmt = (x: number) => (x >= 100 ? x.toFixed(0) : x.toFixed(1));
 const lines = [
   `# Block benchmark (${new Date().toISOString().slice(0, 10)})`,
   "",
@@ -245,12 +226,7 @@ const lines = [
   }\`.`,
   "Guest: the default kernel, 256 MiB, 1 vCPU; a 320 MiB raw image; O_DIRECT, queue depth 1.",
   "",
-  "| figure | Volt | QEMU microvm | Volt / QEMU |",
-  "| --- | ---: | ---: | ---: |",
-  ...METRICS.map((m) => {
-    const v = med(io.volt[m]), q = med(io.qemu[m]);
-    return `| ${m} | ${fmt(v)} | ${fmt(q)} | ${(v / q).toFixed(2)} |`;
-  }),
+  ...sideBySide(METRICS, io.volt, io.qemu),
   "",
   ...(values["io-only"] ? [] : [
     "| boot to READY (ms) | initramfs | root disk | root disk / initramfs |",
@@ -268,8 +244,5 @@ const lines = [
   failures.length ? `Failed runs, left out: ${failures.join("; ")}.` : "No failed runs.",
   "",
 ];
-const report = lines.join("\n");
-console.log(report);
-Deno.mkdirSync(`${ROOT}/bench/results`, { recursive: true });
-Deno.writeTextFileSync(`${ROOT}/bench/results/blk-latest.md`, report);
+publish("blk", lines);
 Deno.removeSync(dir, { recursive: true });

@@ -20,13 +20,13 @@
 
 import { parseArgs } from "node:util";
 import { ensureDefaultGuest } from "../src/guest/default_guest.ts";
-import { hostKind, hostKindLabel } from "../src/vmm/host.ts";
+import { hostKind } from "../src/vmm/host.ts";
 import { makeNetns, netnsIgnore } from "../tools/netns.ts";
-import { runNested } from "../tools/nested/run.ts";
 import { guestCmdline, type HostKind } from "./boot/plan.ts";
 import { runUntil } from "./boot/process.ts";
 import { QEMU, qemuArgs, qemuCpu } from "./boot/qemu.ts";
-import { summarize } from "./boot/stats.ts";
+import { publish, sideBySide } from "./boot/stats.ts";
+import { parseRuns, userspaceHere } from "./boot/userspace.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const MEMORY_MIB = 256;
@@ -41,42 +41,17 @@ const { values } = parseArgs({
   options: { runs: { type: "string", default: "3" }, nested: { type: "boolean" } },
   strict: true,
 });
-const runs = Number(values.runs);
-if (!Number.isSafeInteger(runs) || runs < 1) {
-  console.error(`bench:net: --runs must be a positive whole number, not ${values.runs}`);
-  Deno.exit(64);
-}
-
+const runs = parseRuns("bench:net", values.runs);
+const where = await userspaceHere("bench:net", "net.ts", [`--runs=${runs}`], values.nested);
 const kind: HostKind = hostKind();
-if (!values.nested && kind !== "hardware") {
-  say(`${hostKindLabel(kind)}: guest userspace needs the nested-KVM helper VM; running there`);
-  const code = await runNested(
-    [Deno.execPath(), "run", "-A", `${ROOT}/bench/net.ts`, "--nested", `--runs=${runs}`],
-    { cwd: ROOT, memory: "4G", cpus: 2, timeoutMs: 2 * 3600_000 },
-  );
-  Deno.exit(code);
-}
 if (netnsIgnore) {
   console.error("bench:net: needs root, ip(8) and /dev/net/tun (a TAP in a namespace of its own)");
   Deno.exit(69);
 }
-const where = values.nested
-  ? "inside the nested-KVM helper VM (QEMU TCG)"
-  : "natively (hardware KVM)";
 
 const guest = await ensureDefaultGuest((s) => say(s));
 const ns = makeNetns(HOST_IP);
-const peer = new Deno.Command(ns.wrap[0], {
-  args: [
-    ...ns.wrap.slice(1),
-    Deno.execPath(),
-    "run",
-    "-A",
-    `${ROOT}/bench/net_peer.ts`,
-    HOST_IP,
-    "8080",
-    String(BYTES),
-  ],
+const peer = ns.deno(`${ROOT}/bench/net_peer.ts`, [HOST_IP, "8080", String(BYTES)], {
   stdin: "piped",
   stdout: "piped",
   stderr: "inherit",
@@ -97,9 +72,10 @@ while (!peerLines.includes("listening")) await new Promise((r) => setTimeout(r, 
 
 const cmd = [
   `ping -A -c 50 ${HOST_IP} | tail -1`,
-  `head -c ${BYTES} /dev/zero > /tmp/up`,
-  `wget -q -O /dev/null --post-file=/tmp/up http://${HOST_IP}:8080/sink`,
-  `wget -q -O /dev/null http://${HOST_IP}:8080/blob`,
+  // Not zeros: busybox wget sends a POST body as a C string.
+  `yes | head -c ${BYTES} > /tmp/up`,
+  `wget -q -O /dev/null --post-file=/tmp/up http://${HOST_IP}:8080/sink || echo wget-up-failed $?`,
+  `wget -q -O /dev/null http://${HOST_IP}:8080/blob || echo wget-down-failed $?`,
   "echo net-bench-done-$((6*7))",
 ].join("; ");
 const ipArg = `ip=${GUEST_IP}::${HOST_IP}:255.255.255.0::eth0:off`;
@@ -181,9 +157,7 @@ try {
   ns.close();
 }
 
-const med = (xs: number[] = []) => (xs.length ? summarize(xs).median : NaN);
-const fmt = (x: number) => (x >= 100 ? x.toFixed(0) : x >= 1 ? x.toFixed(1) : x.toFixed(3));
-const lines = [
+publish("net", [
   `# Network benchmark (${new Date().toISOString().slice(0, 10)})`,
   "",
   `Where: ${where}. ${runs} runs each, alternating; medians. Command: \`deno task bench:net --runs ${runs}\`.`,
@@ -191,17 +165,8 @@ const lines = [
   "`virtio-net-device` on the same TAP, no vhost. Throughput: 32 MiB over HTTP (busybox wget), " +
   "timed by the host side; RTT: 50 adaptive pings from the guest.",
   "",
-  "| figure | Volt | QEMU microvm | Volt / QEMU |",
-  "| --- | ---: | ---: | ---: |",
-  ...FIGURES.map((f) => {
-    const v = med(got.volt[f]), q = med(got.qemu[f]);
-    return `| ${f} | ${fmt(v)} | ${fmt(q)} | ${(v / q).toFixed(2)} |`;
-  }),
+  ...sideBySide(FIGURES, got.volt, got.qemu),
   "",
   failures.length ? `Failed runs, left out: ${failures.join("; ")}.` : "No failed runs.",
   "",
-];
-const report = lines.join("\n");
-console.log(report);
-Deno.mkdirSync(`${ROOT}/bench/results`, { recursive: true });
-Deno.writeTextFileSync(`${ROOT}/bench/results/net-latest.md`, report);
+]);

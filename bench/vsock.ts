@@ -23,9 +23,8 @@
 
 import { parseArgs } from "node:util";
 import { EXEC_PORT, execInGuest } from "../src/guest/exec.ts";
-import { hostKind, hostKindLabel } from "../src/vmm/host.ts";
-import { runNested } from "../tools/nested/run.ts";
 import { summarize } from "./boot/stats.ts";
+import { userspaceHere } from "./boot/userspace.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const say = (s: string) => console.error(`bench:vsock: ${s}`);
@@ -34,21 +33,7 @@ const { values } = parseArgs({
   options: { nested: { type: "boolean" } },
   strict: true,
 });
-const kind = hostKind();
-if (!values.nested && kind !== "hardware") {
-  say(`${hostKindLabel(kind)}: guest userspace needs the nested-KVM helper VM; running there`);
-  Deno.exit(
-    await runNested([Deno.execPath(), "run", "-A", `${ROOT}/bench/vsock.ts`, "--nested"], {
-      cwd: ROOT,
-      memory: "4G",
-      cpus: 2,
-      timeoutMs: 3600_000,
-    }),
-  );
-}
-const where = values.nested
-  ? "inside the nested-KVM helper VM (QEMU TCG)"
-  : "natively (hardware KVM)";
+const where = await userspaceHere("bench:vsock", "vsock.ts", [], values.nested);
 
 const dir = Deno.makeTempDirSync({ prefix: "volt-bench-vsock-" });
 const uds = `${dir}/v.sock`;

@@ -31,17 +31,7 @@ Deno.test({
     }
     const file = `${tmpDir()}/blob`;
     Deno.writeFileSync(file, blob);
-    const server = new Deno.Command(ns.wrap[0], {
-      args: [
-        ...ns.wrap.slice(1),
-        Deno.execPath(),
-        "run",
-        "-A",
-        `${ROOT}tests/fixtures/http_serve.ts`,
-        HOST_IP,
-        "8080",
-        file,
-      ],
+    const server = ns.deno(`${ROOT}tests/fixtures/http_serve.ts`, [HOST_IP, "8080", file], {
       stdin: "piped",
       stdout: "piped",
       stderr: "inherit",
@@ -82,18 +72,9 @@ Deno.test({
       assert.match(seen, new RegExp(`^fetched=${sha256(blob)}\\s+-\\r?$`, "m"), seen.slice(-3000));
       const served = /^served=([0-9a-f]{64})\s/m.exec(seen);
       assert.ok(served, seen.slice(-3000));
-      const fetched = new Deno.Command(ns.wrap[0], {
-        args: [
-          ...ns.wrap.slice(1),
-          Deno.execPath(),
-          "run",
-          "-A",
-          `${ROOT}tests/fixtures/http_fetch.ts`,
-          `http://${GUEST_IP}:8080/g`,
-        ],
-        stdout: "piped",
-        stderr: "piped",
-      }).outputSync();
+      const fetched = ns.deno(`${ROOT}tests/fixtures/http_fetch.ts`, [
+        `http://${GUEST_IP}:8080/g`,
+      ], { stdout: "piped", stderr: "piped" }).outputSync();
       assert.ok(fetched.success, dec(fetched.stderr));
       assert.equal(dec(fetched.stdout).trim(), `${served[1]} ${4 << 20}`);
       assertNoKernelWarning(seen);

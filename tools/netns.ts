@@ -25,6 +25,8 @@ export interface Netns {
   wrap: string[];
   /** Runs `cmd` inside; throws with its stderr if it fails. */
   run(cmd: string[]): string;
+  /** `deno run -A SCRIPT ARGS...` inside, as a command to spawn or run. */
+  deno(script: string, args: string[], opts?: Deno.CommandOptions): Deno.Command;
   /** Deletes the namespace (and the TAP in it). */
   close(): void;
 }
@@ -55,5 +57,11 @@ export function makeNetns(hostIp = "10.99.0.1", tap = "vt0"): Netns {
     ip(["netns", "del", name]);
     throw e;
   }
-  return { name, tap, hostIp, wrap, run, close: () => ip(["netns", "del", name]) };
+  const deno = (script: string, args: string[], opts: Deno.CommandOptions = {}) =>
+    new Deno.Command("ip", {
+      ...opts,
+      args: ["netns", "exec", name, Deno.execPath(), "run", "-A", script, ...args],
+      env: { DENO_NO_UPDATE_CHECK: "1", ...opts.env },
+    });
+  return { name, tap, hostIp, wrap, run, deno, close: () => ip(["netns", "del", name]) };
 }

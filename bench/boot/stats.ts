@@ -58,3 +58,39 @@ export function ratio(volt: number | undefined, qemu: number | undefined): strin
   if (volt === undefined || qemu === undefined || qemu === 0) return "n/a";
   return `${(volt / qemu).toFixed(2)}×`;
 }
+
+/**
+ * A Markdown table of `figures`, Volt's and QEMU's medians side by side
+ * and their ratio.
+ *
+ * @example
+ * ```ts
+ * import { sideBySide } from "./stats.ts";
+ * console.log(sideBySide(["mibs"], { mibs: [10] }, { mibs: [20] }).join("\n"));
+ * ```
+ */
+export function sideBySide(
+  figures: readonly string[],
+  volt: Record<string, number[]>,
+  qemu: Record<string, number[]>,
+): string[] {
+  const med = (xs: number[] = []) => (xs.length ? summarize(xs).median : NaN);
+  const fmt = (x: number) => (x >= 100 ? x.toFixed(0) : x >= 1 ? x.toFixed(1) : x.toFixed(3));
+  return [
+    "| figure | Volt | QEMU microvm | Volt / QEMU |",
+    "| --- | ---: | ---: | ---: |",
+    ...figures.map((f) => {
+      const v = med(volt[f]), q = med(qemu[f]);
+      return `| ${f} | ${fmt(v)} | ${fmt(q)} | ${(v / q).toFixed(2)} |`;
+    }),
+  ];
+}
+
+/** Writes a benchmark's report to stdout and `bench/results/<name>-latest.md`. */
+export function publish(name: string, lines: string[]): void {
+  const report = lines.join("\n");
+  console.log(report);
+  const dir = new URL("../results/", import.meta.url).pathname;
+  Deno.mkdirSync(dir, { recursive: true });
+  Deno.writeTextFileSync(`${dir}${name}-latest.md`, report);
+}

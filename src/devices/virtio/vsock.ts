@@ -433,18 +433,7 @@ export class VirtioVsock implements VirtioBackend {
     if (len === 0) return;
     // Bytes past our credit: the guest broke the protocol.
     if (conn.pendLen + len > VSOCK_BUF_ALLOC) return this.drop(slot, true);
-    let count = 0, skip: number = VSOCK.HDR_SIZE, left = len;
-    for (let i = 0; i < c.count && left > 0; i++) {
-      const l = c.len[i];
-      if (skip >= l) {
-        skip -= l;
-        continue;
-      }
-      const n = Math.min(l - skip, left);
-      this.iov.set(count++, this.hostBase + c.host[i] + skip, n);
-      left -= n;
-      skip = 0;
-    }
+    const count = this.payloadIov(c, len);
     let written = 0;
     if (conn.pendLen === 0) {
       written = this.writev(conn.fd, count);
@@ -461,6 +450,23 @@ export class VirtioVsock implements VirtioBackend {
       }
     }
     this.forwarded(slot, written);
+  }
+
+  /** Points the iovecs at up to `limit` bytes of `c`'s buffers after the header; returns how many. */
+  private payloadIov(c: DescriptorChain, limit: number): number {
+    let count = 0, skip: number = VSOCK.HDR_SIZE, left = limit;
+    for (let i = 0; i < c.count && left > 0; i++) {
+      const l = c.len[i];
+      if (skip >= l) {
+        skip -= l;
+        continue;
+      }
+      const n = Math.min(l - skip, left);
+      this.iov.set(count++, this.hostBase + c.host[i] + skip, n);
+      left -= n;
+      skip = 0;
+    }
+    return count;
   }
 
   private writev(fd: number, count: number): number {
@@ -684,19 +690,8 @@ export class VirtioVsock implements VirtioBackend {
     if (!c.readable || c.state !== State.Open) return -1;
     const credit = c.peerBufAlloc - ((c.txCnt - c.peerFwdCnt) >>> 0);
     if (credit <= 0) return -1; // Back in the list when the guest grants more.
-    // Payload: after the header, across the chain's buffers, at most what credit allows.
-    let left = Math.min(room, credit, RW_MAX), count = 0, skip: number = VSOCK.HDR_SIZE;
-    for (let i = 0; i < chain.count && left > 0; i++) {
-      const l = chain.len[i];
-      if (skip >= l) {
-        skip -= l;
-        continue;
-      }
-      const n = Math.min(l - skip, left);
-      this.iov.set(count++, this.hostBase + chain.host[i] + skip, n);
-      left -= n;
-      skip = 0;
-    }
+    // Payload: at most what the guest's credit allows.
+    const count = this.payloadIov(chain, Math.min(room, credit, RW_MAX));
     let n = -1;
     do n = dataPath.readv(c.fd, this.iov.addr, count); while (n < 0 && errno() === EINTR);
     if (n < 0 && errno() === EAGAIN) {
