@@ -42,7 +42,7 @@ import { type DescriptorChain, fullFence, QueueError, type SplitQueue } from "./
 /** Connections at once (Firecracker's limit). */
 export const VSOCK_MAX_CONNECTIONS = 1023;
 /** Bytes from the guest one connection may have in flight to its host socket. */
-export const VSOCK_BUF_ALLOC = 64 << 10;
+export const VSOCK_BUF_ALLOC = 256 << 10;
 /** How long a host client's `CONNECT` line, and the guest's answer, may take. */
 export const VSOCK_HANDSHAKE_MS = 2000;
 /** Queue entries each vsock queue offers. */
