@@ -25,8 +25,6 @@ import { type VmExit, vmExit } from "./exit_reason.ts";
 import { eventfdSignal } from "./vcpu_devices.ts";
 
 const MAX_EVENTS = 16;
-/** Turns served straight from a ready epoll set before one through the event loop. */
-const SYNC_TURNS = 8;
 /** Failed waits in a row before the loop gives up (the call's errno is another thread's). */
 const MAX_FAILURES = 100;
 
@@ -90,15 +88,10 @@ async function serve(
   const counter = new PinnedBuffer(8);
   const one = new PinnedBuffer(8);
   new DataView(one.buffer).setUint32(0, 1, true);
-  let failures = 0, turns = 0;
+  let failures = 0;
   for (;;) {
     const timeout = timed ? nextTimeout(backends) : -1;
-    // What is ready already is served without the trip through the blocking
-    // pool (a frame's reply, the next request): that trip is the latency.
-    // Every few turns the trip is taken anyway, so the main thread's other
-    // work (a stop, console input) is never starved by a busy guest.
-    let n = ++turns % SYNC_TURNS ? l.epoll_wait(plan.epollFd, events, MAX_EVENTS, 0) : 0;
-    if (n === 0) n = await l.epoll_wait_nb(plan.epollFd, events, MAX_EVENTS, timeout);
+    const n = await l.epoll_wait_nb(plan.epollFd, events, MAX_EVENTS, timeout);
     if (n < 0) {
       // EINTR, as a rule; anything that keeps failing is the monitor's fault.
       if (++failures < MAX_FAILURES) continue;
