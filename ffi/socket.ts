@@ -33,7 +33,9 @@ export const SOCKADDR_UN = { size: 110, family: 0, path: 2, pathMax: 108 } as co
 export function sockaddrUn(path: string): Uint8Array<ArrayBuffer> {
   const bytes = new TextEncoder().encode(path);
   if (bytes.length >= SOCKADDR_UN.pathMax) {
-    throw new RangeError(`Socket path is ${bytes.length} bytes; at most ${SOCKADDR_UN.pathMax - 1}`);
+    throw new RangeError(
+      `Socket path is ${bytes.length} bytes; at most ${SOCKADDR_UN.pathMax - 1}`,
+    );
   }
   const sa = new Uint8Array(SOCKADDR_UN.size);
   new DataView(sa.buffer).setUint16(SOCKADDR_UN.family, AF_UNIX, true);
