@@ -322,6 +322,8 @@ Deno.test("nested: tools/test.ts adds up every part and picks the userspace file
     "tests/linux_test.ts",
     "tests/cpuid_guest_test.ts",
     "tests/disk_e2e_test.ts",
+    "tests/net_e2e_test.ts",
+    "tests/exec_e2e_test.ts",
   ]);
   assert.deepEqual(userspaceArgs(["test", "-A", "tests/linux_test.ts", "--filter", "x"]), [
     "test",
