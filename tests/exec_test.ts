@@ -15,11 +15,11 @@ import { runCli, tmpDir } from "./helpers.ts";
 const enc = new TextEncoder(), dec = new TextDecoder();
 
 /** A fake VM: answers CONNECT, reads the run frame and stdin, plays `script`. */
-async function fakeVm(
+function fakeVm(
   uds: string,
   answer: string | undefined,
   script: (argv: string[], stdin: () => Promise<string>) => Uint8Array[] | Promise<Uint8Array[]>,
-): Promise<{ done: Promise<void>; close(): void }> {
+): { done: Promise<void>; close(): void } {
   const listener = Deno.listen({ transport: "unix", path: uds });
   const done = (async () => {
     const c = await listener.accept();
@@ -65,7 +65,7 @@ const status = (n: number) => {
 
 Deno.test("exec client: stdout and stderr apart, the exit status, frames split anywhere", async () => {
   const uds = `${tmpDir()}/v.sock`;
-  const vm = await fakeVm(uds, "OK 1073741824\n", (argv) => {
+  const vm = fakeVm(uds, "OK 1073741824\n", (argv) => {
     assert.deepEqual(argv, ["sh", "-c", "echo hi; echo no >&2; exit 3"]);
     return [frame("O", enc.encode("hi\n")), frame("e", enc.encode("no\n")), status(3)];
   });
@@ -85,7 +85,7 @@ Deno.test("exec client: stdout and stderr apart, the exit status, frames split a
 Deno.test("exec client: stdin reaches the command, then its end", async () => {
   const uds = `${tmpDir()}/v.sock`;
   let text = "";
-  const vm = await fakeVm(uds, "OK 5\n", async (_argv, stdin) => {
+  const vm = fakeVm(uds, "OK 5\n", async (_argv, stdin) => {
     text = await stdin();
     return [];
   });
@@ -118,7 +118,7 @@ Deno.test("exec client: a VM that is not there, or a guest that does not answer:
       e instanceof VoltError && /^No VM at .*none\.sock \(no such socket\)/.test(e.message),
   );
   const uds = `${dir}/v.sock`;
-  const vm = await fakeVm(uds, undefined, () => []);
+  const vm = fakeVm(uds, undefined, () => []);
   try {
     await assert.rejects(
       execInGuest(uds, ["true"], { stdout() {}, stderr() {} }),

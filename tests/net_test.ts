@@ -334,7 +334,7 @@ Deno.test("virtio-net (in-process): 50,000 frames each way leave the heap where 
     const inbound = frame(1400, 2);
     let turn = 0;
     const round = (n: number) => {
-      for (let end = turn + n; turn < end;) {
+      for (const end = turn + n; turn < end;) {
         const i = ++turn;
         // Eight out, one in, per turn: the rings wrap thousands of times.
         avail(TX, (i * 8) & 0xffff);

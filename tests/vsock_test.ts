@@ -518,7 +518,7 @@ Deno.test({
     const notify = (q: number) => s.w32(s.reg(MMIO.QUEUE_NOTIFY), q);
     s.negotiate().queue(8, { ...RXR, data: 0 }, 0).queue(8, { ...TXR, data: 0 }, 1)
       .queue(4, { ...EVR, data: 0 }, 2).live()
-      .w16(RXR.avail + 2, 8).w16(EVR.avail + 2, 1).pipe((t) => notify(0));
+      .w16(RXR.avail + 2, 8).w16(EVR.avail + 2, 1).pipe(() => notify(0));
     // REQUEST to the host's port 52, then wait for its RESPONSE; then data.
     s.w16(TXR.avail + 2, 1).pipe(() => notify(1)).wait16(RXR.used + 2, 1);
     s.w16(TXR.avail + 2, 2).pipe(() => notify(1));
