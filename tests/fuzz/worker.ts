@@ -13,10 +13,13 @@ declare const self: Worker & { postMessage(m: FuzzReply): void };
 self.onmessage = (ev: MessageEvent<FuzzRequest>) => {
   const { target, runs, seed, progress } = ev.data;
   const counter = new Int32Array(progress);
-  // The runner's own check that a target stuck in a loop is stopped and reported.
+  // The runner's own check that a stuck target is stopped and reported. It
+  // blocks rather than spins: terminate() does not interrupt a tight loop,
+  // which then held a core for the rest of the test run and starved the
+  // PVM Linux boots beside it into timeouts.
   if (target === HANG_PROBE) {
     Atomics.add(counter, 0, 1);
-    for (;;) { /* never returns */ }
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
   }
   const t = TARGETS.find((x) => x.name === target);
   if (!t) {
