@@ -14,10 +14,18 @@ export const EFD_NONBLOCK = 0o4000;
 export const EPOLL_CLOEXEC = 0o2000000;
 /** `EPOLL_CTL_ADD`. */
 export const EPOLL_CTL_ADD = 1;
+/** `EPOLL_CTL_DEL`. */
+export const EPOLL_CTL_DEL = 2;
 /** `EPOLLIN`. */
 export const EPOLLIN = 0x001;
 /** `EPOLLOUT`. */
 export const EPOLLOUT = 0x004;
+/** `EPOLLERR`. */
+export const EPOLLERR = 0x008;
+/** `EPOLLHUP`. */
+export const EPOLLHUP = 0x010;
+/** `EPOLLRDHUP`: the peer shut down its writing end. */
+export const EPOLLRDHUP = 0x2000;
 /** `EPOLLET`: report a change of readiness once, not while it lasts. */
 export const EPOLLET = 0x80000000;
 

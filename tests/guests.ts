@@ -662,3 +662,18 @@ ${PRINT("msg")}
   out dx, eax
   hlt
 msg: .asciz "exit garbage sent\n"`);
+
+/** Guest-physical address of {@linkcode counter}'s 64-bit count. */
+export const COUNTER_ADDR = 0x300000;
+
+/**
+ * Prints "counting", then adds one to the 64-bit word at
+ * {@linkcode COUNTER_ADDR} for ever: a guest whose progress the host reads
+ * from guest RAM (pause and resume tests).
+ */
+export const counter = () =>
+  assembleElf(`${PRINT("msg")}
+  mov rdi, ${COUNTER_ADDR}
+1: inc qword ptr [rdi]
+  jmp 1b
+msg: .asciz "counting\\n"`);

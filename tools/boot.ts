@@ -18,6 +18,7 @@ import { resolveGuest, resolveRootfs } from "../src/cli/guest_cmd.ts";
 import { parseDisk } from "../src/cli/plan.ts";
 import { bareRootfs } from "../src/cli/run_cmd.ts";
 import { VoltError } from "../src/errors.ts";
+import { readConfigFile } from "../src/control/fc_config.ts";
 import { type HostKind, hostKind } from "../src/vmm/host.ts";
 import { runNested } from "./nested/run.ts";
 
@@ -110,6 +111,50 @@ export async function diskArgs(
   return { rest, writable, rootfs };
 }
 
+/**
+ * Rewrites a `--config-file` for the helper VM, as {@linkcode diskArgs}
+ * does the disk flags: the same document with every path absolute and the
+ * guest resolved here, written to a new directory the helper VM is given;
+ * a TAP or vsock socket it names is refused (the helper VM cannot reach
+ * them). Returns the new file and the directories to share writable.
+ */
+export async function configFileFor(
+  file: string,
+  why: string,
+): Promise<{ file: string; writable: string[] }> {
+  const { config } = readConfigFile(file);
+  for (
+    const [set, what] of [[config.nets?.length, "network interfaces"], [config.vsock, "vsock"]]
+  ) {
+    if (set) {
+      throw new VoltError(
+        `--config-file ${file} has ${what}: ${why}; the guest would boot inside the helper VM, ` +
+          "which cannot reach this host's TAP devices or unix sockets",
+        "usage",
+      );
+    }
+  }
+  const doc = JSON.parse(Deno.readTextFileSync(file));
+  const boot = doc["boot-source"];
+  const asked = boot.kernel_image_path === "default" ? undefined : boot.kernel_image_path;
+  const guest = await resolveGuest(asked, boot.initrd_path ?? undefined);
+  const rootDisk = (doc.drives ?? []).some((d: { is_root_device: boolean }) => d.is_root_device);
+  boot.kernel_image_path = resolve(guest.kernel);
+  // Booting from a disk: the default guest's initramfs would take over first.
+  const initrd = rootDisk && !boot.initrd_path ? undefined : guest.initrd;
+  if (initrd) boot.initrd_path = resolve(initrd);
+  else delete boot.initrd_path;
+  const writable: string[] = [];
+  for (const d of doc.drives ?? []) {
+    d.path_on_host = resolve(await resolveRootfs(d.path_on_host));
+    if (d.is_read_only === false) writable.push(dirname(d.path_on_host));
+  }
+  const dir = Deno.makeTempDirSync({ prefix: "volt-config-" });
+  const out = `${dir}/config.json`;
+  Deno.writeTextFileSync(out, JSON.stringify(doc));
+  return { file: out, writable: [...writable, dir] };
+}
+
 /** Runs `volt run args` on this host; returns its status. */
 async function runHere(args: string[]): Promise<number> {
   const child = new Deno.Command(Deno.execPath(), {
@@ -135,8 +180,52 @@ if (import.meta.main) {
     const own = Deno.args.filter((a) => a !== "--native");
     const why = native ? undefined : nestedReason(hostKind());
     if (!why) Deno.exit(await runHere(own));
+    const configAt = own.findIndex((a) => a === "--config-file" || a.startsWith("--config-file="));
+    if (configAt >= 0) {
+      const inline = own[configAt].startsWith("--config-file=");
+      const path = inline ? own[configAt].slice("--config-file=".length) : own[configAt + 1];
+      if (!path) throw new VoltError("--config-file needs a value", "usage");
+      if (own.some((a) => a === "--api-sock" || a.startsWith("--api-sock="))) {
+        throw new VoltError(
+          `--api-sock: ${why}; the guest would boot inside the helper VM, which cannot reach ` +
+            "this host's unix sockets",
+          "usage",
+        );
+      }
+      const cfg = await configFileFor(path, why);
+      const rest = own.filter((_, i) => i !== configAt && (inline || i !== configAt + 1));
+      console.error(`volt: ${why}: booting inside a nested-KVM helper VM (QEMU TCG with SVM)`);
+      Deno.exit(
+        await runNested(
+          [
+            Deno.execPath(),
+            "run",
+            "-A",
+            `${ROOT}/mod.ts`,
+            "run",
+            "--config-file",
+            cfg.file,
+            ...rest,
+          ],
+          {
+            cwd: ROOT,
+            env: { DENO_NO_UPDATE_CHECK: "1" },
+            input: true,
+            writable: cfg.writable,
+            commandStage: "guest console",
+            stallMs: Deno.stdin.isTerminal() ? { command: Infinity } : undefined,
+          },
+        ),
+      );
+    }
     const { kernel, initrd, rest: given } = splitGuestArgs(bareRootfs(own));
-    for (const [flag, what] of [["--net", "TAP devices"], ["--vsock", "unix sockets"]]) {
+    for (
+      const [flag, what] of [
+        ["--net", "TAP devices"],
+        ["--vsock", "unix sockets"],
+        ["--api-sock", "unix sockets"],
+      ]
+    ) {
       if (given.some((a) => a === flag || a.startsWith(`${flag}=`))) {
         throw new VoltError(
           `${flag}: ${why}; the guest would boot inside the helper VM, which cannot reach this ` +

@@ -24,6 +24,14 @@ export interface MonitorPlan {
   logLevel: Level;
   /** `--metrics-json` (the outer step opens it; the monitor gets the descriptor). */
   metricsJson?: string;
+  /** The API socket (`--api-sock`), listening, and what the monitor serves on it. */
+  api?: {
+    fd: number;
+    path: string;
+    id: string;
+    /** The Firecracker document the VM was started from (`GET /vm/config`). */
+    document: Record<string, unknown>;
+  };
 }
 
 /**

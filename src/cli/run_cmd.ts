@@ -48,7 +48,7 @@ import {
 import type { VcpuFilter } from "../vmm/worker_protocol.ts";
 import { SECCOMP_MODE_FILTER } from "../../ffi/seccomp.ts";
 import { resolveGuest, resolveRootfs } from "./guest_cmd.ts";
-import { parse, parseLevel } from "./main.ts";
+import { parse, parseLevel, VERSION } from "./main.ts";
 import {
   decodePlan,
   encodePlan,
@@ -61,6 +61,10 @@ import {
 import { openTap } from "../vmm/tap.ts";
 import { listenVsock } from "../vmm/vsock_listen.ts";
 import { resolve } from "node:path";
+import { type FileConfig, fromFirecracker, readConfigFile } from "../control/fc_config.ts";
+import { ApiRoutes, type FcDocument } from "../control/api.ts";
+import { UnixHttpServer } from "../control/http.ts";
+import { listenUnix } from "../vmm/vsock_listen.ts";
 import type { DiskConfig } from "../vmm/device_manager.ts";
 
 const OPTIONS = {
@@ -86,6 +90,10 @@ const OPTIONS = {
   entropy: { type: "boolean" },
   net: { type: "string", multiple: true },
   vsock: { type: "string" },
+  "config-file": { type: "string" },
+  "no-api": { type: "boolean" },
+  "api-sock": { type: "string" },
+  id: { type: "string" },
   // Internal: the KVM descriptor the outer step opened for the jailed monitor.
   "kvm-fd": { type: "string" },
   // Internal: the whole configuration, as one document, for the jailed monitor.
@@ -160,12 +168,20 @@ export async function runCommand(args: string[]): Promise<number> {
         "usage",
       );
     }
-    return await boot(plan.config, decodeJailState(state), plan.sandbox);
+    return await boot(plan.config, decodeJailState(state), plan.sandbox, plan.api);
   }
-  const level = parseLevel(v["log-level"]);
+  if (v["api-sock"] !== undefined && v["no-api"]) {
+    throw new VoltError("--api-sock conflicts with --no-api", "usage");
+  }
+  if (v.id !== undefined && v["api-sock"] === undefined) {
+    throw new VoltError("--id names the instance the API serves: it needs --api-sock", "usage");
+  }
+  if (v["api-sock"] !== undefined && v["config-file"] === undefined) return await apiRun(v);
+  const file = v["config-file"] === undefined ? undefined : configFromFile(v);
+  const level = parseLevel(v["log-level"] ?? file?.logLevel);
   configureLogging(level);
   const sandbox = sandboxOptions(v);
-  const config: VmConfig = {
+  const config: VmConfig = file ? { ...file.config, ...ioOptions(v) } : {
     kernel: v.kernel ?? "default",
     initrd: v.initrd,
     cmdline: v.cmdline,
@@ -187,6 +203,7 @@ export async function runCommand(args: string[]): Promise<number> {
     nets: (v.net ?? []).map(parseNet),
     vsock: v.vsock === undefined ? undefined : parseVsock(v.vsock),
   };
+  if (v["no-api"] && !file) throw new VoltError("--no-api needs --config-file", "usage");
   // Flags are checked before a default guest is built or fetched.
   const cfg = resolveConfig(config);
   const template = selectTemplate(config.cpuTemplate ?? "auto");
@@ -197,8 +214,125 @@ export async function runCommand(args: string[]): Promise<number> {
     logLevel: level,
     metricsJson: v["metrics-json"],
   };
-  if (state === undefined) return await jail(plan, cfg);
+  if (state === undefined) {
+    const api = v["api-sock"] === undefined
+      ? undefined
+      : apiSocket(v, JSON.parse(Deno.readTextFileSync(v["config-file"]!)));
+    return (await prepareJail(plan, cfg, api))();
+  }
   return await boot(plan.config, decodeJailState(state), sandbox);
+}
+
+/** The listening API socket and what the monitor serves on it. */
+function apiSocket(v: Values, document: FcDocument): NonNullable<MonitorPlan["api"]> {
+  const path = resolve(v["api-sock"]!);
+  const fd = listenUnix(path, { inheritable: true, what: "API socket" });
+  return { fd, path, id: v.id ?? "anonymous-instance", document };
+}
+
+/**
+ * `volt run --api-sock PATH` without a config file: serves Firecracker's
+ * API here, outside the jail, until `InstanceStart`; then opens what the
+ * document names, jails itself and becomes the monitor, which goes on
+ * serving the same socket.
+ */
+async function apiRun(v: Values): Promise<number> {
+  const twice = VM_FLAGS.find((k) => v[k] !== undefined);
+  if (twice) {
+    throw new VoltError(
+      `--${twice} conflicts with --api-sock: the API describes the VM (or give --config-file)`,
+      "usage",
+    );
+  }
+  const cliLevel = parseLevel(v["log-level"]);
+  configureLogging(cliLevel);
+  const sandbox = sandboxOptions(v);
+  const api = apiSocket(v, {});
+  let enter: (() => never) | undefined;
+  const routes = new ApiRoutes({
+    id: api.id,
+    version: VERSION,
+    state: () => (enter ? "Running" : "Not started"),
+    start: async (doc) => {
+      const file = fromFirecracker(doc, "InstanceStart");
+      const config: VmConfig = { ...file.config, ...ioOptions(v) };
+      const cfg = resolveConfig(config);
+      const template = selectTemplate(config.cpuTemplate ?? "auto");
+      const level = file.logLevel ?? cliLevel;
+      const plan: MonitorPlan = {
+        config: { ...config, cpuTemplate: template.name },
+        sandbox,
+        logLevel: level,
+        metricsJson: v["metrics-json"],
+      };
+      enter = await prepareJail(plan, cfg, { ...api, document: doc });
+    },
+  });
+  const server = new UnixHttpServer(api.fd, async (req) => {
+    const res = await routes.handle(req);
+    // Started: the answer goes out, then this process becomes the monitor.
+    if (enter) server.close();
+    return res;
+  });
+  logger("api").info("Serving the API on {path}", { path: api.path });
+  await server.serve();
+  if (!enter) throw new VoltError("The API server stopped before InstanceStart", "internal");
+  return enter();
+}
+
+/** Flags that shape the VM: with `--config-file` the file says all of it. */
+const VM_FLAGS = [
+  "kernel",
+  "initrd",
+  "cmdline",
+  "append",
+  "memory",
+  "cpus",
+  "boot",
+  "cpu-template",
+  "disk",
+  "rootfs",
+  "entropy",
+  "net",
+  "vsock",
+] as const;
+
+/** The VM a `--config-file` describes; a flag that would say it a second time is refused. */
+function configFromFile(v: Values): FileConfig {
+  const twice = VM_FLAGS.find((k) => v[k] !== undefined);
+  if (twice) {
+    throw new VoltError(
+      `--${twice} conflicts with --config-file: the file describes the VM`,
+      "usage",
+    );
+  }
+  return readConfigFile(v["config-file"]!);
+}
+
+/** How the monitor meets the host, whichever way the VM is described. */
+function ioOptions(v: Values): Partial<VmConfig> {
+  return {
+    console: "stdout",
+    stdin: true,
+    ...(v["console-mode"] !== undefined
+      ? { consoleMode: v["console-mode"] as VmConfig["consoleMode"] }
+      : {}),
+    ...(v.kvm !== undefined ? { kvmDevice: v.kvm } : {}),
+    ...(v["kvm-fd"] !== undefined ? { kvmFd: parseCount(v["kvm-fd"], "--kvm-fd") } : {}),
+  };
+}
+
+/** The API in the jailed monitor: the GETs, and pause and resume of `machine`. */
+function serveApi(api: NonNullable<MonitorPlan["api"]>, machine: Machine): UnixHttpServer {
+  const state = () => (machine.state === "paused" ? "Paused" : "Running");
+  const routes = new ApiRoutes({
+    id: api.id,
+    version: VERSION,
+    state,
+    pause: () => machine.pause(),
+    resume: () => machine.resume(),
+  }, api.document);
+  return new UnixHttpServer(api.fd, (req) => routes.handle(req));
 }
 
 /** `--rootfs` with no value (last, or before another option) means the default root image. */
@@ -235,7 +369,16 @@ function openDisks(disks: DiskConfig[]): DiskConfig[] {
   });
 }
 
-async function jail(plan: MonitorPlan, cfg: ReturnType<typeof resolveConfig>): Promise<never> {
+/**
+ * Resolves the guest and opens everything the monitor needs (images, disks,
+ * TAPs, sockets, KVM) here, where a bad input is still one line; returns
+ * the step that jails this process and executes the monitor.
+ */
+async function prepareJail(
+  plan: MonitorPlan,
+  cfg: ReturnType<typeof resolveConfig>,
+  api?: MonitorPlan["api"],
+): Promise<() => never> {
   const { sandbox } = plan;
   const trace = new BootTrace();
   trace.mark("runtime up", 0);
@@ -280,6 +423,7 @@ async function jail(plan: MonitorPlan, cfg: ReturnType<typeof resolveConfig>): P
       nets,
       vsock,
     },
+    api,
   };
   const plannedJail = planJail({
     program: programLocation(),
@@ -301,37 +445,44 @@ async function jail(plan: MonitorPlan, cfg: ReturnType<typeof resolveConfig>): P
     ...disks.map((d) => d.fd),
     ...nets.map((n) => n.fd),
     vsock?.listenFd,
+    api?.fd,
   ];
-  return enterJail({
-    landlockRules: plannedJail.rules,
-    requireLandlock: sandbox.require || sandbox.landlockRequired,
-    requireLandlockWhy: sandbox.landlockRequired ? rootWithoutLandlock : undefined,
-    warn: (line) => log.warn("{line}", { line }),
-    onStep: (step) => trace.mark(step),
-    keepFds: keep.filter((fd): fd is number => fd !== undefined && fd >= 0),
-    then: (applied) => {
-      if (sandbox.require && !applied.bounding) {
-        throw new VoltError(
-          "--require-sandbox: the capability bounding set cannot be emptied (no CAP_SETPCAP)",
-          "internal",
-        );
-      }
-      trace.mark("jail entered");
-      const state: JailState = {
-        origin: performance.timeOrigin,
-        marks: trace.marks,
-        metricsFd,
-        ...applied,
-      };
-      return {
-        ...plannedJail.exec,
-        args: [...plannedJail.exec.args, `--${JAIL_STATE_OPTION}=${encodeJailState(state)}`],
-      };
-    },
-  });
+  return () =>
+    enterJail({
+      landlockRules: plannedJail.rules,
+      requireLandlock: sandbox.require || sandbox.landlockRequired,
+      requireLandlockWhy: sandbox.landlockRequired ? rootWithoutLandlock : undefined,
+      warn: (line) => log.warn("{line}", { line }),
+      onStep: (step) => trace.mark(step),
+      keepFds: keep.filter((fd): fd is number => fd !== undefined && fd >= 0),
+      then: (applied) => {
+        if (sandbox.require && !applied.bounding) {
+          throw new VoltError(
+            "--require-sandbox: the capability bounding set cannot be emptied (no CAP_SETPCAP)",
+            "internal",
+          );
+        }
+        trace.mark("jail entered");
+        const state: JailState = {
+          origin: performance.timeOrigin,
+          marks: trace.marks,
+          metricsFd,
+          ...applied,
+        };
+        return {
+          ...plannedJail.exec,
+          args: [...plannedJail.exec.args, `--${JAIL_STATE_OPTION}=${encodeJailState(state)}`],
+        };
+      },
+    });
 }
 
-async function boot(config: VmConfig, state: JailState, sandbox: SandboxOptions): Promise<number> {
+async function boot(
+  config: VmConfig,
+  state: JailState,
+  sandbox: SandboxOptions,
+  api?: MonitorPlan["api"],
+): Promise<number> {
   const log = logger("vmm");
   const onMark = (m: { ms: number; phase: string }) =>
     log.trace("{ms} ms {phase}", { ms: m.ms.toFixed(2), phase: m.phase });
@@ -362,6 +513,8 @@ async function boot(config: VmConfig, state: JailState, sandbox: SandboxOptions)
     // monitor reads nothing more through Deno.
     Deno.permissions.revokeSync({ name: "read" });
     machine.trace.mark("deno reads revoked");
+    // Made before seccomp: the server's epoll set and eventfd are its last new descriptors.
+    const server = api && serveApi(api, machine);
     let seccomp: SandboxFacts["seccomp"] = "off";
     let vcpuFilter: VcpuFilter | undefined;
     if (sandbox.seccomp) {
@@ -395,7 +548,10 @@ async function boot(config: VmConfig, state: JailState, sandbox: SandboxOptions)
       line: sandboxSummary({ seccomp, state, revoked: true, dumpable: dumpable() }),
     });
     machine.start({ vcpuFilter });
+    const serving = server?.serve();
     const exit = await machine.wait();
+    server?.close();
+    await serving;
     await machine.settled();
     if (state.metricsFd !== undefined) {
       writeMetrics(

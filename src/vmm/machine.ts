@@ -16,7 +16,7 @@ import { buildVm, type BuiltVm, releaseVm } from "./builder.ts";
 import { resolveConfig, type VmConfig } from "./config.ts";
 import { type VmExit, vmExit } from "./exit_reason.ts";
 import { BootTrace, FIRST_RUN_PHASE, GUEST_READY_PHASE, type Mark } from "./trace.ts";
-import { CTL } from "./vcpu_loop.ts";
+import { CTL, CTL_BYTES } from "./vcpu_loop.ts";
 import type { VcpuEvent, VcpuFilter, VcpuStart } from "./worker_protocol.ts";
 import { runIoLoop } from "./io_loop.ts";
 import type { HostedSpec } from "./device_manager.ts";
@@ -79,6 +79,14 @@ export function setVcpuWorkerUrl(url: URL): void {
   workerUrl = url;
 }
 
+/**
+ * Where a VM is in its life. It starts `not-started`; {@linkcode Machine.start}
+ * makes it `running`, {@linkcode Machine.pause} and {@linkcode Machine.resume}
+ * move it between `running` and `paused`, and it ends `halted`, from any
+ * state, whether the guest or the host stopped it.
+ */
+export type VmState = "not-started" | "running" | "paused" | "halted";
+
 /** Options of {@linkcode Machine.create}. */
 export interface CreateOptions {
   /** Called with each boot phase as it happens. */
@@ -124,7 +132,7 @@ export class Machine {
   private readonly threads: VcpuThread[];
   /** False while the I/O loop (virtio devices) may still touch guest RAM. */
   private ioDone = true;
-  private readonly ctl = new SharedArrayBuffer(16);
+  private readonly ctl = new SharedArrayBuffer(CTL_BYTES);
   private readonly consoleRing = newConsoleRing();
   private readonly consoleReader = new ConsoleRingReader(this.consoleRing);
   private consolePump?: Promise<void>;
@@ -139,7 +147,8 @@ export class Machine {
   private exit?: VmExit;
   private readonly exited: Promise<VmExit>;
   private resolveExit!: (e: VmExit) => void;
-  private started = false;
+  /** The VM's one record of where it is in its life. */
+  private life: VmState = "not-started";
   private ran = false;
   private readonly cleanups: Array<() => void> = [];
   private pendingInput: Uint8Array[] = [];
@@ -216,8 +225,8 @@ export class Machine {
    * seccomp filter on itself right before its first KVM_RUN.
    */
   start(opts: { vcpuFilter?: VcpuFilter } = {}): void {
-    if (this.started) throw new Error("VM already started");
-    this.started = true;
+    this.expect("start", ["not-started"]);
+    this.life = "running";
     // Before the messages: a worker may reach KVM_RUN before this thread
     // gets back here, and phases stay in time order.
     this.trace.mark("vcpus started");
@@ -325,8 +334,8 @@ export class Machine {
           this.ran = true;
           this.trace.mark(FIRST_RUN_PHASE, e.at - performance.timeOrigin);
         }
-        // A stop may have been asked before this thread could be kicked.
-        if (this.exit) this.kick(t);
+        // A stop or pause may have been asked before this thread could be kicked.
+        if (this.life === "halted" || this.life === "paused") this.kick(t);
         break;
       case "ready": {
         // The workers latch the port; this keeps the mark single whatever arrives.
@@ -356,7 +365,12 @@ export class Machine {
   private finish(exit: VmExit): void {
     if (this.exit) return;
     this.exit = exit;
-    Atomics.store(new Int32Array(this.ctl), CTL.stop, 1);
+    const started = this.life !== "not-started";
+    this.life = "halted";
+    const ctl = new Int32Array(this.ctl);
+    Atomics.store(ctl, CTL.stop, 1);
+    // Parked vCPUs wake, see the stop and leave.
+    Atomics.notify(ctl, CTL.pause);
     for (const t of this.threads) this.kick(t);
     this.built.devices.stopIo();
     logger("vmm").debug("VM stopped: {message}", { message: exit.message });
@@ -365,12 +379,60 @@ export class Machine {
     this.pendingInput = [];
     this.pendingBytes = 0;
     this.wakeInputWaiter();
-    if (!this.started) this.cleanup();
+    if (!started) this.cleanup();
+  }
+
+  /** Where the VM is in its life: not started, running, paused or halted. */
+  get state(): VmState {
+    return this.life;
+  }
+
+  /** Throws a usage error for `action` unless the VM is in one of `from`. */
+  private expect(action: string, from: VmState[]): void {
+    if (from.includes(this.life)) return;
+    const now = this.life === "not-started" ? "not started" : this.life;
+    throw new VoltError(`Cannot ${action} a VM that is ${now}`, "usage");
+  }
+
+  /**
+   * Pauses a running VM: every vCPU leaves KVM_RUN and parks, its state
+   * kept, and this resolves once all of them are still. Devices finish the
+   * requests they hold; the guest's clock goes on.
+   *
+   * @example
+   * ```ts ignore
+   * await vm.pause();
+   * vm.resume();
+   * ```
+   */
+  async pause(): Promise<void> {
+    this.expect("pause", ["running"]);
+    this.life = "paused";
+    const ctl = new Int32Array(this.ctl);
+    Atomics.store(ctl, CTL.pause, 1);
+    for (const t of this.threads) this.kick(t);
+    for (;;) {
+      const parked = Atomics.load(ctl, CTL.parked);
+      let live = 0;
+      for (const t of this.threads) if (!t.done) live++;
+      if (parked >= live || this.life !== "paused") return;
+      const w = Atomics.waitAsync(ctl, CTL.parked, parked, 5);
+      if (w.async) await w.value;
+    }
+  }
+
+  /** Resumes a paused VM: each vCPU goes on where it stopped. */
+  resume(): void {
+    this.expect("resume", ["paused"]);
+    this.life = "running";
+    const ctl = new Int32Array(this.ctl);
+    Atomics.store(ctl, CTL.pause, 0);
+    Atomics.notify(ctl, CTL.pause);
   }
 
   /** Stops the VM from the host side. */
   stop(exit: VmExit = vmExit("host-stop", "Stopped by the host")): void {
-    if (!this.started) {
+    if (this.life === "not-started") {
       for (const t of this.threads) {
         t.worker.terminate();
         t.done = true;

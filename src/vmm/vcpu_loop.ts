@@ -29,7 +29,7 @@ const CR0_PG = 0x80000000n;
 
 /**
  * Control words shared by the main thread and every vCPU: `stop` asks the
- * loops to end.
+ * loops to end, `pause` to park until it is cleared.
  */
 export const CTL = {
   stop: 0,
@@ -37,7 +37,14 @@ export const CTL = {
   consoleDropped: 2,
   /** Non-zero once raw console output set a terminal private mode. */
   privateModes: 3,
+  /** Non-zero while the VM is paused: each vCPU parks before its next KVM_RUN. */
+  pause: 4,
+  /** vCPUs parked now. */
+  parked: 5,
 } as const;
+
+/** Bytes of the control block. */
+export const CTL_BYTES = 32;
 
 /** What a vCPU loop needs. */
 export interface VcpuLoopConfig {
@@ -51,6 +58,21 @@ export interface VcpuLoopConfig {
   ctl: Int32Array;
   /** Guest RAM, for naming the instruction at a failure. */
   memory?: GuestMemory;
+}
+
+/**
+ * Holds a vCPU outside KVM_RUN, its registers where the guest left them,
+ * until the VM resumes or stops; counted in `parked` so the pauser knows
+ * when every vCPU is still.
+ */
+function park(ctl: Int32Array): void {
+  Atomics.add(ctl, CTL.parked, 1);
+  Atomics.notify(ctl, CTL.parked);
+  while (Atomics.load(ctl, CTL.pause) !== 0 && Atomics.load(ctl, CTL.stop) === 0) {
+    Atomics.wait(ctl, CTL.pause, 1);
+  }
+  Atomics.sub(ctl, CTL.parked, 1);
+  Atomics.notify(ctl, CTL.parked);
 }
 
 /**
@@ -87,6 +109,7 @@ export class VcpuLoop {
     const l = libc();
     const { fd, ctl, run } = this.c;
     for (;;) {
+      if (Atomics.load(ctl, CTL.pause) !== 0) park(ctl);
       if (Atomics.load(ctl, CTL.stop) !== 0) {
         return vmExit("host-stop", "Stopped by the host", this.c.id);
       }

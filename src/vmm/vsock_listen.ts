@@ -15,8 +15,7 @@ import { VoltError } from "../errors.ts";
 export const VSOCK_PATH_MAX = 107 - 11;
 
 /**
- * Listens on `path` (non-blocking): a stale socket file there is replaced,
- * anything else refused in one line. `inheritable` leaves close-on-exec off.
+ * Listens on `path` (non-blocking) for vsock's host clients.
  *
  * @example
  * ```ts ignore
@@ -30,10 +29,37 @@ export function listenVsock(path: string, opts: { inheritable?: boolean } = {}):
       "usage",
     );
   }
+  return listenUnix(path, { ...opts, what: "vsock socket" });
+}
+
+/** Longest path a unix socket address holds (`sun_path` less its NUL). */
+export const UNIX_PATH_MAX = 107;
+
+/**
+ * Listens on a unix socket at `path` (non-blocking): a stale socket file
+ * there is replaced, anything else refused in one line naming `what`.
+ * `inheritable` leaves close-on-exec off.
+ *
+ * @example
+ * ```ts ignore
+ * const fd = listenUnix("/run/volt/api.sock", { what: "API socket" });
+ * ```
+ */
+export function listenUnix(
+  path: string,
+  opts: { inheritable?: boolean; what: string },
+): number {
+  const { what } = opts;
+  if (new TextEncoder().encode(path).length > UNIX_PATH_MAX) {
+    throw new VoltError(
+      `${what} path is longer than ${UNIX_PATH_MAX} bytes: ${path}`,
+      "usage",
+    );
+  }
   try {
     const info = Deno.lstatSync(path);
     if (!info.isSocket) {
-      throw new VoltError(`vsock socket path exists and is not a socket: ${path}`, "cantCreate");
+      throw new VoltError(`${what} path exists and is not a socket: ${path}`, "cantCreate");
     }
     // A socket left by an earlier VM: nobody can be listening on it any more once we bind anew.
     Deno.removeSync(path);

@@ -1,0 +1,324 @@
+/**
+ * Firecracker's REST API on a unix socket: the HTTP layer's bounds and
+ * faults with raw socket I/O, and `volt run --api-sock` driven the way
+ * firecracker-go-sdk drives Firecracker (poll, PUT the config, start,
+ * pause, resume), with the monitor jailed after `InstanceStart`.
+ */
+import assert from "node:assert/strict";
+import { parseHead, UnixHttpServer } from "../src/control/http.ts";
+import { listenUnix } from "../src/vmm/vsock_listen.ts";
+import { libc } from "../ffi/libc.ts";
+import * as g from "./guests.ts";
+import { inHelperVm, needsKvm, ROOT, tmpDir } from "./helpers.ts";
+
+const dir = tmpDir();
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Sends raw bytes on a new connection and reads until the server closes it (or `ms`). */
+async function raw(path: string, bytes: Uint8Array, ms = 5000): Promise<string> {
+  const conn = await Deno.connect({ transport: "unix", path });
+  try {
+    await conn.write(bytes).catch(() => {});
+    let out = "";
+    const buf = new Uint8Array(65536);
+    const end = performance.now() + ms;
+    while (performance.now() < end) {
+      const n = await Promise.race([
+        // A reset after the answer ends the reading like an end of stream.
+        conn.read(buf).catch(() => null),
+        sleep(end - performance.now()).then(() => -1),
+      ]);
+      if (n === null || n === -1) break;
+      out += dec.decode(buf.subarray(0, n as number));
+    }
+    return out;
+  } finally {
+    try {
+      conn.close();
+    } catch { /* closed by the server */ }
+  }
+}
+
+Deno.test("http: request heads parse; bad ones are refused with a status", () => {
+  const h = (s: string) => parseHead(enc.encode(s), enc.encode(s).length, 8192, 100);
+  assert.equal(h("GET / HTTP/1.1\r\nHost: x\r\n"), undefined);
+  assert.deepEqual(h("GET /vm/config?x=1 HTTP/1.1\r\nConnection: close\r\n\r\n"), {
+    ok: true,
+    method: "GET",
+    path: "/vm/config",
+    length: 0,
+    headEnd: 50,
+    close: true,
+  });
+  assert.equal((h("garbage\r\n\r\n") as { status: number }).status, 400);
+  assert.equal(
+    (h("PUT / HTTP/1.1\r\nContent-Length: -1\r\n\r\n") as { status: number }).status,
+    400,
+  );
+  assert.equal(
+    (h("PUT / HTTP/1.1\r\nContent-Length: 101\r\n\r\n") as { status: number }).status,
+    413,
+  );
+  assert.equal(
+    (h("PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n") as { status: number }).status,
+    501,
+  );
+  const long = parseHead(new Uint8Array(8192).fill(65), 8192, 8192, 100);
+  assert.equal((long as { status: number }).status, 431);
+});
+
+Deno.test("http server: keep-alive, pipelining, faults for garbage and 100 MB bodies, and it keeps serving", async () => {
+  const path = `${dir}/h.sock`;
+  const fd = listenUnix(path, { what: "API socket" });
+  let served = 0;
+  const server = new UnixHttpServer(fd, (req) => {
+    served++;
+    return {
+      status: 200,
+      body: { method: req.method, path: req.path, body: dec.decode(req.body) },
+    };
+  });
+  const done = server.serve();
+  try {
+    // Two requests in one write on one connection, answered in order.
+    const two = await raw(
+      path,
+      enc.encode(
+        "PUT /a HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}GET /b HTTP/1.1\r\nConnection: close\r\n\r\n",
+      ),
+    );
+    assert.match(
+      two,
+      /^HTTP\/1\.1 200 OK\r\n[^]*"path":"\/a","body":"\{\}"[^]*HTTP\/1\.1 200 OK[^]*"path":"\/b"/,
+    );
+    assert.match(
+      await raw(path, enc.encode("NOT HTTP AT ALL\r\n\r\n")),
+      /^HTTP\/1\.1 400 [^]*"fault_message":"Malformed request line"/,
+    );
+    // A 100 MB body: refused from its header, the connection closed, nothing buffered.
+    const huge = await raw(
+      path,
+      enc.encode(
+        `PUT /drives/x HTTP/1.1\r\nContent-Length: ${100 * 2 ** 20}\r\n\r\n${"x".repeat(65536)}`,
+      ),
+    );
+    assert.match(huge, /^HTTP\/1\.1 413 [^]*exceeds the limit of 51200 bytes/);
+    // Endless headers: bounded.
+    assert.match(
+      await raw(path, enc.encode("GET / HTTP/1.1\r\n" + "X: y\r\n".repeat(5000))),
+      /^HTTP\/1\.1 431/,
+    );
+    // A client that connects and goes away, and one that sends half a request.
+    (await Deno.connect({ transport: "unix", path })).close();
+    assert.equal(await raw(path, enc.encode("GET / HT"), 300), "");
+    const before = served;
+    assert.match(
+      await raw(path, enc.encode("GET /ok HTTP/1.1\r\nConnection: close\r\n\r\n")),
+      /"path":"\/ok"/,
+    );
+    assert.equal(served, before + 1);
+  } finally {
+    server.close();
+    await done;
+    libc().close(fd);
+  }
+});
+
+/** A client the way Firecracker's SDK is one: fetch over the unix socket. */
+function apiClient(path: string) {
+  const client = Deno.createHttpClient({ proxy: { transport: "unix", path } });
+  const call = async (method: string, route: string, body?: unknown) => {
+    const r = await fetch(`http://localhost${route}`, {
+      method,
+      client,
+      headers: body === undefined ? {} : { "content-type": "application/json" },
+      body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
+    });
+    const text = await r.text();
+    return { status: r.status, body: text ? JSON.parse(text) : undefined };
+  };
+  return { call, close: () => client.close() };
+}
+
+const START_MS = inHelperVm ? 120_000 : 30_000;
+
+/** Polls `GET /machine-config` until the API answers, as the SDK does (every 10 ms). */
+async function waitApi(api: ReturnType<typeof apiClient>, child: Deno.ChildProcess) {
+  const end = performance.now() + START_MS;
+  let exited = false;
+  child.status.then(() => (exited = true));
+  while (performance.now() < end && !exited) {
+    try {
+      const r = await api.call("GET", "/machine-config");
+      if (r.status === 200) return r;
+    } catch { /* not listening yet */ }
+    await sleep(10);
+  }
+  throw new Error("The API socket never answered");
+}
+
+/** /proc/PID/status lines the sandbox sets. */
+function jailFacts(pid: number): { seccomp: string; nnp: string } {
+  const s = Deno.readTextFileSync(`/proc/${pid}/status`);
+  return {
+    seccomp: /^Seccomp:\s+(\d)/m.exec(s)?.[1] ?? "?",
+    nnp: /^NoNewPrivs:\s+(\d)/m.exec(s)?.[1] ?? "?",
+  };
+}
+
+Deno.test({
+  ...needsKvm,
+  name:
+    "api: configure, start, pause, resume and read back a VM over the socket; jailed after InstanceStart",
+  async fn() {
+    const sock = `${dir}/api.sock`;
+    const disk = `${dir}/api-disk.img`;
+    Deno.writeFileSync(disk, new Uint8Array(8192));
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", `${ROOT}/mod.ts`, "run", "--api-sock", sock, "--id", "vm-7"],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+      env: { DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1" },
+    }).spawn();
+    const output = child.output();
+    const api = apiClient(sock);
+    try {
+      const first = await waitApi(api, child);
+      assert.deepEqual(first.body, {
+        vcpu_count: 1,
+        mem_size_mib: 128,
+        smt: false,
+        track_dirty_pages: false,
+        huge_pages: "None",
+      });
+      assert.deepEqual((await api.call("GET", "/")).body, {
+        id: "vm-7",
+        state: "Not started",
+        vmm_version: (await api.call("GET", "/version")).body.firecracker_version,
+        app_name: "Volt",
+      });
+      // Not jailed yet: the outer step serves the configuration.
+      assert.equal(jailFacts(child.pid).seccomp, "0");
+      const put = async (route: string, body: unknown, status = 204) => {
+        const r = await api.call("PUT", route, body);
+        assert.equal(r.status, status, `${route}: ${JSON.stringify(r.body)}`);
+        return r;
+      };
+      await put("/machine-config", { vcpu_count: 2, mem_size_mib: 64 });
+      // Bad requests: a fault each, and the server goes on.
+      const bad = await api.call("PUT", "/machine-config", "{not json");
+      assert.equal(bad.status, 400);
+      assert.match(bad.body.fault_message, /^Invalid JSON body/);
+      assert.match(
+        (await put("/machine-config", { vcpu_count: "2", mem_size_mib: 64 }, 400)).body
+          .fault_message,
+        /vcpu_count: expected number, got "2"/,
+      );
+      assert.match(
+        (await put("/drives/a", { drive_id: "b", path_on_host: disk, is_root_device: false }, 400))
+          .body.fault_message,
+        /does not match/,
+      );
+      assert.match(
+        (await put("/balloon", {}, 400)).body.fault_message,
+        /Invalid request method and\/or path/,
+      );
+      assert.match(
+        (await api.call("PATCH", "/vm", { state: "Paused" })).body.fault_message,
+        /not running/,
+      );
+      // A start with a kernel that is not there: a fault, and still not started.
+      await put("/boot-source", { kernel_image_path: `${dir}/missing-kernel` });
+      const failed = await api.call("PUT", "/actions", { action_type: "InstanceStart" });
+      assert.equal(failed.status, 400);
+      assert.match(failed.body.fault_message, /Kernel not found/);
+      assert.equal((await api.call("GET", "/")).body.state, "Not started");
+      await put("/boot-source", { kernel_image_path: g.counter() });
+      await put("/drives/data", {
+        drive_id: "data",
+        path_on_host: disk,
+        is_root_device: false,
+        is_read_only: true,
+      });
+      const patched = await api.call("PATCH", "/drives/data", {
+        drive_id: "data",
+        is_read_only: false,
+      });
+      assert.equal(patched.status, 204);
+      await put("/entropy", {});
+      await put("/actions", { action_type: "InstanceStart" });
+      // From here the jailed monitor answers on the same socket.
+      const running = await api.call("GET", "/");
+      assert.equal(running.body.state, "Running");
+      const facts = jailFacts(child.pid);
+      assert.deepEqual(facts, { seccomp: "2", nnp: "1" });
+      const config = (await api.call("GET", "/vm/config")).body;
+      assert.deepEqual(config["machine-config"], { vcpu_count: 2, mem_size_mib: 64 });
+      assert.equal(config.drives[0].is_read_only, false);
+      assert.equal((await api.call("GET", "/machine-config")).body.vcpu_count, 2);
+      for (let i = 0; i < 3; i++) {
+        assert.equal((await api.call("PATCH", "/vm", { state: "Paused" })).status, 204);
+        assert.equal((await api.call("GET", "/")).body.state, "Paused");
+        assert.equal((await api.call("PATCH", "/vm", { state: "Resumed" })).status, 204);
+        assert.equal((await api.call("GET", "/")).body.state, "Running");
+      }
+      const again = await api.call("PUT", "/actions", { action_type: "InstanceStart" });
+      assert.equal(again.status, 400);
+      assert.match(again.body.fault_message, /already running/);
+      const late = await api.call("PUT", "/boot-source", { kernel_image_path: "/x" });
+      assert.match(late.body.fault_message, /not supported after starting the microVM/);
+      assert.equal((await api.call("PATCH", "/vm", { state: "Sleeping" })).status, 400);
+      // After all that, the VM still runs.
+      assert.equal((await api.call("GET", "/")).body.state, "Running");
+    } finally {
+      api.close();
+      child.kill("SIGTERM");
+    }
+    const out = await output;
+    assert.match(dec.decode(out.stdout), /counting/);
+    assert.equal(out.code, 143, dec.decode(out.stderr));
+  },
+});
+
+Deno.test({
+  ...needsKvm,
+  name:
+    "api with --config-file: the file's VM starts at once; the jailed monitor serves its config, pause and resume",
+  async fn() {
+    const sock = `${dir}/api2.sock`;
+    const doc = {
+      "boot-source": { kernel_image_path: g.counter() },
+      "machine-config": { vcpu_count: 1, mem_size_mib: 64 },
+    };
+    const file = `${dir}/api2.json`;
+    Deno.writeTextFileSync(file, JSON.stringify(doc));
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", `${ROOT}/mod.ts`, "run", "--config-file", file, "--api-sock", sock],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+      env: { DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1" },
+    }).spawn();
+    const output = child.output();
+    const api = apiClient(sock);
+    try {
+      await waitApi(api, child);
+      const info = (await api.call("GET", "/")).body;
+      assert.equal(info.state, "Running");
+      assert.equal(info.id, "anonymous-instance");
+      assert.deepEqual((await api.call("GET", "/vm/config")).body, doc);
+      assert.deepEqual(jailFacts(child.pid), { seccomp: "2", nnp: "1" });
+      assert.equal((await api.call("PATCH", "/vm", { state: "Paused" })).status, 204);
+      assert.equal((await api.call("GET", "/")).body.state, "Paused");
+      assert.equal((await api.call("PATCH", "/vm", { state: "Resumed" })).status, 204);
+    } finally {
+      api.close();
+      child.kill("SIGTERM");
+    }
+    const out = await output;
+    assert.equal(out.code, 143, dec.decode(out.stderr));
+  },
+});
