@@ -322,3 +322,49 @@ Deno.test({
     assert.equal(out.code, 143, dec.decode(out.stderr));
   },
 });
+
+Deno.test({
+  ...needsKvm,
+  name:
+    "api: an InstanceStart that fails on a missing TAP is a fault, closes what it opened, and the API goes on",
+  async fn() {
+    const sock = `${dir}/api3.sock`;
+    const disk = `${dir}/api3.img`;
+    Deno.writeFileSync(disk, new Uint8Array(4096));
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", `${ROOT}/mod.ts`, "run", "--api-sock", sock],
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+      env: { DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1" },
+    }).spawn();
+    const output = child.output();
+    const api = apiClient(sock);
+    const fds = () => [...Deno.readDirSync(`/proc/${child.pid}/fd`)].length;
+    try {
+      await waitApi(api, child);
+      await api.call("PUT", "/boot-source", { kernel_image_path: g.counter() });
+      await api.call("PUT", "/drives/d", {
+        drive_id: "d",
+        path_on_host: disk,
+        is_root_device: false,
+      });
+      await api.call("PUT", "/network-interfaces/eth0", {
+        iface_id: "eth0",
+        host_dev_name: "voltnotap9",
+      });
+      const before = fds();
+      for (let i = 0; i < 3; i++) {
+        const r = await api.call("PUT", "/actions", { action_type: "InstanceStart" });
+        assert.equal(r.status, 400);
+        assert.match(r.body.fault_message, /voltnotap9/);
+      }
+      assert.equal(fds(), before, "a failed start left descriptors open");
+      assert.equal((await api.call("GET", "/")).body.state, "Not started");
+    } finally {
+      api.close();
+      child.kill("SIGTERM");
+    }
+    await output;
+  },
+});

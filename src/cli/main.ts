@@ -24,6 +24,9 @@ Usage:
   volt run [--kernel PATH|debian] [options]
                                      boot a microVM (no --kernel: the default
                                      guest, built and cached on first use)
+  volt run --config-file FILE [--api-sock PATH]
+  volt run --api-sock PATH [--id ID] boot what a Firecracker config or API
+                                     client describes
   volt exec --vsock PATH [-t] [--] CMD [ARGS...]
                                      run a command in a running guest (its
                                      --vsock socket): stdout, stderr, stdin
@@ -77,6 +80,16 @@ Run options:
                        a virtio-vsock device, Firecracker's host side: host
                        clients connect to PATH ("CONNECT <port>\n"), guest
                        connections to port P reach PATH_P
+  --config-file FILE   Firecracker's JSON configuration (boot-source, drives,
+                       machine-config, network-interfaces, vsock, logger,
+                       entropy; Volt's own settings under "volt"): it
+                       describes the whole VM, so the flags above are refused
+                       beside it; a field Volt does not support is refused
+  --api-sock PATH      serve Firecracker's REST API on a unix socket: without
+                       --config-file the VM waits for its configuration and
+                       InstanceStart; PATCH /vm pauses and resumes it
+  --id ID              the instance id the API reports (with --api-sock)
+  --no-api             no API socket (with --config-file; the default)
   --log-level L        trace | debug | info | warning | error | fatal | off
                        (default warning)
   --native             boot on this host: ./volt run otherwise boots in the

@@ -349,7 +349,7 @@ export function bareRootfs(args: string[]): string[] {
  * gets the descriptors and no path rule: the sandbox does not widen to a
  * disk's directory.
  */
-function openDisks(disks: DiskConfig[]): DiskConfig[] {
+function openDisks(disks: DiskConfig[], track: (fd: number) => void): DiskConfig[] {
   return disks.map((d) => {
     let info: Deno.FileInfo;
     try {
@@ -365,6 +365,7 @@ function openDisks(disks: DiskConfig[]): DiskConfig[] {
     if (fd < 0) {
       throw new VoltError(`Cannot open disk ${d.path}: permission denied or busy`, "noinput");
     }
+    track(fd);
     return { ...d, path, fd };
   });
 }
@@ -379,7 +380,6 @@ async function prepareJail(
   cfg: ReturnType<typeof resolveConfig>,
   api?: MonitorPlan["api"],
 ): Promise<() => never> {
-  const { sandbox } = plan;
   const trace = new BootTrace();
   trace.mark("runtime up", 0);
   // "default" is resolveConfig's stand-in for no --kernel: the default guest.
@@ -397,18 +397,44 @@ async function prepareJail(
   for (const image of Object.values(openImages({ ...cfg, ...guest }))) image?.close();
   const kernel = Deno.realPathSync(guest.kernel);
   const initrd = guest.initrd === undefined ? undefined : Deno.realPathSync(guest.initrd);
-  const disks = openDisks(cfg.disks);
+  // What this step opens is closed again if a later input fails (the API
+  // lets a client fix its config and start again in the same process).
+  const opened: number[] = [];
+  const track = (fd: number) => (opened.push(fd), fd);
+  try {
+    return openForJail(plan, cfg, api, { kernel, initrd, trace }, track);
+  } catch (e) {
+    for (const fd of opened) libc().close(fd);
+    throw e;
+  }
+}
+
+/** {@linkcode prepareJail}'s descriptors and plan; each descriptor it opens goes to `track`. */
+function openForJail(
+  plan: MonitorPlan,
+  cfg: ReturnType<typeof resolveConfig>,
+  api: MonitorPlan["api"],
+  { kernel, initrd, trace }: { kernel: string; initrd?: string; trace: BootTrace },
+  track: (fd: number) => number,
+): () => never {
+  const { sandbox } = plan;
+  const disks = openDisks(cfg.disks, track);
   // TAPs too: attached here, so the monitor needs no CAP_NET_ADMIN.
-  const nets = cfg.nets.map((n) => ({ ...n, fd: n.fd ?? openTap(n.tap, { inheritable: true }) }));
+  const nets = cfg.nets.map((n) => ({
+    ...n,
+    fd: n.fd ?? track(openTap(n.tap, { inheritable: true })),
+  }));
   // And vsock's socket: listened on here; guest connections to port P go to its path + "_P".
   const vsock = cfg.vsock && {
     ...cfg.vsock,
     uds: resolve(cfg.vsock.uds),
-    listenFd: cfg.vsock.listenFd ?? listenVsock(resolve(cfg.vsock.uds), { inheritable: true }),
+    listenFd: cfg.vsock.listenFd ??
+      track(listenVsock(resolve(cfg.vsock.uds), { inheritable: true })),
   };
   trace.mark("guest resolved");
 
   const kvmFd = plan.config.kvmFd ?? openInheritable(cfg.kvmDevice, O_RDWR);
+  if (kvmFd >= 0) track(kvmFd);
   // The monitor's whole configuration, resolved, in one document.
   const inner: MonitorPlan = {
     ...plan,
@@ -435,7 +461,9 @@ async function prepareJail(
     args: ["run", `--${PLAN_OPTION}=${encodePlan(inner)}`],
     landlock: sandbox.landlock,
   });
-  const metricsFd = plan.metricsJson === undefined ? undefined : openMetricsFile(plan.metricsJson);
+  const metricsFd = plan.metricsJson === undefined
+    ? undefined
+    : track(openMetricsFile(plan.metricsJson));
   const log = logger("sandbox");
   for (const r of plannedJail.rules ?? []) log.debug("Landlock: {access} {path}", { ...r });
   log.debug("Jailed monitor: {args}", { args: plannedJail.exec.args.join(" ") });
