@@ -1,7 +1,11 @@
 /**
  * Volt: a KVM microVM monitor in TypeScript.
  *
- * Import it to boot microVMs from code; run it to get the `volt` CLI.
+ * Import it to boot microVMs from code; run it to get the `volt` CLI. A VM
+ * goes from `not-started` to `running` ({@linkcode Machine.start}), between
+ * `running` and `paused` ({@linkcode Machine.pause}, {@linkcode Machine.resume})
+ * and ends `halted` ({@linkcode Machine.stop}, or the guest); a Firecracker
+ * configuration maps onto a {@linkcode VmConfig} with {@linkcode fromFirecracker}.
  *
  * @example
  * ```ts ignore
@@ -14,7 +18,6 @@
  * @module
  */
 
-import { main } from "./src/cli/main.ts";
 import type { VmConfig } from "./src/vmm/config.ts";
 import { type CreateOptions, Machine } from "./src/vmm/machine.ts";
 
@@ -31,12 +34,13 @@ export type { BootProtocol } from "./src/boot/loader.ts";
 export type { ConsoleSink, VcpuFilter } from "./src/vmm/worker_protocol.ts";
 export type { ConsoleMode } from "./src/vmm/console_filter.ts";
 export type { ErrorKind } from "./src/errors.ts";
+export type { Level } from "./src/log.ts";
 export { Machine } from "./src/vmm/machine.ts";
 export { EXIT_CODE, VoltError } from "./src/errors.ts";
 export { DEFAULT_CMDLINE } from "./src/boot/cmdline.ts";
 export { parseSize } from "./src/vmm/config.ts";
 export { EXEC_PORT, execInGuest } from "./src/guest/exec.ts";
-export { main } from "./src/cli/main.ts";
+export { type FileConfig, fromFirecracker, readConfigFile } from "./src/control/fc_config.ts";
 
 /**
  * Builds a microVM, ready to {@linkcode Machine.start}. `devices` plugs in
@@ -65,6 +69,7 @@ export function createVm(
 }
 
 if (import.meta.main) {
-  const code = await main(Deno.args);
-  Deno.exit(code);
+  // The CLI is loaded only to run it: a script importing the library loads none of it.
+  const { main } = await import("./src/cli/main.ts");
+  Deno.exit(await main(Deno.args));
 }

@@ -18,8 +18,13 @@ import {
 /** Accepted `--log-level` values. */
 export const LOG_LEVELS: readonly string[] = [...getLogLevels(), "off"];
 
-/** A log level or `off`. */
-export type Level = LogLevel | "off";
+/** A log level (LogTape's, from `trace` to `fatal`) or `off`. */
+export type Level = "trace" | "debug" | "info" | "warning" | "error" | "fatal" | "off";
+// Spelled out for the docs; a compile error here if LogTape's set changes.
+type SameLevels = [LogLevel | "off"] extends [Level] ? [Level] extends [LogLevel | "off"] ? true
+  : never
+  : never;
+const _sameLevels: SameLevels = true;
 
 // Strings unquoted: messages read as sentences, not as inspected values.
 const formatter = getTextFormatter({

@@ -3,7 +3,7 @@
  * these run without KVM (files are checked before /dev/kvm is opened).
  */
 import assert from "node:assert/strict";
-import { inHelperVm, runCli, tmpDir } from "./helpers.ts";
+import { inHelperVm, needsKvm, runCli, tmpDir } from "./helpers.ts";
 
 /**
  * A parser that loops forever is killed at this bound rather than hanging
@@ -345,6 +345,56 @@ Deno.test("volt --version, help and unknown commands", async () => {
   const u = await runCli(["launch"]);
   assert.equal(u.code, 64);
   assert.equal(u.stderr, "volt: Unknown command: launch (try volt help)\n");
+});
+
+Deno.test("--help on every command and subcommand, and volt help COMMAND: usage on stdout, exit 0", async () => {
+  const cases: Array<[string[], RegExp]> = [
+    [
+      ["run", "--help"],
+      /^Usage:\n {2}volt run [^]*--config-file FILE[^]*--api-sock PATH[^]*Exit status:/,
+    ],
+    [["run", "--kernel", "x", "-h"], /^Usage:\n {2}volt run /],
+    [["exec", "--help"], /^Usage: volt exec --vsock PATH/],
+    [["kernel", "list", "--help"], /^Usage: volt kernel list \[--json\]/],
+    [["kernel", "--help"], /^Usage: volt kernel/],
+    [["guest", "build", "--help"], /^Usage: volt guest build/],
+    [["initramfs", "--help"], /^Usage:\n {2}volt initramfs/],
+    [["sandbox", "--help"], /^Usage: volt sandbox --print/],
+    [["cpuid", "--help"], /^Usage: volt cpuid [^]*--json/],
+    [["help", "run"], /^Usage:\n {2}volt run /],
+    [["help", "exec"], /^Usage: volt exec /],
+    [["help", "help"], /^Usage: volt help \[COMMAND\]/],
+  ];
+  for (const [args, re] of cases) {
+    const r = await runCli(args);
+    assert.equal(r.code, 0, `${args.join(" ")}: ${r.stderr}`);
+    assert.match(r.stdout, re, args.join(" "));
+    assert.equal(r.stderr, "", args.join(" "));
+  }
+  // A command's --help after `--` is the guest command's, not volt's.
+  const e = await runCli(["exec", "--vsock", `${dir}/none.sock`, "--", "ls", "--help"]);
+  assert.equal(e.code, 66);
+  const bad = await runCli(["help", "launch"]);
+  assert.equal(bad.code, 64);
+  assert.match(bad.stderr, /^volt: No help on "launch" \(commands: run, exec, /);
+});
+
+Deno.test("volt kernel list --json and volt cpuid --json are JSON", async () => {
+  const k = await runCli(["kernel", "list", "--json"]);
+  assert.equal(k.code, 0, k.stderr);
+  const kernels = JSON.parse(k.stdout);
+  assert.deepEqual(kernels.map((x: { name: string }) => x.name), ["microvm", "debian"]);
+  for (const x of kernels) assert.equal(typeof x.ready, "boolean");
+  if (!needsKvm.ignore) {
+    const c = await runCli(["cpuid", "--json", "--cpus", "2", "--cpu", "1"]);
+    assert.equal(c.code, 0, c.stderr);
+    const t = JSON.parse(c.stdout);
+    assert.equal(typeof t.template, "string");
+    assert.ok(Array.isArray(t.cmdline));
+    const leaf1 = t.entries.find((e: { function: number }) => e.function === 1);
+    // vCPU 1's initial APIC id is in CPUID.1 EBX[31:24].
+    assert.equal(leaf1.ebx >>> 24, 1);
+  }
 });
 
 Deno.test("volt initramfs writes a gzip cpio that --list reads back", async () => {

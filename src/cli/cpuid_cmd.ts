@@ -8,8 +8,7 @@ import { formatCpuid, vcpuCpuid } from "../arch/x86_64/cpuid.ts";
 import { EXIT_CODE } from "../errors.ts";
 import { selectTemplate } from "../vmm/builder.ts";
 import { Kvm } from "../vmm/kvm.ts";
-import { parse } from "./main.ts";
-import { parseCount } from "./run_cmd.ts";
+import { parse, parseCount } from "./options.ts";
 
 /**
  * Prints the table for vCPU `--cpu` (default 0) of a `--cpus`-vCPU VM.
@@ -25,6 +24,7 @@ export function cpuidCommand(args: string[]): number {
     cpus: { type: "string" },
     cpu: { type: "string" },
     "cpu-template": { type: "string" },
+    json: { type: "boolean" },
   });
   const cpus = parseCount(v.cpus, "--cpus") ?? 1;
   const cpu = parseCount(v.cpu, "--cpu") ?? 0;
@@ -32,6 +32,22 @@ export function cpuidCommand(args: string[]): number {
   const kvm = Kvm.open();
   const table = vcpuCpuid(kvm.supportedCpuid(), { cpu, cpus, template });
   kvm.close();
+  if (v.json) {
+    console.log(JSON.stringify({
+      template: template.name,
+      cmdline: template.cmdline,
+      entries: table.map((e) => ({
+        function: e.function,
+        index: e.index,
+        flags: e.flags,
+        eax: e.eax,
+        ebx: e.ebx,
+        ecx: e.ecx,
+        edx: e.edx,
+      })),
+    }));
+    return EXIT_CODE.ok;
+  }
   console.log(`CPU template: ${template.name} (${template.description})`);
   console.log(formatCpuid(table));
   // On PVM the guest's cpuid reads the host's CPU, not this table: the

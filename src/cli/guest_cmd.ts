@@ -17,7 +17,7 @@ import {
   microvmKernelPaths,
 } from "../guest/default_guest.ts";
 import { debianKernelPaths, fetchDebianKernel } from "../guest/kernels.ts";
-import { parse } from "./main.ts";
+import { parse } from "./options.ts";
 
 /** Progress lines go to stderr, prefixed, so stdout stays the guest's. */
 export const progress = (s: string): void => {
@@ -56,9 +56,16 @@ export async function kernelCommand(args: string[]): Promise<number> {
   const [sub, ...rest] = args;
   switch (sub) {
     case "list": {
-      parse(rest, {});
+      const { values } = parse(rest, { json: { type: "boolean" } });
       const micro = await microvmKernelPaths();
       const deb = debianKernelPaths();
+      if (values.json) {
+        console.log(JSON.stringify([
+          { name: "microvm", ready: !!micro, ...(micro ?? {}) },
+          { name: "debian", ready: !!deb, ...(deb ?? {}) },
+        ]));
+        return EXIT_CODE.ok;
+      }
       console.log(`microvm  ${micro ? micro.vmlinux : "(not built: volt kernel build)"}`);
       console.log(`debian   ${deb ? deb.vmlinux : "(not fetched: volt kernel fetch debian)"}`);
       return EXIT_CODE.ok;

@@ -48,7 +48,7 @@ import {
 import type { VcpuFilter } from "../vmm/worker_protocol.ts";
 import { SECCOMP_MODE_FILTER } from "../../ffi/seccomp.ts";
 import { resolveGuest, resolveRootfs } from "./guest_cmd.ts";
-import { parse, parseLevel, VERSION } from "./main.ts";
+import { parse, parseCount, parseLevel, VERSION } from "./options.ts";
 import {
   decodePlan,
   encodePlan,
@@ -104,13 +104,6 @@ const OPTIONS = {
 } as const;
 
 type Values = ReturnType<typeof parse<typeof OPTIONS>>["values"];
-
-/** Parses a whole number flag. */
-export function parseCount(s: string | undefined, what: string): number | undefined {
-  if (s === undefined) return undefined;
-  if (!/^\d+$/.test(s)) throw new VoltError(`${what} must be a whole number, not "${s}"`, "usage");
-  return Number(s);
-}
 
 /** The sandbox layers `v` asks for; contradictions are usage errors. */
 export function sandboxOptions(v: Partial<Values>): SandboxOptions {

@@ -129,7 +129,9 @@ export type FirecrackerConfig = v.InferOutput<typeof FirecrackerConfig>;
 
 /** What a configuration file sets: the VM, and the log level if it names one. */
 export interface FileConfig {
+  /** The VM, as Volt's own configuration. */
   config: VmConfig;
+  /** The `logger` section's level, if it names one. */
   logLevel?: Level;
 }
 
