@@ -14,6 +14,8 @@ export const O_WRONLY = 0o1;
 export const O_CREAT = 0o100;
 /** Truncate an existing file to length 0. */
 export const O_TRUNC = 0o1000;
+/** `O_APPEND` (asm-generic/fcntl.h). */
+export const O_APPEND = 0o2000;
 /** `fcntl(2)`: read the file status flags. */
 export const F_GETFL = 3;
 /** `fcntl(2)`: set the file status flags. */

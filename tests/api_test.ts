@@ -249,6 +249,12 @@ Deno.test({
       });
       assert.equal(patched.status, 204);
       await put("/entropy", {});
+      const metricsFile = `${dir}/metrics.jsonl`;
+      await put("/metrics", { metrics_path: metricsFile });
+      assert.match(
+        (await put("/actions", { action_type: "FlushMetrics" }, 400)).body.fault_message,
+        /not running/,
+      );
       await put("/actions", { action_type: "InstanceStart" });
       // From here the jailed monitor answers on the same socket.
       const running = await api.call("GET", "/");
@@ -265,6 +271,29 @@ Deno.test({
         assert.equal((await api.call("PATCH", "/vm", { state: "Resumed" })).status, 204);
         assert.equal((await api.call("GET", "/")).body.state, "Running");
       }
+      // Metrics: a line on FlushMetrics, with the exits, the console and the API's own counts.
+      // The jailed monitor counts its own requests: one fault here, on purpose.
+      assert.equal((await api.call("PATCH", "/vm", { state: "Sleeping" })).status, 400);
+      await put("/actions", { action_type: "FlushMetrics" });
+      const lines = Deno.readTextFileSync(metricsFile).trim().split("\n").map((l) => JSON.parse(l));
+      assert.equal(lines.length, 1);
+      const m = lines[0];
+      assert.ok(m.utc_timestamp_ms > 0);
+      assert.ok(m.vcpu.exit_io_out >= "counting\n".length, JSON.stringify(m.vcpu));
+      assert.equal(m.uart.write_bytes, "counting\n".length);
+      assert.ok(
+        m.api_server.requests > 5 && m.api_server.faults === 1,
+        JSON.stringify(m.api_server),
+      );
+      assert.deepEqual(Object.keys(m.block_data), [
+        "reads",
+        "read_bytes",
+        "writes",
+        "write_bytes",
+        "flushes",
+        "failures",
+      ]);
+      assert.ok(m.volt.boot_phases_ms["first KVM_RUN"] > 0);
       const again = await api.call("PUT", "/actions", { action_type: "InstanceStart" });
       assert.equal(again.status, 400);
       assert.match(again.body.fault_message, /already running/);
@@ -280,6 +309,10 @@ Deno.test({
     const out = await output;
     assert.match(dec.decode(out.stdout), /counting/);
     assert.equal(out.code, 143, dec.decode(out.stderr));
+    // And a last line as the VM ended.
+    const last = Deno.readTextFileSync(`${dir}/metrics.jsonl`).trim().split("\n");
+    assert.equal(last.length, 2);
+    assert.equal(JSON.parse(last[1]).vmm.state, "halted");
   },
 });
 
@@ -314,6 +347,8 @@ Deno.test({
       assert.equal((await api.call("PATCH", "/vm", { state: "Paused" })).status, 204);
       assert.equal((await api.call("GET", "/")).body.state, "Paused");
       assert.equal((await api.call("PATCH", "/vm", { state: "Resumed" })).status, 204);
+      const noFile = await api.call("PUT", "/actions", { action_type: "FlushMetrics" });
+      assert.match(noFile.body.fault_message, /No metrics file/);
     } finally {
       api.close();
       child.kill("SIGTERM");

@@ -23,7 +23,7 @@ const refused = (data: unknown, re: RegExp) =>
 const boot = { kernel_image_path: "/k/vmlinux" };
 
 Deno.test("config file: every Firecracker section maps onto Volt's config", () => {
-  const { config, logLevel } = fromFirecracker({
+  const { config, logLevel, metricsPath } = fromFirecracker({
     "boot-source": {
       kernel_image_path: "/k/vmlinux",
       boot_args: "console=ttyS0 quiet",
@@ -52,6 +52,7 @@ Deno.test("config file: every Firecracker section maps onto Volt's config", () =
     }],
     vsock: { guest_cid: 3, uds_path: "/run/v.sock", vsock_id: "vsock0" },
     logger: { level: "Debug", show_level: true },
+    metrics: { metrics_path: "/run/m.fifo" },
     entropy: {},
     volt: { append: "volt.exit", cpu_template: "none", boot_protocol: "pvh", console_mode: "raw" },
   });
@@ -75,6 +76,11 @@ Deno.test("config file: every Firecracker section maps onto Volt's config", () =
     entropy: true,
   });
   assert.equal(logLevel, "debug");
+  assert.equal(metricsPath, "/run/m.fifo");
+  assert.equal(
+    fromFirecracker({ "boot-source": boot, metrics: { metrics_path: "/m" } }).metricsPath,
+    "/m",
+  );
   // The smallest file: a kernel, Volt's defaults for the rest.
   assert.deepEqual(fromFirecracker({ "boot-source": boot }).config, {
     kernel: "/k/vmlinux",
@@ -90,7 +96,10 @@ Deno.test("config file: a field Volt does not support is refused by name, never 
       /^Config: balloon is not supported by Volt yet$/,
     ],
     [{ "boot-source": boot, "mmds-config": {} }, /^Config: mmds-config is not supported/],
-    [{ "boot-source": boot, metrics: { metrics_path: "/m" } }, /^Config: metrics is not supported/],
+    [
+      { "boot-source": boot, metrics: { metrics_path: "/m", period: 1 } },
+      /^Config: metrics\.period is not a setting Volt knows$/,
+    ],
     [
       {
         "boot-source": boot,

@@ -77,3 +77,30 @@ Deno.test({
     await assert.rejects(() => vm.pause(), usage(/^Cannot pause a VM that is halted$/));
   },
 });
+
+Deno.test({
+  ...needsKvm,
+  name: "metrics: vCPU exits by kind and the console's bytes, counted as the guest runs",
+  async fn() {
+    const vm = await createVm({ kernel: g.hello(), console: "message", memory: "64M" });
+    let out = "";
+    vm.onConsole = (b) => void (out += new TextDecoder().decode(b));
+    assert.deepEqual(vm.metrics().vcpu, {
+      exitIoIn: 0,
+      exitIoOut: 0,
+      exitMmioRead: 0,
+      exitMmioWrite: 0,
+      exitIdle: 0,
+    });
+    const exit = await vm.run(20_000);
+    assert.equal(exit.code, 7);
+    const m = vm.metrics();
+    const line = "Hello from a volt guest\n";
+    assert.equal(out, line);
+    assert.equal(m.serialOutBytes, line.length);
+    // One OUT per character and one to the exit port, at least (the UART's status reads are INs).
+    assert.ok(m.vcpu.exitIoOut >= line.length + 1, JSON.stringify(m));
+    assert.equal(m.state, "halted");
+    assert.deepEqual(m.devices, []);
+  },
+});

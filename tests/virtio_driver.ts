@@ -351,6 +351,7 @@ export async function runInGuest(
   memory: number,
   config: Partial<VmConfig>,
   run: DriverRun,
+  after?: (vm: Machine) => void,
 ): Promise<Output[]> {
   const vm = await Machine.create({
     kernel: scriptGuest(),
@@ -372,5 +373,6 @@ export async function runInGuest(
   chunks.reduce((at, b) => (all.set(b, at), at + b.length), 0);
   const state = new Int32Array(vm.built.devices.virtio[0].state);
   assert.equal(state[S.NOTIFY_EXITS], 0, "notifies that exited to the monitor");
+  after?.(vm);
   return script.parse(all);
 }

@@ -127,6 +127,8 @@ interface Case extends DriverRun {
   device: "rng" | "blk-ro" | "blk-rw";
   /** `irqs`: interrupts raised, counted in-process only. */
   check(out: Output[], disk?: Uint8Array, irqs?: number): void;
+  /** The device's counters after the run (`vm.metrics()`), in the guest only. */
+  stats?: Record<string, number>;
 }
 
 const word = (o: Output) => o as number;
@@ -178,6 +180,8 @@ const CASES: Case[] = [
   {
     what: "block: a write, a flush and GET_ID on a rw disk",
     device: "blk-rw",
+    // The metrics count what the guest asked: one 512-byte write, one flush.
+    stats: { reads: 0, readBytes: 0, writes: 1, writeBytes: 512, flushes: 1, failures: 0 },
     prepare: (mem) => {
       mem.bytes(DATA + 0x10000, 512).fill(0xab);
       return {
@@ -701,10 +705,17 @@ for (const c of CASES) {
     ...needsKvm,
     fn: async () => {
       const disk = c.device === "rng" ? undefined : makeDisk();
-      const out = await runInGuest(MEMORY, {
-        entropy: c.device === "rng",
-        disks: disk ? [{ path: disk, readOnly: c.device === "blk-ro", id: "test-disk" }] : [],
-      }, c);
+      let stats: Record<string, number> | undefined;
+      const out = await runInGuest(
+        MEMORY,
+        {
+          entropy: c.device === "rng",
+          disks: disk ? [{ path: disk, readOnly: c.device === "blk-ro", id: "test-disk" }] : [],
+        },
+        c,
+        (vm) => (stats = vm.metrics().devices[0]?.stats),
+      );
+      if (c.stats) assert.deepEqual(stats, c.stats);
       c.check(out, disk ? Deno.readFileSync(disk) : undefined);
     },
   });

@@ -24,6 +24,8 @@ export interface MonitorPlan {
   logLevel: Level;
   /** `--metrics-json` (the outer step opens it; the monitor gets the descriptor). */
   metricsJson?: string;
+  /** Firecracker's `metrics.metrics_path`, and the descriptor the outer step opened for it. */
+  metricsLog?: { path: string; fd?: number };
   /** The API socket (`--api-sock`), listening, and what the monitor serves on it. */
   api?: {
     fd: number;

@@ -65,6 +65,7 @@ import { type FileConfig, fromFirecracker, readConfigFile } from "../control/fc_
 import { ApiRoutes, type FcDocument } from "../control/api.ts";
 import { UnixHttpServer } from "../control/http.ts";
 import { listenUnix } from "../vmm/vsock_listen.ts";
+import { MetricsLog, openMetricsLog } from "../vmm/metrics_log.ts";
 import type { DiskConfig } from "../vmm/device_manager.ts";
 
 const OPTIONS = {
@@ -161,7 +162,7 @@ export async function runCommand(args: string[]): Promise<number> {
         "usage",
       );
     }
-    return await boot(plan.config, decodeJailState(state), plan.sandbox, plan.api);
+    return await boot(plan.config, decodeJailState(state), plan.sandbox, plan);
   }
   if (v["api-sock"] !== undefined && v["no-api"]) {
     throw new VoltError("--api-sock conflicts with --no-api", "usage");
@@ -206,6 +207,7 @@ export async function runCommand(args: string[]): Promise<number> {
     sandbox,
     logLevel: level,
     metricsJson: v["metrics-json"],
+    ...(file?.metricsPath ? { metricsLog: { path: file.metricsPath } } : {}),
   };
   if (state === undefined) {
     const api = v["api-sock"] === undefined
@@ -257,6 +259,7 @@ async function apiRun(v: Values): Promise<number> {
         sandbox,
         logLevel: level,
         metricsJson: v["metrics-json"],
+        ...(file.metricsPath ? { metricsLog: { path: file.metricsPath } } : {}),
       };
       enter = await prepareJail(plan, cfg, { ...api, document: doc });
     },
@@ -315,17 +318,20 @@ function ioOptions(v: Values): Partial<VmConfig> {
   };
 }
 
-/** The API in the jailed monitor: the GETs, and pause and resume of `machine`. */
-function serveApi(api: NonNullable<MonitorPlan["api"]>, machine: Machine): UnixHttpServer {
-  const state = () => (machine.state === "paused" ? "Paused" : "Running");
-  const routes = new ApiRoutes({
+/** The API in the jailed monitor: the GETs, pause and resume of `machine`, and its metrics. */
+function apiRoutes(
+  api: NonNullable<MonitorPlan["api"]>,
+  machine: Machine,
+  metrics?: MetricsLog,
+): ApiRoutes {
+  return new ApiRoutes({
     id: api.id,
     version: VERSION,
-    state,
+    state: () => (machine.state === "paused" ? "Paused" : "Running"),
     pause: () => machine.pause(),
     resume: () => machine.resume(),
+    flushMetrics: () => metrics?.flush() ?? false,
   }, api.document);
-  return new UnixHttpServer(api.fd, (req) => routes.handle(req));
 }
 
 /** `--rootfs` with no value (last, or before another option) means the default root image. */
@@ -428,11 +434,16 @@ function openForJail(
 
   const kvmFd = plan.config.kvmFd ?? openInheritable(cfg.kvmDevice, O_RDWR);
   if (kvmFd >= 0) track(kvmFd);
+  const metricsLog = plan.metricsLog && {
+    path: plan.metricsLog.path,
+    fd: track(openMetricsLog(plan.metricsLog.path)),
+  };
   // The monitor's whole configuration, resolved, in one document.
   const inner: MonitorPlan = {
     ...plan,
     // The outer step opens the metrics file; its descriptor travels in the jail state.
     metricsJson: undefined,
+    metricsLog,
     config: {
       ...plan.config,
       kernel,
@@ -467,6 +478,7 @@ function openForJail(
     ...nets.map((n) => n.fd),
     vsock?.listenFd,
     api?.fd,
+    metricsLog?.fd,
   ];
   return () =>
     enterJail({
@@ -502,7 +514,7 @@ async function boot(
   config: VmConfig,
   state: JailState,
   sandbox: SandboxOptions,
-  api?: MonitorPlan["api"],
+  { api, metricsLog }: Pick<MonitorPlan, "api" | "metricsLog"> = {},
 ): Promise<number> {
   const log = logger("vmm");
   const onMark = (m: { ms: number; phase: string }) =>
@@ -535,7 +547,17 @@ async function boot(
     Deno.permissions.revokeSync({ name: "read" });
     machine.trace.mark("deno reads revoked");
     // Made before seccomp: the server's epoll set and eventfd are its last new descriptors.
-    const server = api && serveApi(api, machine);
+    let routes: ApiRoutes | undefined;
+    const metrics: MetricsLog | undefined = metricsLog?.fd === undefined
+      ? undefined
+      : new MetricsLog(metricsLog.fd, {
+        vm: () => machine.metrics(),
+        phases: () => [...state.marks, ...machine.trace.marks],
+        api: (): { requests: number; faults: number } =>
+          routes?.stats ?? { requests: 0, faults: 0 },
+      });
+    routes = api && apiRoutes(api, machine, metrics);
+    const server = api && routes && new UnixHttpServer(api.fd, (req) => routes.handle(req));
     let seccomp: SandboxFacts["seccomp"] = "off";
     let vcpuFilter: VcpuFilter | undefined;
     if (sandbox.seccomp) {
@@ -574,6 +596,7 @@ async function boot(
     server?.close();
     await serving;
     await machine.settled();
+    metrics?.close();
     if (state.metricsFd !== undefined) {
       writeMetrics(
         state.metricsFd,

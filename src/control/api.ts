@@ -18,6 +18,7 @@ import {
   Entropy,
   Logger,
   MachineConfig,
+  Metrics,
   NetworkInterface,
   Vsock,
 } from "./fc_config.ts";
@@ -40,6 +41,8 @@ export interface ApiTarget {
   start?(doc: FcDocument): Promise<void> | void;
   pause?(): Promise<void>;
   resume?(): void;
+  /** Writes a metrics line now; false if the VM has no metrics file. */
+  flushMetrics?(): boolean;
 }
 
 /** Firecracker's defaults for `GET /machine-config` before one is set. */
@@ -68,6 +71,7 @@ const SECTIONS = {
   "machine-config": MachineConfig,
   vsock: Vsock,
   logger: Logger,
+  metrics: Metrics,
   entropy: Entropy,
 } as const;
 
@@ -95,6 +99,8 @@ export class ApiRoutes {
   readonly #target: ApiTarget;
   readonly #doc: FcDocument;
   #starting = false;
+  /** Requests answered, and how many of them with a fault. */
+  readonly stats = { requests: 0, faults: 0 };
 
   constructor(target: ApiTarget, doc: FcDocument = {}) {
     this.#target = target;
@@ -108,12 +114,17 @@ export class ApiRoutes {
 
   /** Answers one request; never throws. */
   async handle(req: HttpRequest): Promise<HttpResponse> {
+    let res: HttpResponse;
     try {
-      return await this.#route(req);
+      res = await this.#route(req);
     } catch (e) {
-      if (e instanceof VoltError) return fault(400, e.message);
-      return fault(500, `Internal error: ${(e as Error)?.message ?? e}`);
+      res = e instanceof VoltError
+        ? fault(400, e.message)
+        : fault(500, `Internal error: ${(e as Error)?.message ?? e}`);
     }
+    this.stats.requests++;
+    if (res.status >= 400) this.stats.faults++;
+    return res;
   }
 
   async #route({ method, path, body }: HttpRequest): Promise<HttpResponse> {
@@ -144,8 +155,6 @@ export class ApiRoutes {
         this.#doc["machine-config"] = check(MachineConfig, merged, "machine-config");
         return noContent;
       }
-      case "PUT /metrics":
-        return fault(400, "metrics is not supported by Volt yet");
       case "PUT /actions": {
         const a = check(Action, json(), "actions").action_type;
         if (a === "InstanceStart") {
@@ -160,6 +169,12 @@ export class ApiRoutes {
           return noContent;
         }
         if (!started) return fault(400, `${a}: the microVM is not running`);
+        if (a === "FlushMetrics") {
+          if (!t.flushMetrics?.()) {
+            return fault(400, "No metrics file was configured (PUT /metrics)");
+          }
+          return noContent;
+        }
         return fault(400, `${a} is not supported by Volt yet`);
       }
       case "PATCH /vm": {

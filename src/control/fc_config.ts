@@ -93,6 +93,11 @@ export const Logger = v.strictObject({
   module: unsupported,
 });
 
+/** Firecracker's `metrics`: where the JSON lines go. */
+export const Metrics = v.strictObject({
+  metrics_path: v.pipe(v.string(), v.minLength(1, "needs a path")),
+});
+
 /** Firecracker's `entropy`. */
 export const Entropy = v.strictObject({ rate_limiter: unsupported });
 
@@ -116,7 +121,7 @@ export const FirecrackerConfig = v.strictObject({
   "network-interfaces": v.optional(v.array(NetworkInterface)),
   vsock: v.nullish(Vsock),
   logger: v.nullish(Logger),
-  metrics: unsupported,
+  metrics: v.nullish(Metrics),
   entropy: v.nullish(Entropy),
   balloon: unsupported,
   "mmds-config": unsupported,
@@ -133,6 +138,8 @@ export interface FileConfig {
   config: VmConfig;
   /** The `logger` section's level, if it names one. */
   logLevel?: Level;
+  /** The `metrics` section's path: Firecracker-style JSON lines go there. */
+  metricsPath?: string;
 }
 
 /**
@@ -242,7 +249,11 @@ export function fromFirecracker(data: unknown, what = "Config"): FileConfig {
     ...(fc.entropy ? { entropy: true } : {}),
   };
   const logLevel = fc.logger ? levelOf(fc.logger) : undefined;
-  return logLevel === undefined ? { config } : { config, logLevel };
+  return {
+    config,
+    ...(logLevel === undefined ? {} : { logLevel }),
+    ...(fc.metrics ? { metricsPath: fc.metrics.metrics_path } : {}),
+  };
 }
 
 /** Most bytes of a configuration file: far more than any real one, and still bounded. */

@@ -54,8 +54,13 @@ export function makeBackend(b: VirtioBackendSpec, memory: GuestMemory): VirtioBa
  * const exit = await runIoLoop(built.io, built.memory); // undefined after a stop
  * ```
  */
-export async function runIoLoop(plan: IoPlan, memory: GuestMemory): Promise<VmExit | undefined> {
+export async function runIoLoop(
+  plan: IoPlan,
+  memory: GuestMemory,
+  onBackends?: (backends: readonly VirtioBackend[]) => void,
+): Promise<VmExit | undefined> {
   const backends = plan.devices.map((d) => makeBackend(d.backend, memory));
+  onBackends?.(backends);
   try {
     return await serve(plan, memory, backends);
   } finally {

@@ -16,7 +16,8 @@ import { buildVm, type BuiltVm, releaseVm } from "./builder.ts";
 import { resolveConfig, type VmConfig } from "./config.ts";
 import { type VmExit, vmExit } from "./exit_reason.ts";
 import { BootTrace, FIRST_RUN_PHASE, GUEST_READY_PHASE, type Mark } from "./trace.ts";
-import { CTL, CTL_BYTES } from "./vcpu_loop.ts";
+import { CTL, CTL_BYTES, VCPU_STAT, VCPU_STAT_SLOTS } from "./vcpu_loop.ts";
+import type { VirtioBackend } from "../devices/virtio/device.ts";
 import type { VcpuEvent, VcpuFilter, VcpuStart } from "./worker_protocol.ts";
 import { runIoLoop } from "./io_loop.ts";
 import type { HostedSpec } from "./device_manager.ts";
@@ -87,6 +88,24 @@ export function setVcpuWorkerUrl(url: URL): void {
  */
 export type VmState = "not-started" | "running" | "paused" | "halted";
 
+/** What {@linkcode Machine.metrics} reports. */
+export interface VmMetrics {
+  /** Where the VM is in its life. */
+  state: VmState;
+  /** vCPU exits by kind, over every vCPU (`exitIdle`: HLT, interrupt windows, kicks). */
+  vcpu: {
+    exitIoIn: number;
+    exitIoOut: number;
+    exitMmioRead: number;
+    exitMmioWrite: number;
+    exitIdle: number;
+  };
+  /** Bytes the guest's UART sent to the console. */
+  serialOutBytes: number;
+  /** Each virtio device: its kind, its id (a disk's, a TAP's name) and its counters. */
+  devices: Array<{ kind: string; id?: string; stats: Record<string, number> }>;
+}
+
 /** Options of {@linkcode Machine.create}. */
 export interface CreateOptions {
   /** Called with each boot phase as it happens. */
@@ -133,6 +152,10 @@ export class Machine {
   /** False while the I/O loop (virtio devices) may still touch guest RAM. */
   private ioDone = true;
   private readonly ctl = new SharedArrayBuffer(CTL_BYTES);
+  /** Every vCPU's counters: its thread writes its own slots, {@linkcode metrics} adds them up. */
+  private readonly vcpuStats: SharedArrayBuffer;
+  /** The virtio devices' models, once the I/O loop has made them. */
+  private backends: readonly VirtioBackend[] = [];
   private readonly consoleRing = newConsoleRing();
   private readonly consoleReader = new ConsoleRingReader(this.consoleRing);
   private consolePump?: Promise<void>;
@@ -173,6 +196,7 @@ export class Machine {
     this.threads = threads;
     this.built = built;
     this.exited = new Promise((r) => (this.resolveExit = r));
+    this.vcpuStats = new SharedArrayBuffer(8 * VCPU_STAT_SLOTS * threads.length);
     // Host input is injected from this thread: the IRQ line ioctl is VM-wide.
     this.serial = new SharedSerial(built.devices.serialState, { writeSync: (d) => d.length }, {
       trigger: () => {
@@ -253,6 +277,7 @@ export class Machine {
         memSize: b.memory.size,
         devices: b.devices.specs,
         ctl: this.ctl,
+        stats: this.vcpuStats,
         console: this.cfg.console,
         consoleRing: this.consoleRing,
         consoleMode: this.consoleMode ?? "raw",
@@ -263,7 +288,7 @@ export class Machine {
     });
     if (b.io) {
       this.ioDone = false;
-      runIoLoop(b.io, b.memory).catch((e) =>
+      runIoLoop(b.io, b.memory, (backends) => (this.backends = backends)).catch((e) =>
         vmExit("monitor-error", `I/O loop: ${(e as Error).message}`)
       ).then((exit) => {
         this.ioDone = true;
@@ -380,6 +405,46 @@ export class Machine {
     this.pendingBytes = 0;
     this.wakeInputWaiter();
     if (!started) this.cleanup();
+  }
+
+  /**
+   * Counters since the VM was made: vCPU exits by kind and the console's
+   * bytes (summed over vCPUs), and each virtio device's requests and bytes.
+   *
+   * @example
+   * ```ts ignore
+   * const m = vm.metrics();
+   * console.log(m.vcpu.exitIoOut, m.devices.find((d) => d.kind === "block")?.stats);
+   * ```
+   */
+  metrics(): VmMetrics {
+    const all = new Float64Array(this.vcpuStats);
+    const sum = (slot: number) => {
+      let n = 0;
+      for (let i = 0; i < this.threads.length; i++) n += all[i * VCPU_STAT_SLOTS + slot];
+      return n;
+    };
+    const specs = this.built.io?.devices ?? [];
+    return {
+      state: this.life,
+      vcpu: {
+        exitIoIn: sum(VCPU_STAT.ioIn),
+        exitIoOut: sum(VCPU_STAT.ioOut),
+        exitMmioRead: sum(VCPU_STAT.mmioRead),
+        exitMmioWrite: sum(VCPU_STAT.mmioWrite),
+        exitIdle: sum(VCPU_STAT.idle),
+      },
+      serialOutBytes: sum(VCPU_STAT.serialOut),
+      devices: specs.map((spec, i) => {
+        const b = spec.backend;
+        const id = b.type === "block" ? b.id : b.type === "net" ? b.tap : undefined;
+        return {
+          kind: b.type,
+          ...(id === undefined ? {} : { id }),
+          stats: { ...(this.backends[i]?.stats ?? {}) },
+        };
+      }),
+    };
   }
 
   /** Where the VM is in its life: not started, running, paused or halted. */

@@ -46,6 +46,28 @@ export const CTL = {
 /** Bytes of the control block. */
 export const CTL_BYTES = 32;
 
+/**
+ * Per-vCPU counters, in a shared Float64Array of {@linkcode VCPU_STAT_SLOTS}
+ * slots per vCPU (vCPU `id` at `id * VCPU_STAT_SLOTS`). Each vCPU thread is
+ * the only writer of its own slots, so a plain increment suffices; the main
+ * thread adds them up for the metrics.
+ */
+export const VCPU_STAT = {
+  /** Port reads (KVM_EXIT_IO, in). */
+  ioIn: 0,
+  /** Port writes. */
+  ioOut: 1,
+  mmioRead: 2,
+  mmioWrite: 3,
+  /** Exits that end nothing (HLT, interrupt window, EINTR from a kick). */
+  idle: 4,
+  /** Bytes the guest's UART sent to the console. */
+  serialOut: 5,
+} as const;
+
+/** Slots per vCPU in the counters. */
+export const VCPU_STAT_SLOTS = 8;
+
 /** What a vCPU loop needs. */
 export interface VcpuLoopConfig {
   id: number;
@@ -58,6 +80,8 @@ export interface VcpuLoopConfig {
   ctl: Int32Array;
   /** Guest RAM, for naming the instruction at a failure. */
   memory?: GuestMemory;
+  /** This vCPU's counters ({@linkcode VCPU_STAT}), a view of its own slots. */
+  stats?: Float64Array;
 }
 
 /**
@@ -93,9 +117,11 @@ export class VcpuLoop {
   private ioViewOffset = -1;
   /** One element of a string access (`rep ins/outs`), by width, copied through. */
   private readonly ioScratch = [0, 1, 2, 3, 4].map((n) => new Uint8Array(n));
+  private readonly stats: Float64Array;
 
   constructor(c: VcpuLoopConfig) {
     this.c = c;
+    this.stats = c.stats ?? new Float64Array(VCPU_STAT_SLOTS);
     this.dv = new DataView(c.run.buffer, c.run.byteOffset, c.run.byteLength);
   }
 
@@ -117,6 +143,7 @@ export class VcpuLoop {
       if (r < 0) {
         const e = errno();
         if (e === EINTR || e === EAGAIN) {
+          this.stats[VCPU_STAT.idle]++;
           run[RUN.immediate_exit] = 0;
           continue;
         }
@@ -151,6 +178,7 @@ export class VcpuLoop {
     const off = dv.getUint32(RUN.io_data_offset, true) +
       dv.getUint32(RUN.io_data_offset + 4, true) * 2 ** 32;
     const out = dv.getUint8(RUN.io_direction) === EXIT_IO_OUT;
+    this.stats[out ? VCPU_STAT.ioOut : VCPU_STAT.ioIn]++;
     const bus = this.c.pio;
     const run = this.c.run;
     // KVM reports 1, 2 or 4 bytes and keeps the data inside kvm_run; anything
@@ -186,8 +214,13 @@ export class VcpuLoop {
     const addr = Number(dv.getBigUint64(RUN.mmio_phys_addr, true));
     const len = dv.getUint32(RUN.mmio_len, true);
     const data = this.c.run.subarray(RUN.mmio_data, RUN.mmio_data + Math.min(len, 8));
-    if (dv.getUint8(RUN.mmio_is_write)) this.c.mmio.write(addr, data);
-    else this.c.mmio.read(addr, data);
+    if (dv.getUint8(RUN.mmio_is_write)) {
+      this.stats[VCPU_STAT.mmioWrite]++;
+      this.c.mmio.write(addr, data);
+    } else {
+      this.stats[VCPU_STAT.mmioRead]++;
+      this.c.mmio.read(addr, data);
+    }
   }
 
   private other(reason: number): VmExit | undefined {
@@ -197,6 +230,7 @@ export class VcpuLoop {
       case EXIT.HLT:
       case EXIT.IRQ_WINDOW_OPEN:
       case EXIT.INTR:
+        this.stats[VCPU_STAT.idle]++;
         return undefined;
       case EXIT.SHUTDOWN:
         return vmExit(

@@ -14,7 +14,7 @@ import { ConsoleWriter } from "./console_filter.ts";
 import { installEncoded } from "../sandbox/seccomp.ts";
 import { guestExit, vmExit } from "./exit_reason.ts";
 import { GuestMemory } from "../memory/guest_memory.ts";
-import { CTL, VcpuLoop } from "./vcpu_loop.ts";
+import { CTL, VCPU_STAT, VCPU_STAT_SLOTS, VcpuLoop } from "./vcpu_loop.ts";
 import { Vm } from "./vm.ts";
 import { buildBuses } from "./vcpu_devices.ts";
 import type { VcpuEvent, VcpuStart } from "./worker_protocol.ts";
@@ -40,6 +40,17 @@ function consoleWriter(m: VcpuStart): Writer {
     );
   }
   return new ConsoleRingWriter(m.consoleRing, () => Atomics.load(ctl, CTL.stop) !== 0);
+}
+
+/** `inner`, counting the bytes the guest's UART sends. */
+function countBytes(inner: Writer, stats: Float64Array): Writer {
+  return {
+    writeSync(data: Uint8Array): number {
+      const n = inner.writeSync(data);
+      stats[VCPU_STAT.serialOut] += n;
+      return n;
+    },
+  };
 }
 
 /**
@@ -71,7 +82,8 @@ function start(m: VcpuStart): void {
   const run = new Uint8Array(
     Deno.UnsafePointerView.getArrayBuffer(Deno.UnsafePointer.create(m.runAddr)!, m.runSize),
   );
-  let out = consoleWriter(m);
+  const stats = new Float64Array(m.stats, m.id * VCPU_STAT_SLOTS * 8, VCPU_STAT_SLOTS);
+  let out = countBytes(consoleWriter(m), stats);
   if (m.pvm) {
     out = new PvmUserspaceWatch(out, () =>
       loop!.stopWith(vmExit(
@@ -93,7 +105,7 @@ function start(m: VcpuStart): void {
       ready: () => post({ type: "ready", at: performance.timeOrigin + performance.now() }),
     },
   });
-  loop = new VcpuLoop({ id: m.id, fd: m.fd, run, pio, mmio, ctl, memory });
+  loop = new VcpuLoop({ id: m.id, fd: m.fd, run, pio, mmio, ctl, memory, stats });
   post({ type: "running", tid: libc().gettid(), at: performance.timeOrigin + performance.now() });
   let exit;
   try {

@@ -24,6 +24,8 @@ export interface VcpuStart {
   /** The VM's devices; this thread builds its view of each. */
   devices: DeviceSpec[];
   ctl: SharedArrayBuffer;
+  /** Every vCPU's counters (see VCPU_STAT in vcpu_loop.ts). */
+  stats: SharedArrayBuffer;
   console: ConsoleSink;
   /** Console bytes for `message` mode. */
   consoleRing: SharedArrayBuffer;

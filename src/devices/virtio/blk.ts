@@ -209,6 +209,17 @@ export function blockInfo(size: number, opts: BlockOptions, ranges = false): Vir
   return { deviceId: DEVICE_ID.BLOCK, features, queues: 1, queueMax: BLK_QUEUE_SIZE, config };
 }
 
+/** What a block device has served. */
+export type BlkStats = {
+  reads: number;
+  readBytes: number;
+  writes: number;
+  writeBytes: number;
+  flushes: number;
+  /** Requests answered with an error status (or no status at all). */
+  failures: number;
+};
+
 /**
  * The block device.
  *
@@ -242,12 +253,26 @@ export class VirtioBlk implements VirtioBackend {
     this.id.set(id);
   }
 
+  /** Requests and bytes served, and requests that failed. */
+  readonly stats: BlkStats = {
+    reads: 0,
+    readBytes: 0,
+    writes: 0,
+    writeBytes: 0,
+    flushes: 0,
+    failures: 0,
+  };
+
   handle(_queue: number, c: DescriptorChain): number {
     const last = c.count - 1;
     // No writable status byte at the end: nothing can be reported, nothing is done.
-    if (last < 1 || !c.writable[last] || c.len[last] === 0) return 0;
+    if (last < 1 || !c.writable[last] || c.len[last] === 0) {
+      this.stats.failures++;
+      return 0;
+    }
     const statusAt = c.host[last] + c.len[last] - 1;
     const status = this.request(c, last);
+    if (status !== BLK.S_OK) this.stats.failures++;
     this.host[statusAt] = status;
     return this.written + 1;
   }
@@ -277,6 +302,8 @@ export class VirtioBlk implements VirtioBackend {
         if (len % BLK.SECTOR_SIZE || hi >= 1 << 9) return BLK.S_IOERR;
         let offset = (lo + hi * 2 ** 32) * BLK.SECTOR_SIZE;
         if (offset + len > this.bytes) return BLK.S_IOERR;
+        if (write) this.stats.writes++, this.stats.writeBytes += len;
+        else this.stats.reads++, this.stats.readBytes += len;
         const segments = last - 1;
         if (
           this.file.vectored && segments > 1 && segments <= this.iov.capacity && len <= IO_CHUNK
@@ -298,6 +325,7 @@ export class VirtioBlk implements VirtioBackend {
         return BLK.S_OK;
       }
       case BLK.T_FLUSH:
+        this.stats.flushes++;
         return this.opts.readOnly || this.file.sync() ? BLK.S_OK : BLK.S_IOERR;
       case BLK.T_DISCARD:
       case BLK.T_WRITE_ZEROES:

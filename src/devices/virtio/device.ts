@@ -48,6 +48,8 @@ export interface VirtioBackend {
   nextDeadline?(): number;
   /** Releases what the device holds on the host (its connections); the VM is ending. */
   close?(): void;
+  /** Counters since the device was made (requests, bytes, failures), for the metrics. */
+  readonly stats?: Readonly<Record<string, number>>;
 }
 
 /**

@@ -97,7 +97,7 @@ export function netInfo(mac: Uint8Array): VirtioDeviceInfo {
 }
 
 /** Counters of one network device. */
-export interface NetStats {
+export type NetStats = {
   rxFrames: number;
   rxBytes: number;
   txFrames: number;
@@ -106,7 +106,7 @@ export interface NetStats {
   txDropped: number;
   /** Frames the port failed to take. */
   txErrors: number;
-}
+};
 
 /**
  * The network device.

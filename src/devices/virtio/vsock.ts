@@ -118,14 +118,14 @@ export function vsockInfo(cid: number): VirtioDeviceInfo {
 }
 
 /** Counters of one vsock device. */
-export interface VsockStats {
+export type VsockStats = {
   /** Connections made, either way. */
   connections: number;
   /** Resets sent to the guest. */
   resets: number;
   /** Host clients turned away (bad line, timeout, too many, guest said no). */
   refused: number;
-}
+};
 
 /**
  * The vsock device.
