@@ -547,16 +547,15 @@ async function boot(
     Deno.permissions.revokeSync({ name: "read" });
     machine.trace.mark("deno reads revoked");
     // Made before seccomp: the server's epoll set and eventfd are its last new descriptors.
-    let routes: ApiRoutes | undefined;
-    const metrics: MetricsLog | undefined = metricsLog?.fd === undefined
-      ? undefined
-      : new MetricsLog(metricsLog.fd, {
-        vm: () => machine.metrics(),
-        phases: () => [...state.marks, ...machine.trace.marks],
-        api: (): { requests: number; faults: number } =>
-          routes?.stats ?? { requests: 0, faults: 0 },
-      });
-    routes = api && apiRoutes(api, machine, metrics);
+    // The metrics read the API's counters, and the API flushes the metrics.
+    const served = { routes: undefined as ApiRoutes | undefined };
+    const metrics = metricsLog?.fd === undefined ? undefined : new MetricsLog(metricsLog.fd, {
+      vm: () => machine.metrics(),
+      phases: () => [...state.marks, ...machine.trace.marks],
+      api: () => served.routes?.stats ?? { requests: 0, faults: 0 },
+    });
+    const routes = api && apiRoutes(api, machine, metrics);
+    served.routes = routes;
     const server = api && routes && new UnixHttpServer(api.fd, (req) => routes.handle(req));
     let seccomp: SandboxFacts["seccomp"] = "off";
     let vcpuFilter: VcpuFilter | undefined;
