@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { Bus } from "../src/devices/bus.ts";
 import { newSerialState, RX_FIFO_SIZE, SharedSerial } from "../src/devices/serial.ts";
-import { I8042 } from "../src/devices/i8042.ts";
+import { CTRL_ALT_DEL, I8042, KEY_QUEUE } from "../src/devices/i8042.ts";
 import { BootTimerPort, ExitPort } from "../src/devices/guest_ctl.ts";
 
 function uart() {
@@ -227,4 +227,30 @@ Deno.test("boot-timer port: the first write is the event, on one latch for every
   alone.write(0, new Uint8Array([1]));
   assert.equal(readies, 2, "a port with no shared latch has its own");
   assert.throws(() => new BootTimerPort(h, latch, 4), /latch slot/);
+});
+
+Deno.test("i8042: host key presses queue (bounded), one byte per read and interrupt, only with the keyboard's interrupt on", () => {
+  let irqs = 0;
+  const kbc = new I8042(() => {}, undefined, { trigger: () => void irqs++ });
+  const read = (port: number) => {
+    const d = new Uint8Array(1);
+    kbc.read(port, d);
+    return d[0];
+  };
+  // A flood of presses: the queue keeps KEY_QUEUE bytes plus the one in the output buffer.
+  let taken = 0;
+  for (let i = 0; i < 100; i++) taken += kbc.pressKeys(CTRL_ALT_DEL);
+  assert.equal(taken, KEY_QUEUE + 1);
+  const got: number[] = [];
+  while (read(4) & 1) got.push(read(0));
+  assert.equal(got.length, KEY_QUEUE + 1);
+  assert.deepEqual(got.slice(0, 8), [...CTRL_ALT_DEL, ...CTRL_ALT_DEL]);
+  assert.equal(irqs, KEY_QUEUE + 1, "one interrupt per byte");
+  // With the keyboard interrupt off in the command byte: bytes, no interrupt.
+  kbc.write(4, new Uint8Array([0x60]));
+  kbc.write(0, new Uint8Array([0x04]));
+  irqs = 0;
+  kbc.pressKeys([0x14]);
+  assert.equal(read(0), 0x14);
+  assert.equal(irqs, 0);
 });

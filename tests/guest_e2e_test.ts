@@ -8,7 +8,11 @@
  * and one line.
  */
 import assert from "node:assert/strict";
-import { buildVoltInit, microvmKernelPaths } from "../src/guest/default_guest.ts";
+import {
+  buildVoltInit,
+  ensureDefaultGuest,
+  microvmKernelPaths,
+} from "../src/guest/default_guest.ts";
 import { writeCpio } from "../src/guest/cpio.ts";
 import { landlockAbi } from "../src/sandbox/landlock.ts";
 import {
@@ -150,5 +154,87 @@ Deno.test({
     );
     assert.match(out, /\nvolt-42\r?\n/, `${stderr}\n${out.slice(-2000)}`);
     assert.equal(status.code, 5, stderr);
+  },
+});
+
+/** Spawns `volt run` with a config file and an API socket; resolves once `marker` is on stdout. */
+async function apiVm(doc: unknown, marker: RegExp) {
+  const dir = tmpDir();
+  const file = `${dir}/vm.json`, sock = `${dir}/api.sock`;
+  Deno.writeTextFileSync(file, JSON.stringify(doc));
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", `${ROOT}/mod.ts`, "run", "--config-file", file, "--api-sock", sock],
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    env: { DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1" },
+  }).spawn();
+  const dec = new TextDecoder();
+  let out = "";
+  const stdout = (async () => {
+    for await (const b of child.stdout) out += dec.decode(b, { stream: true });
+  })();
+  const stderr = new Response(child.stderr).text();
+  const end = performance.now() + 280_000;
+  while (!marker.test(out)) {
+    if (performance.now() > end) {
+      child.kill("SIGKILL");
+      throw new Error(`No ${marker} on the console: ${out.slice(-2000)}`);
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  const client = Deno.createHttpClient({ proxy: { transport: "unix", path: sock } });
+  const action = async (action_type: string) => {
+    const r = await fetch("http://localhost/actions", {
+      method: "PUT",
+      client,
+      body: JSON.stringify({ action_type }),
+    });
+    await r.body?.cancel();
+    return r.status;
+  };
+  const finish = async (ms = 120_000) => {
+    const timer = setTimeout(() => child.kill("SIGKILL"), ms);
+    const status = await child.status;
+    clearTimeout(timer);
+    await stdout;
+    client.close();
+    return { code: status.code, out, err: await stderr };
+  };
+  return { action, finish };
+}
+
+Deno.test({
+  ...opts,
+  name: "SendCtrlAltDel: the guest's keyboard gets it and volt-init powers off cleanly, exit 0",
+  async fn() {
+    const { kernel, initrd } = await ensureDefaultGuest();
+    const vm = await apiVm({
+      "boot-source": { kernel_image_path: kernel, initrd_path: initrd },
+      volt: { append: 'volt.cmd="echo cad-ready-$((6*7)); sleep 600"' },
+    }, /^cad-ready-42\r?$/m);
+    assert.equal(await vm.action("SendCtrlAltDel"), 204);
+    const r = await vm.finish();
+    assert.match(r.out, /volt-init: Ctrl-Alt-Del: powering off/, r.out.slice(-2000));
+    assert.equal(r.code, 0, r.err);
+  },
+});
+
+Deno.test({
+  ...needsKvm,
+  ignore: needsKvm.ignore || !built || !pvmHost,
+  name:
+    "SendCtrlAltDel on PVM: the kernel's keyboard takes it before init, and the reboot ends the VM (exit 0)",
+  async fn() {
+    // No init to ask: with Ctrl-Alt-Del not handed to init, the kernel restarts, reboot=k resets.
+    const vm = await apiVm({
+      "boot-source": { kernel_image_path: built!.vmlinux },
+      volt: { append: "rdinit=/none" },
+    }, /input: AT Raw Set 2 keyboard/);
+    assert.equal(await vm.action("SendCtrlAltDel"), 204);
+    const r = await vm.finish(240_000);
+    assert.doesNotMatch(r.out, /Kernel panic/, r.out.slice(-2000));
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.out, /reboot|restart/i, r.out.slice(-2000));
   },
 });

@@ -677,3 +677,36 @@ export const counter = () =>
 1: inc qword ptr [rdi]
   jmp 1b
 msg: .asciz "counting\\n"`);
+
+/** Prints the low nibble of al as a hex digit on COM1 (clobbers al, dx). */
+const HEX_NIBBLE = `
+  and al, 0xf
+  cmp al, 10
+  jb 2f
+  add al, 0x57
+  jmp 3f
+2: add al, 0x30
+3: mov dx, 0x3f8
+  out dx, al`;
+
+/**
+ * Prints "keys?", then reads `count` bytes from the i8042's data port as
+ * they arrive (polling the status port's output-full bit) and prints each
+ * in hex with a space after it, then exits 0: what the host's key presses
+ * look like to a guest.
+ */
+export const keyReader = (count: number) =>
+  assembleElf(`${PRINT("msg")}
+  mov ecx, ${count}
+1: in al, 0x64
+  test al, 1
+  jz 1b
+  in al, 0x60
+  mov bl, al
+  shr al, 4${HEX_NIBBLE}
+  mov al, bl${HEX_NIBBLE}
+  mov al, 0x20
+  out dx, al
+  dec ecx
+  jnz 1b${EXIT(0)}
+msg: .asciz "keys?\\n"`);

@@ -104,3 +104,34 @@ Deno.test({
     assert.deepEqual(m.devices, []);
   },
 });
+
+Deno.test({
+  ...needsKvm,
+  name:
+    "Ctrl-Alt-Del: the guest reads Ctrl, Alt and Delete (set 2) from the i8042, one byte at a time",
+  async fn() {
+    const vm = await createVm({ kernel: g.keyReader(8), console: "message", memory: "64M" });
+    assert.throws(
+      () => vm.sendCtrlAltDel(),
+      usage(/^Cannot send Ctrl-Alt-Del to a VM that is not started$/),
+    );
+    let out = "";
+    vm.onConsole = (b) => void (out += new TextDecoder().decode(b));
+    const run = vm.run(20_000);
+    const end = performance.now() + 10_000;
+    while (!out.includes("keys?")) {
+      if (performance.now() > end) throw new Error(`no prompt: ${out}`);
+      await sleep(5);
+    }
+    vm.sendCtrlAltDel();
+    await sleep(20);
+    vm.sendCtrlAltDel();
+    const exit = await run;
+    assert.equal(exit.code, 0, exit.message);
+    assert.equal(out, "keys?\n14 11 e0 71 14 11 e0 71 ");
+    assert.throws(
+      () => vm.sendCtrlAltDel(),
+      usage(/^Cannot send Ctrl-Alt-Del to a VM that is halted$/),
+    );
+  },
+});

@@ -43,6 +43,17 @@
 
 static int have_ports;
 
+/* Ctrl-Alt-Del (the monitor's SendCtrlAltDel): with RB_DISABLE_CAD the
+ * kernel sends PID 1 SIGINT instead of rebooting at once. */
+static volatile sig_atomic_t cad_pressed;
+
+static void on_cad(int sig)
+{
+	(void)sig;
+	cad_pressed = 1;
+}
+
+
 /* From linux/vm_sockets.h, which musl does not ship. */
 #ifndef AF_VSOCK
 #define AF_VSOCK 40
@@ -217,6 +228,8 @@ static int wait_for(pid_t main_pid)
 		pid_t pid = waitpid(-1, &status, 0);
 		if (pid == main_pid)
 			break;
+		if (pid < 0 && errno == EINTR && cad_pressed)
+			return -1;
 		if (pid < 0 && errno != EINTR)
 			return 255;
 	}
@@ -445,6 +458,22 @@ static void stop_vm(int status)
 		pause();
 }
 
+/* Ctrl-Alt-Del: every process asked to end, then made to, then a clean stop (status 0). */
+static void power_off_cleanly(void)
+{
+	dprintf(2, "volt-init: Ctrl-Alt-Del: powering off\n");
+	kill(-1, SIGTERM);
+	for (int i = 0; i < 20; i++) {
+		while (waitpid(-1, NULL, WNOHANG) > 0)
+			;
+		if (kill(-1, 0) < 0 && errno == ESRCH)
+			break;
+		usleep(50000);
+	}
+	kill(-1, SIGKILL);
+	stop_vm(0);
+}
+
 int main(int argc, char **argv)
 {
 	static char buf[4096];
@@ -473,6 +502,11 @@ int main(int argc, char **argv)
 	else
 		warn("ioperm failed, no ready/exit ports:", "0xf4-0xfb");
 
+	/* Installed before any child: they reset it at exec, and only PID 1 gets the kernel's SIGINT. */
+	struct sigaction cad = { .sa_handler = on_cad };
+	sigaction(SIGINT, &cad, NULL);
+	reboot(RB_DISABLE_CAD);
+
 	start_exec_agent();
 	pid_t pid = -1;
 	if (c.cmd) {
@@ -491,6 +525,9 @@ int main(int argc, char **argv)
 		dprintf(2, "volt-init: nothing to run (no volt.cmd, no -- args, no /bin/sh)\n");
 		stop_vm(0);
 	}
-	stop_vm(pid < 0 ? 255 : wait_for(pid));
+	int status = pid < 0 ? 255 : wait_for(pid);
+	if (status == -1)
+		power_off_cleanly();
+	stop_vm(status);
 	return 0;
 }

@@ -331,6 +331,7 @@ function apiRoutes(
     pause: () => machine.pause(),
     resume: () => machine.resume(),
     flushMetrics: () => metrics?.flush() ?? false,
+    ctrlAltDel: () => machine.sendCtrlAltDel(),
   }, api.document);
 }
 

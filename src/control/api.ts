@@ -43,6 +43,8 @@ export interface ApiTarget {
   resume?(): void;
   /** Writes a metrics line now; false if the VM has no metrics file. */
   flushMetrics?(): boolean;
+  /** Presses Ctrl-Alt-Del on the guest's keyboard. */
+  ctrlAltDel?(): void;
 }
 
 /** Firecracker's defaults for `GET /machine-config` before one is set. */
@@ -175,7 +177,9 @@ export class ApiRoutes {
           }
           return noContent;
         }
-        return fault(400, `${a} is not supported by Volt yet`);
+        if (!t.ctrlAltDel) return fault(400, "This monitor cannot send Ctrl-Alt-Del");
+        t.ctrlAltDel();
+        return noContent;
       }
       case "PATCH /vm": {
         const want = check(VmState, json(), "vm").state;

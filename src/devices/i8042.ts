@@ -1,12 +1,14 @@
 /**
  * The i8042 keyboard controller, as far as a microVM needs it: answer the
- * probes Linux makes at boot at once (no keyboard traffic, no AUX port) and
- * turn the CPU-reset command into a clean stop.
+ * probes Linux makes at boot at once (no AUX port), turn the CPU-reset
+ * command into a clean stop, and deliver the few keys the host presses
+ * (Ctrl-Alt-Del), one byte per interrupt.
  *
  * @module
  */
 
 import type { BusDevice } from "./bus.ts";
+import type { Trigger } from "./serial.ts";
 
 /** Called when the guest pulses the reset line. */
 export type ResetHandler = () => void;
@@ -36,10 +38,19 @@ const CTR_DEFAULT = 0x05;
 /** Device-port offsets. */
 const DATA = 0;
 
-// Int32 slots of the shared state; slot 0 is the device lock.
-const S_CTR = 1, S_OUT = 2, S_PENDING = 3;
+// Int32 slots of the shared state; slot 0 is the device lock. Then the
+// keys waiting behind the output buffer: a ring of KEY_QUEUE bytes.
+const S_CTR = 1, S_OUT = 2, S_PENDING = 3, S_QHEAD = 4, S_QLEN = 5, S_QUEUE = 6;
+/** Scancode bytes the host may have waiting at once: a few key presses, no more. */
+export const KEY_QUEUE = 16;
 /** Bytes of shared state one controller needs. */
-export const I8042_STATE_BYTES = 16;
+export const I8042_STATE_BYTES = (S_QUEUE + KEY_QUEUE) * 4;
+
+/**
+ * Ctrl, Alt and Delete pressed, in scancode set 2 (the controller does not
+ * translate: its command byte leaves XLATE off), as Firecracker sends them.
+ */
+export const CTRL_ALT_DEL: readonly number[] = [0x14, 0x11, 0xe0, 0x71];
 
 /** A controller's state as after power-on. */
 export function newI8042State(): SharedArrayBuffer {
@@ -67,15 +78,48 @@ export const I8042_CMD_OFFSET = 4;
 export class I8042 implements BusDevice {
   private readonly s: Int32Array;
   private readonly onReset: ResetHandler;
+  private readonly irq?: Trigger;
 
   /**
    * `state` is shared by every thread that reaches the controller (slot 0
    * is its lock, taken by the bus); by default it has state of its own.
+   * `irq` is the keyboard's line (IRQ 1), raised for each byte delivered.
    */
-  constructor(onReset: ResetHandler, state: SharedArrayBuffer = newI8042State()) {
+  constructor(onReset: ResetHandler, state: SharedArrayBuffer = newI8042State(), irq?: Trigger) {
     if (state.byteLength < I8042_STATE_BYTES) throw new RangeError("i8042 state too small");
     this.s = new Int32Array(state);
     this.onReset = onReset;
+    this.irq = irq;
+  }
+
+  /**
+   * Queues scancode bytes from the host's keyboard; returns how many it
+   * took (the queue holds {@linkcode KEY_QUEUE}). The first goes to the
+   * output buffer at once if it is free, with an interrupt; each read of
+   * the data port brings the next.
+   */
+  pressKeys(bytes: readonly number[]): number {
+    const s = this.s;
+    let taken = 0;
+    for (const b of bytes) {
+      if (s[S_QLEN] >= KEY_QUEUE) break;
+      s[S_QUEUE + (s[S_QHEAD] + s[S_QLEN]) % KEY_QUEUE] = b & 0xff;
+      s[S_QLEN]++;
+      taken++;
+    }
+    this.nextKey();
+    return taken;
+  }
+
+  /** Moves the next queued key byte into a free output buffer, and interrupts. */
+  private nextKey(): void {
+    const s = this.s;
+    if (this.out >= 0 || s[S_QLEN] === 0) return;
+    this.out = s[S_QUEUE + s[S_QHEAD]];
+    s[S_QHEAD] = (s[S_QHEAD] + 1) % KEY_QUEUE;
+    s[S_QLEN]--;
+    // Keyboard interrupts only when the driver enabled them (command byte bit 0).
+    if (this.ctr & 1) this.irq?.trigger();
   }
 
   private get ctr(): number {
@@ -104,6 +148,7 @@ export class I8042 implements BusDevice {
     if (offset === DATA) {
       data[0] = this.out >= 0 ? this.out : 0;
       this.out = -1;
+      this.nextKey();
     } else if (offset === I8042_CMD_OFFSET) {
       data[0] = STATUS_SYS | (this.out >= 0 ? STATUS_OBF : 0) |
         (this.pending >= 0 ? STATUS_CMD : 0);

@@ -178,7 +178,14 @@ export class DeviceManager {
         irq: L.SERIAL_IRQ,
         state: newSerialState(),
       },
-      { kind: "i8042", bus: "pio", base: L.I8042_DATA_PORT, size: 5, state: newI8042State() },
+      {
+        kind: "i8042",
+        bus: "pio",
+        base: L.I8042_DATA_PORT,
+        size: 5,
+        irq: L.I8042_IRQ,
+        state: newI8042State(),
+      },
       { kind: "post", bus: "pio", base: L.POST_PORT, size: 1 },
       { kind: "exit-port", bus: "pio", base: L.EXIT_PORT, size: 4 },
       // Its latch is shared: the VM is ready once, whichever vCPU says so first.

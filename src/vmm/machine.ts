@@ -8,6 +8,8 @@ import { RUN } from "../../ffi/kvm.ts";
 import { libc } from "../../ffi/libc.ts";
 import { SERIAL_IRQ } from "../arch/x86_64/layout.ts";
 import { SharedSerial } from "../devices/serial.ts";
+import { CTRL_ALT_DEL, I8042 } from "../devices/i8042.ts";
+import { DeviceLock } from "../devices/lock.ts";
 import { ConsoleRingReader, newConsoleRing } from "../devices/console_ring.ts";
 import { autoConsoleMode, type ConsoleMode, terminalReset } from "./console_filter.ts";
 import { VoltError } from "../errors.ts";
@@ -445,6 +447,28 @@ export class Machine {
         };
       }),
     };
+  }
+
+  /**
+   * Presses Ctrl-Alt-Del on the guest's keyboard (the i8042), as
+   * Firecracker's `SendCtrlAltDel` does: a Linux guest with the keyboard
+   * driver runs its Ctrl-Alt-Del action (volt-init powers off cleanly).
+   * Throws unless the VM is running or paused.
+   */
+  sendCtrlAltDel(): void {
+    this.expect("send Ctrl-Alt-Del to", ["running", "paused"]);
+    const spec = this.built.devices.specs.find((s) => s.kind === "i8042");
+    if (!spec?.state) throw new VoltError("This VM has no keyboard controller", "usage");
+    const vm = this.built.vm;
+    const irq = spec.irq!;
+    const kbc = new I8042(() => {}, spec.state, {
+      trigger: () => {
+        vm.setIrqLine(irq, true);
+        vm.setIrqLine(irq, false);
+      },
+    });
+    // The vCPU threads reach the same controller under its lock.
+    new DeviceLock(new Int32Array(spec.state)).hold(() => kbc.pressKeys(CTRL_ALT_DEL));
   }
 
   /** Where the VM is in its life: not started, running, paused or halted. */

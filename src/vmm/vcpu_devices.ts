@@ -70,7 +70,10 @@ export const DEVICE_KINDS: Record<DeviceSpec["kind"], Kind> = {
     build: (d, ctx) => new Serial(d.state!, ctx.console, irqLine(ctx.vm, d.irq!)),
     locked: true,
   },
-  i8042: { build: (d, ctx) => new I8042(() => ctx.reset(), d.state!), locked: true },
+  i8042: {
+    build: (d, ctx) => new I8042(() => ctx.reset(), d.state!, irqLine(ctx.vm, d.irq!)),
+    locked: true,
+  },
   post: { build: () => silent, locked: false },
   "exit-port": { build: (_d, ctx) => new ExitPort(ctx.ctl), locked: false },
   // One latch, set with a compare-and-swap: the first vCPU to write it wins.

@@ -59,6 +59,8 @@ export const APIC_ADDR = 0xfee00000;
 export const SERIAL_PORT = 0x3f8;
 /** COM1's ISA interrupt. */
 export const SERIAL_IRQ = 4;
+/** The i8042 keyboard's ISA interrupt. */
+export const I8042_IRQ = 1;
 /** i8042 data and command/status ports. */
 export const I8042_DATA_PORT = 0x60;
 /** i8042 command/status port. */
