@@ -54,6 +54,11 @@ const { values } = parseArgs({
   strict: true,
 });
 const runs = parseRuns("bench:blk", values.runs);
+// Built here, where the cache is writable: the helper VM only reads it.
+if (!values.nested) {
+  await ensureDefaultGuest((s) => say(s));
+  await buildDefaultRootfs((s) => say(s));
+}
 const where = await userspaceHere(
   "bench:blk",
   "blk.ts",

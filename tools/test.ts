@@ -15,7 +15,7 @@
 
 import { VoltError } from "../src/errors.ts";
 import { exists } from "../src/guest/cache.ts";
-import { ensureDefaultGuest } from "../src/guest/default_guest.ts";
+import { buildDefaultRootfs, ensureDefaultGuest } from "../src/guest/default_guest.ts";
 import { fetchDebianKernel } from "../src/guest/kernels.ts";
 import { hostKind, hostKindLabel } from "../src/vmm/host.ts";
 import { runNested, STALL_STATUS } from "./nested/run.ts";
@@ -61,6 +61,8 @@ export async function prepareGuests(): Promise<void> {
   const say = (s: string) => console.error(`volt test: ${s}`);
   await fetchDebianKernel(say);
   await ensureDefaultGuest(say);
+  // The root image too: the helper VM reads the cache and cannot write it.
+  await buildDefaultRootfs(say);
 }
 
 /**
