@@ -9,7 +9,7 @@ import { parseHead, UnixHttpServer } from "../src/control/http.ts";
 import { listenUnix } from "../src/vmm/vsock_listen.ts";
 import { libc } from "../ffi/libc.ts";
 import * as g from "./guests.ts";
-import { inHelperVm, needsKvm, ROOT, tmpDir } from "./helpers.ts";
+import { inHelperVm, needsKvm, spawnVolt, tmpDir } from "./helpers.ts";
 
 const dir = tmpDir();
 const enc = new TextEncoder();
@@ -176,13 +176,7 @@ Deno.test({
     const sock = `${dir}/api.sock`;
     const disk = `${dir}/api-disk.img`;
     Deno.writeFileSync(disk, new Uint8Array(8192));
-    const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", `${ROOT}/mod.ts`, "run", "--api-sock", sock, "--id", "vm-7"],
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-      env: { DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1" },
-    }).spawn();
+    const child = spawnVolt(["run", "--api-sock", sock, "--id", "vm-7"]);
     const output = child.output();
     const api = apiClient(sock);
     try {
@@ -328,13 +322,7 @@ Deno.test({
     };
     const file = `${dir}/api2.json`;
     Deno.writeTextFileSync(file, JSON.stringify(doc));
-    const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", `${ROOT}/mod.ts`, "run", "--config-file", file, "--api-sock", sock],
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-      env: { DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1" },
-    }).spawn();
+    const child = spawnVolt(["run", "--config-file", file, "--api-sock", sock]);
     const output = child.output();
     const api = apiClient(sock);
     try {
@@ -366,13 +354,7 @@ Deno.test({
     const sock = `${dir}/api3.sock`;
     const disk = `${dir}/api3.img`;
     Deno.writeFileSync(disk, new Uint8Array(4096));
-    const child = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", `${ROOT}/mod.ts`, "run", "--api-sock", sock],
-      stdin: "null",
-      stdout: "null",
-      stderr: "piped",
-      env: { DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1" },
-    }).spawn();
+    const child = spawnVolt(["run", "--api-sock", sock], { stdout: "null" });
     const output = child.output();
     const api = apiClient(sock);
     const fds = () => [...Deno.readDirSync(`/proc/${child.pid}/fd`)].length;

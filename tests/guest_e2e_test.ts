@@ -23,6 +23,7 @@ import {
   retryHelperVmTripleFault,
   ROOT,
   runCli,
+  spawnVolt,
   tmpDir,
   typeAtShellPrompt,
 } from "./helpers.ts";
@@ -162,13 +163,7 @@ async function apiVm(doc: unknown, marker: RegExp) {
   const dir = tmpDir();
   const file = `${dir}/vm.json`, sock = `${dir}/api.sock`;
   Deno.writeTextFileSync(file, JSON.stringify(doc));
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", `${ROOT}/mod.ts`, "run", "--config-file", file, "--api-sock", sock],
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-    env: { DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1" },
-  }).spawn();
+  const child = spawnVolt(["run", "--config-file", file, "--api-sock", sock]);
   const dec = new TextDecoder();
   let out = "";
   const stdout = (async () => {

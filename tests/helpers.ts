@@ -109,6 +109,20 @@ function cliCommand(args: string[], opts: CliSpawn, stdin: "null" | "piped"): De
   });
 }
 
+/** Starts `deno run -A mod.ts ...args` with stdout (unless "null") and stderr piped. */
+export function spawnVolt(
+  args: string[],
+  opts: { stdout?: "piped" | "null" } = {},
+): Deno.ChildProcess {
+  return new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", `${ROOT}/mod.ts`, ...args],
+    stdin: "null",
+    stdout: opts.stdout ?? "piped",
+    stderr: "piped",
+    env: { DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1" },
+  }).spawn();
+}
+
 /** Runs `deno run -A mod.ts ...args` with a timeout (ms). */
 export async function runCli(
   args: string[],

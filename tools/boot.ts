@@ -155,6 +155,20 @@ export async function configFileFor(
   return { file: out, writable: [...writable, dir] };
 }
 
+/** Runs `volt <args>` in the helper VM, our terminal passed through; returns its status. */
+async function bootNested(why: string, args: string[], writable: string[]): Promise<number> {
+  console.error(`volt: ${why}: booting inside a nested-KVM helper VM (QEMU TCG with SVM)`);
+  return await runNested([Deno.execPath(), "run", "-A", `${ROOT}/mod.ts`, ...args], {
+    cwd: ROOT,
+    env: { DENO_NO_UPDATE_CHECK: "1" },
+    input: true,
+    writable,
+    commandStage: "guest console",
+    // A person at an idle shell prompt is not a stall.
+    stallMs: Deno.stdin.isTerminal() ? { command: Infinity } : undefined,
+  });
+}
+
 /** Runs `volt run args` on this host; returns its status. */
 async function runHere(args: string[]): Promise<number> {
   const child = new Deno.Command(Deno.execPath(), {
@@ -194,29 +208,7 @@ if (import.meta.main) {
       }
       const cfg = await configFileFor(path, why);
       const rest = own.filter((_, i) => i !== configAt && (inline || i !== configAt + 1));
-      console.error(`volt: ${why}: booting inside a nested-KVM helper VM (QEMU TCG with SVM)`);
-      Deno.exit(
-        await runNested(
-          [
-            Deno.execPath(),
-            "run",
-            "-A",
-            `${ROOT}/mod.ts`,
-            "run",
-            "--config-file",
-            cfg.file,
-            ...rest,
-          ],
-          {
-            cwd: ROOT,
-            env: { DENO_NO_UPDATE_CHECK: "1" },
-            input: true,
-            writable: cfg.writable,
-            commandStage: "guest console",
-            stallMs: Deno.stdin.isTerminal() ? { command: Infinity } : undefined,
-          },
-        ),
-      );
+      Deno.exit(await bootNested(why, ["run", "--config-file", cfg.file, ...rest], cfg.writable));
     }
     const { kernel, initrd, rest: given } = splitGuestArgs(bareRootfs(own));
     for (
@@ -245,19 +237,8 @@ if (import.meta.main) {
       ...(guest.initrd ? ["--initrd", guest.initrd] : []),
       ...disks.rest,
     ];
-    console.error(`volt: ${why}: booting inside a nested-KVM helper VM (QEMU TCG with SVM)`);
-    Deno.exit(
-      await runNested([Deno.execPath(), "run", "-A", `${ROOT}/mod.ts`, ...args], {
-        cwd: ROOT,
-        env: { DENO_NO_UPDATE_CHECK: "1" },
-        input: true,
-        // A rw disk is written in place: its directory is shared writable.
-        writable: disks.writable,
-        commandStage: "guest console",
-        // A person at an idle shell prompt is not a stall.
-        stallMs: Deno.stdin.isTerminal() ? { command: Infinity } : undefined,
-      }),
-    );
+    // A rw disk is written in place: its directory is shared writable.
+    Deno.exit(await bootNested(why, args, disks.writable));
   } catch (e) {
     Deno.exit(report(e));
   }

@@ -266,9 +266,11 @@ async function apiRun(v: Values): Promise<number> {
   });
   const server = new UnixHttpServer(api.fd, async (req) => {
     const res = await routes.handle(req);
+    if (!enter) return res;
     // Started: the answer goes out, then this process becomes the monitor.
-    if (enter) server.close();
-    return res;
+    // Its connections end at the exec; the client is told not to reuse this one.
+    server.close();
+    return { ...res, close: true };
   });
   logger("api").info("Serving the API on {path}", { path: api.path });
   await server.serve();

@@ -43,6 +43,8 @@ export interface HttpRequest {
 export interface HttpResponse {
   status: number;
   body?: unknown;
+  /** Close the connection after this answer (`Connection: close`). */
+  close?: boolean;
 }
 
 /** Answers one request. */
@@ -358,7 +360,7 @@ export class UnixHttpServer {
             body: { fault_message: `Internal error: ${(e as Error)?.message ?? e}` },
           };
         }
-        this.#reply(c, res, head.close);
+        this.#reply(c, res, head.close || res.close === true);
       }
     } finally {
       c.busy = false;
