@@ -14,9 +14,11 @@ import {
   microvmKernelPaths,
 } from "../src/guest/default_guest.ts";
 import { writeCpio } from "../src/guest/cpio.ts";
+import { DEFAULT_CMDLINE } from "../src/boot/cmdline.ts";
 import { landlockAbi } from "../src/sandbox/landlock.ts";
 import {
   assertNoKernelWarning,
+  inHelperVm,
   needsFullKvm,
   needsKvm,
   pvmHost,
@@ -158,36 +160,50 @@ Deno.test({
   },
 });
 
-/** Spawns `volt run` with a config file and an API socket; resolves once `marker` is on stdout. */
-async function apiVm(doc: unknown, marker: RegExp) {
+/**
+ * `volt run` serving the API on a socket: from a config file (started at
+ * once) or, without `doc`, waiting for a client's configuration. `until`
+ * resolves once a marker is on the console; `call` is an API request.
+ */
+function apiVm(doc?: unknown, id?: string) {
   const dir = tmpDir();
   const file = `${dir}/vm.json`, sock = `${dir}/api.sock`;
-  Deno.writeTextFileSync(file, JSON.stringify(doc));
-  const child = spawnVolt(["run", "--config-file", file, "--api-sock", sock]);
+  if (doc !== undefined) Deno.writeTextFileSync(file, JSON.stringify(doc));
+  const child = spawnVolt([
+    "run",
+    ...(doc === undefined ? [] : ["--config-file", file]),
+    "--api-sock",
+    sock,
+    ...(id ? ["--id", id] : []),
+  ]);
   const dec = new TextDecoder();
   let out = "";
   const stdout = (async () => {
     for await (const b of child.stdout) out += dec.decode(b, { stream: true });
   })();
   const stderr = new Response(child.stderr).text();
-  const end = performance.now() + 280_000;
-  while (!marker.test(out)) {
-    if (performance.now() > end) {
-      child.kill("SIGKILL");
-      throw new Error(`No ${marker} on the console: ${out.slice(-2000)}`);
+  const until = async (marker: RegExp) => {
+    const end = performance.now() + 280_000;
+    while (!marker.test(out)) {
+      if (performance.now() > end) {
+        child.kill("SIGKILL");
+        throw new Error(`No ${marker} on the console: ${out.slice(-2000)}`);
+      }
+      await new Promise((r) => setTimeout(r, 20));
     }
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  const client = Deno.createHttpClient({ proxy: { transport: "unix", path: sock } });
-  const action = async (action_type: string) => {
-    const r = await fetch("http://localhost/actions", {
-      method: "PUT",
-      client,
-      body: JSON.stringify({ action_type }),
-    });
-    await r.body?.cancel();
-    return r.status;
   };
+  const client = Deno.createHttpClient({ proxy: { transport: "unix", path: sock } });
+  const call = async (method: string, route: string, body?: unknown) => {
+    const r = await fetch(`http://localhost${route}`, {
+      method,
+      client,
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const text = await r.text();
+    return { status: r.status, body: text ? JSON.parse(text) : undefined };
+  };
+  const action = async (action_type: string) =>
+    (await call("PUT", "/actions", { action_type })).status;
   const finish = async (ms = 120_000) => {
     const timer = setTimeout(() => child.kill("SIGKILL"), ms);
     const status = await child.status;
@@ -196,18 +212,84 @@ async function apiVm(doc: unknown, marker: RegExp) {
     client.close();
     return { code: status.code, out, err: await stderr };
   };
-  return { action, finish };
+  return { dir, until, call, action, finish, out: () => out };
 }
+
+Deno.test({
+  ...opts,
+  name:
+    "orchestrator: firecracker-go-sdk's call sequence boots the default guest; pause, resume, " +
+    "SendCtrlAltDel → exit 0; the same VM from the equivalent --config-file reaches READY",
+  async fn() {
+    const { kernel, initrd } = await ensureDefaultGuest();
+    const vm = apiVm(undefined, "orch-1");
+    const disk = `${vm.dir}/data.img`;
+    Deno.writeFileSync(disk, new Uint8Array(1 << 20));
+    const doc = {
+      "boot-source": {
+        kernel_image_path: kernel,
+        initrd_path: initrd,
+        boot_args:
+          `${DEFAULT_CMDLINE} volt.cmd="echo orch-ready-$((6*7)) $(cat /sys/block/vda/size); sleep 600"`,
+      },
+      drives: [{ drive_id: "data", path_on_host: disk, is_root_device: false, is_read_only: true }],
+      "machine-config": { vcpu_count: 2, mem_size_mib: 256 },
+      vsock: { guest_cid: 3, uds_path: `${vm.dir}/v.sock` },
+      logger: { level: "Info" },
+      metrics: { metrics_path: `${vm.dir}/metrics.jsonl` },
+    };
+    // The SDK's wait for the socket: GET /machine-config every 10 ms (3 s
+    // on hardware; a Deno start under the helper VM's TCG takes longer).
+    const end = performance.now() + (inHelperVm ? 120_000 : 3000);
+    for (;;) {
+      const r = await vm.call("GET", "/machine-config").catch(() => undefined);
+      if (r?.status === 200) break;
+      if (performance.now() > end) throw new Error("The API socket did not answer in time");
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    const put = async (route: string, body: unknown) => {
+      const r = await vm.call("PUT", route, body);
+      assert.equal(r.status, 204, `${route}: ${JSON.stringify(r.body)}`);
+    };
+    await put("/logger", doc.logger);
+    await put("/metrics", doc.metrics);
+    await put("/machine-config", doc["machine-config"]);
+    assert.equal((await vm.call("GET", "/machine-config")).body.mem_size_mib, 256);
+    await put("/boot-source", doc["boot-source"]);
+    await put("/drives/data", doc.drives[0]);
+    await put("/vsock", doc.vsock);
+    await put("/actions", { action_type: "InstanceStart" });
+    await vm.until(/^orch-ready-42 2048\r?$/m);
+    assert.match(vm.out(), /^VOLT VM READY uptime=/m);
+    assert.equal((await vm.call("PATCH", "/vm", { state: "Paused" })).status, 204);
+    assert.equal((await vm.call("GET", "/")).body.state, "Paused");
+    assert.equal((await vm.call("PATCH", "/vm", { state: "Resumed" })).status, 204);
+    assert.equal(await vm.action("SendCtrlAltDel"), 204);
+    const r = await vm.finish();
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.out, /volt-init: Ctrl-Alt-Del: powering off/);
+    const lines = Deno.readTextFileSync(doc.metrics.metrics_path).trim().split("\n");
+    assert.equal(JSON.parse(lines.at(-1)!).vmm.state, "halted");
+    // The same VM from the document as a file: to READY, and off again.
+    const again = apiVm({ ...doc, vsock: { guest_cid: 3, uds_path: `${vm.dir}/v2.sock` } });
+    await again.until(/^orch-ready-42 2048\r?$/m);
+    assert.match(again.out(), /^VOLT VM READY uptime=/m);
+    assert.equal(await again.action("SendCtrlAltDel"), 204);
+    const r2 = await again.finish();
+    assert.equal(r2.code, 0, r2.err);
+  },
+});
 
 Deno.test({
   ...opts,
   name: "SendCtrlAltDel: the guest's keyboard gets it and volt-init powers off cleanly, exit 0",
   async fn() {
     const { kernel, initrd } = await ensureDefaultGuest();
-    const vm = await apiVm({
+    const vm = apiVm({
       "boot-source": { kernel_image_path: kernel, initrd_path: initrd },
       volt: { append: 'volt.cmd="echo cad-ready-$((6*7)); sleep 600"' },
-    }, /^cad-ready-42\r?$/m);
+    });
+    await vm.until(/^cad-ready-42\r?$/m);
     assert.equal(await vm.action("SendCtrlAltDel"), 204);
     const r = await vm.finish();
     assert.match(r.out, /volt-init: Ctrl-Alt-Del: powering off/, r.out.slice(-2000));
@@ -222,10 +304,11 @@ Deno.test({
     "SendCtrlAltDel on PVM: the kernel's keyboard takes it before init, and the reboot ends the VM (exit 0)",
   async fn() {
     // No init to ask: with Ctrl-Alt-Del not handed to init, the kernel restarts, reboot=k resets.
-    const vm = await apiVm({
+    const vm = apiVm({
       "boot-source": { kernel_image_path: built!.vmlinux },
       volt: { append: "rdinit=/none" },
-    }, /input: AT Raw Set 2 keyboard/);
+    });
+    await vm.until(/input: AT Raw Set 2 keyboard/);
     assert.equal(await vm.action("SendCtrlAltDel"), 204);
     const r = await vm.finish(240_000);
     assert.doesNotMatch(r.out, /Kernel panic/, r.out.slice(-2000));

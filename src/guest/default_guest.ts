@@ -13,11 +13,8 @@ import { cacheDir, exists, writeAtomic } from "./cache.ts";
 import { type CpioEntry, gzip, writeCpio } from "./cpio.ts";
 import { checkStatus, hasTool, runTool, spawnTool } from "./host_tools.ts";
 import type { KernelPaths } from "./kernels.ts";
+import { guestDir, KERNEL_PATCHES } from "./guest_sources.ts";
 
-/** Repository root (guest/ sources live there). */
-const ROOT = new URL("../..", import.meta.url).pathname.replace(/\/$/, "");
-/** Where the guest sources live. */
-export const GUEST_DIR = `${ROOT}/guest`;
 /** Debian package with the kernel source tarball. */
 export const KERNEL_SOURCE_PKG = "linux-source-6.1";
 
@@ -48,7 +45,7 @@ export async function contentHash(parts: Array<string | Uint8Array>): Promise<st
  * ```
  */
 export async function buildVoltInit(progress: Progress = () => {}): Promise<string> {
-  const src = `${GUEST_DIR}/init/volt-init.c`;
+  const src = `${await guestDir()}/init/volt-init.c`;
   const hash = await contentHash([Deno.readFileSync(src)]);
   const out = cacheDir("init", `volt-init-${hash}`);
   if (exists(out)) return out;
@@ -204,10 +201,8 @@ export async function buildDefaultRootfs(progress: Progress = () => {}): Promise
 
 /** The cache key of the microVM kernel: config fragment, patches, build script. */
 async function kernelHash(): Promise<string> {
-  const k = `${GUEST_DIR}/kernel`;
-  const patches = [...Deno.readDirSync(`${k}/patches`)].map((e) => e.name).filter((n) =>
-    n.endsWith(".patch")
-  ).sort();
+  const k = `${await guestDir()}/kernel`;
+  const patches = KERNEL_PATCHES;
   return await contentHash([
     KERNEL_SOURCE_PKG,
     Deno.readFileSync(`${k}/microvm.config`),
@@ -422,7 +417,12 @@ export async function buildMicrovmKernel(progress: Progress = () => {}): Promise
   const dir = cacheDir("kernels", `microvm-${await kernelHash()}`);
   const work = cacheDir("build", "kernel");
   progress(`Building the microVM kernel from ${KERNEL_SOURCE_PKG} (about 9 minutes on 2 cores)`);
-  const lines = await runKernelBuild([`${GUEST_DIR}/kernel/build.sh`, source, `${dir}.tmp`, work], {
+  const lines = await runKernelBuild([
+    `${await guestDir()}/kernel/build.sh`,
+    source,
+    `${dir}.tmp`,
+    work,
+  ], {
     log: `${work}/build.log`,
     total: expectedKbuildLines(dir),
   });
