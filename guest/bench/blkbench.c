@@ -69,6 +69,10 @@ int main(int argc, char **argv)
 				die("pread 4k");
 		}
 		t = now() - t0;
+		/* A heartbeat on the console: a run that never ends shows
+		 * whether its requests or its clock stopped. */
+		if (n % 512 == 0)
+			fprintf(stderr, "hb %lu %.2f\n", n, t);
 	} while (t < 10.0);
 	printf("rand-read-iops %.0f\n", n / t);
 	close(fd);
