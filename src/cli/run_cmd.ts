@@ -210,7 +210,9 @@ export async function runCommand(args: string[]): Promise<number> {
     ...(file?.metricsPath ? { metricsLog: { path: file.metricsPath } } : {}),
   };
   if (state === undefined) {
-    const api = v["api-sock"] === undefined ? undefined : apiSocket(v, file!.document);
+    const api = v["api-sock"] === undefined
+      ? undefined
+      : apiSocket(v, JSON.parse(Deno.readTextFileSync(v["config-file"]!)));
     return (await prepareJail(plan, cfg, api))();
   }
   return await boot(plan.config, decodeJailState(state), sandbox);

@@ -140,8 +140,6 @@ export interface FileConfig {
   logLevel?: Level;
   /** The `metrics` section's path: Firecracker-style JSON lines go there. */
   metricsPath?: string;
-  /** The document as given (`GET /vm/config` answers with it). */
-  document: Record<string, unknown>;
 }
 
 /**
@@ -253,7 +251,6 @@ export function fromFirecracker(data: unknown, what = "Config"): FileConfig {
   const logLevel = fc.logger ? levelOf(fc.logger) : undefined;
   return {
     config,
-    document: data as Record<string, unknown>,
     ...(logLevel === undefined ? {} : { logLevel }),
     ...(fc.metrics ? { metricsPath: fc.metrics.metrics_path } : {}),
   };
