@@ -122,7 +122,7 @@ export async function configFileFor(
   file: string,
   why: string,
 ): Promise<{ file: string; writable: string[] }> {
-  const { config } = readConfigFile(file);
+  const { config, document } = readConfigFile(file);
   for (
     const [set, what] of [[config.nets?.length, "network interfaces"], [config.vsock, "vsock"]]
   ) {
@@ -134,7 +134,8 @@ export async function configFileFor(
       );
     }
   }
-  const doc = JSON.parse(Deno.readTextFileSync(file));
+  // A copy to rewrite (JSON-typed, as it was read).
+  const doc = JSON.parse(JSON.stringify(document));
   const boot = doc["boot-source"];
   const asked = boot.kernel_image_path === "default" ? undefined : boot.kernel_image_path;
   const guest = await resolveGuest(asked, boot.initrd_path ?? undefined);

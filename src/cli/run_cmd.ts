@@ -210,9 +210,7 @@ export async function runCommand(args: string[]): Promise<number> {
     ...(file?.metricsPath ? { metricsLog: { path: file.metricsPath } } : {}),
   };
   if (state === undefined) {
-    const api = v["api-sock"] === undefined
-      ? undefined
-      : apiSocket(v, JSON.parse(Deno.readTextFileSync(v["config-file"]!)));
+    const api = v["api-sock"] === undefined ? undefined : apiSocket(v, file!.document);
     return (await prepareJail(plan, cfg, api))();
   }
   return await boot(plan.config, decodeJailState(state), sandbox);

@@ -140,6 +140,8 @@ export interface FileConfig {
   logLevel?: Level;
   /** The `metrics` section's path: Firecracker-style JSON lines go there. */
   metricsPath?: string;
+  /** The document as given (`GET /vm/config` answers with it). */
+  document: Record<string, unknown>;
 }
 
 /**
@@ -251,6 +253,7 @@ export function fromFirecracker(data: unknown, what = "Config"): FileConfig {
   const logLevel = fc.logger ? levelOf(fc.logger) : undefined;
   return {
     config,
+    document: data as Record<string, unknown>,
     ...(logLevel === undefined ? {} : { logLevel }),
     ...(fc.metrics ? { metricsPath: fc.metrics.metrics_path } : {}),
   };

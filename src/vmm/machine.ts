@@ -22,6 +22,7 @@ import { CTL, CTL_BYTES, VCPU_STAT, VCPU_STAT_SLOTS } from "./vcpu_loop.ts";
 import type { VirtioBackend } from "../devices/virtio/device.ts";
 import type { VcpuEvent, VcpuFilter, VcpuStart } from "./worker_protocol.ts";
 import { runIoLoop } from "./io_loop.ts";
+import { irqLine } from "./vcpu_devices.ts";
 import type { HostedSpec } from "./device_manager.ts";
 import { serveMailbox, type UserDevice } from "./hosted_device.ts";
 
@@ -200,12 +201,11 @@ export class Machine {
     this.exited = new Promise((r) => (this.resolveExit = r));
     this.vcpuStats = new SharedArrayBuffer(8 * VCPU_STAT_SLOTS * threads.length);
     // Host input is injected from this thread: the IRQ line ioctl is VM-wide.
-    this.serial = new SharedSerial(built.devices.serialState, { writeSync: (d) => d.length }, {
-      trigger: () => {
-        built.vm.setIrqLine(SERIAL_IRQ, true);
-        built.vm.setIrqLine(SERIAL_IRQ, false);
-      },
-    });
+    this.serial = new SharedSerial(
+      built.devices.serialState,
+      { writeSync: (d) => d.length },
+      irqLine(built.vm, SERIAL_IRQ),
+    );
   }
 
   /**
@@ -459,14 +459,7 @@ export class Machine {
     this.expect("send Ctrl-Alt-Del to", ["running", "paused"]);
     const spec = this.built.devices.specs.find((s) => s.kind === "i8042");
     if (!spec?.state) throw new VoltError("This VM has no keyboard controller", "usage");
-    const vm = this.built.vm;
-    const irq = spec.irq!;
-    const kbc = new I8042(() => {}, spec.state, {
-      trigger: () => {
-        vm.setIrqLine(irq, true);
-        vm.setIrqLine(irq, false);
-      },
-    });
+    const kbc = new I8042(() => {}, spec.state, irqLine(this.built.vm, spec.irq!));
     // The vCPU threads reach the same controller under its lock.
     new DeviceLock(new Int32Array(spec.state)).hold(() => kbc.pressKeys(CTRL_ALT_DEL));
   }

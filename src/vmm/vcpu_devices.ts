@@ -37,7 +37,7 @@ export interface VcpuDeviceContext {
 const silent: BusDevice = { read: (_o, d) => d.fill(0), write() {} };
 
 /** An edge on `irq` through KVM_IRQ_LINE. */
-function irqLine(vm: Vm, irq: number): Trigger {
+export function irqLine(vm: Vm, irq: number): Trigger {
   return {
     trigger() {
       vm.setIrqLine(irq, true);
