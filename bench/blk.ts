@@ -105,6 +105,8 @@ interface Boot {
   rootfs?: string;
   disk?: string;
   cmd?: string;
+  /** Where Volt writes its --metrics-json. */
+  metrics?: string;
 }
 
 function voltArgs(b: Boot): string[] {
@@ -122,6 +124,7 @@ function voltArgs(b: Boot): string[] {
   if (b.rootfs) args.push("--rootfs", b.rootfs);
   if (b.disk) args.push("--disk", `${b.disk},rw`);
   if (b.cmd) args.push("--append", `volt.cmd="${b.cmd}"`);
+  if (b.metrics) args.push("--metrics-json", b.metrics);
   return args;
 }
 
@@ -154,6 +157,15 @@ function qemuBootArgs(b: Boot): string[] {
   return args;
 }
 
+/** The devices' counters and queue indices from a stopped run's --metrics-json. */
+function stoppedDevices(path: string): string {
+  try {
+    return JSON.stringify(JSON.parse(Deno.readTextFileSync(path)).vm?.devices ?? "none");
+  } catch (e) {
+    return `unreadable (${(e as Error).message})`;
+  }
+}
+
 function spawn(
   vmm: Vmm,
   b: Boot,
@@ -166,6 +178,8 @@ function spawn(
       timeoutMs,
       atMarker,
       killAtMarker: !!atMarker,
+      // A stopped run's --metrics-json tells where each queue stood.
+      stopSignal: b.metrics ? "SIGTERM" : undefined,
     })
     : runUntil(QEMU, qemuBootArgs(b), until, { timeoutMs, atMarker, killAtMarker: !!atMarker });
 }
@@ -185,9 +199,10 @@ for (let i = 0; i < runs; i++) {
   const order: Vmm[] = i % 2 ? ["qemu", "volt"] : ["volt", "qemu"];
   for (const vmm of order) {
     say(`run ${i + 1}/${runs}: ${vmm} I/O`);
+    const metrics = vmm === "volt" ? Deno.makeTempFileSync({ suffix: ".json" }) : undefined;
     const r = await spawn(
       vmm,
-      { initrd, disk: data, cmd: "/bin/volt-blkbench /dev/vda" },
+      { initrd, disk: data, cmd: "/bin/volt-blkbench /dev/vda", metrics },
       "blkbench done",
       240_000,
       // QEMU microvm has no exit port: volt-init's reset does not end it; the marker does.
@@ -197,6 +212,7 @@ for (let i = 0; i < runs; i++) {
     // Under TCG a boot now and then ends in a triple fault (either monitor): a failed run, left out.
     if (got.some((v) => !v)) {
       failed(`${vmm} I/O (console ends: ${JSON.stringify(r.stdout.slice(-200))})`, r.stderr);
+      if (metrics) say(`the stopped VM's devices: ${stoppedDevices(metrics)}`);
     } else METRICS.forEach((m, k) => (io[vmm][m] ??= []).push(Number(got[k]![1])));
     if (values["io-only"]) continue;
     for (const [label, b] of [["initramfs", { initrd }], ["root disk", { rootfs }]] as const) {

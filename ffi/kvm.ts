@@ -30,6 +30,19 @@ export const SIZE = {
   kvm_ioeventfd: 64,
   /** `{ u32 fd; u32 gsi; u32 flags; u32 resamplefd; u8 pad[16]; }` */
   kvm_irqfd: 32,
+  /** `{ u32 nmsrs; u32 indices[]; }`, the header. */
+  kvm_msr_list: 4,
+  /** `{ u32 chip_id; u32 pad; union { pic, ioapic, dummy[512] } }` */
+  kvm_irqchip: 520,
+  /** `{ u64 clock; u32 flags; u32 pad0; u64 realtime; u64 host_tsc; u32 pad[4]; }` */
+  kvm_clock_data: 48,
+  /** Three `kvm_pit_channel_state`s, flags and reserved words. */
+  kvm_pit_state2: 112,
+  kvm_vcpu_events: 64,
+  kvm_debugregs: 128,
+  /** The fixed part; KVM_CAP_XSAVE2 reports a larger buffer where the host needs one. */
+  kvm_xsave: 4096,
+  kvm_xcrs: 392,
 } as const;
 
 /** `struct kvm_ioeventfd` offsets and flags. */
@@ -75,7 +88,33 @@ export const KVM = {
   SET_LAPIC: iow(KVMIO, 0x8f, SIZE.kvm_lapic_state),
   SET_CPUID2: iow(KVMIO, 0x90, SIZE.kvm_cpuid2),
   GET_MP_STATE: ior(KVMIO, 0x98, SIZE.kvm_mp_state),
+  // Snapshots: every piece of vCPU and VM state KVM keeps.
+  GET_MSR_INDEX_LIST: iowr(KVMIO, 0x02, SIZE.kvm_msr_list),
+  GET_MSRS: iowr(KVMIO, 0x88, SIZE.kvm_msrs),
+  GET_CPUID2: iowr(KVMIO, 0x91, SIZE.kvm_cpuid2),
+  SET_MP_STATE: iow(KVMIO, 0x99, SIZE.kvm_mp_state),
+  GET_IRQCHIP: iowr(KVMIO, 0x62, SIZE.kvm_irqchip),
+  // The kernel's header declares it _IOR; the number is what counts.
+  SET_IRQCHIP: ior(KVMIO, 0x63, SIZE.kvm_irqchip),
+  SET_CLOCK: iow(KVMIO, 0x7b, SIZE.kvm_clock_data),
+  GET_CLOCK: ior(KVMIO, 0x7c, SIZE.kvm_clock_data),
+  GET_PIT2: ior(KVMIO, 0x9f, SIZE.kvm_pit_state2),
+  SET_PIT2: iow(KVMIO, 0xa0, SIZE.kvm_pit_state2),
+  GET_VCPU_EVENTS: ior(KVMIO, 0x9f, SIZE.kvm_vcpu_events),
+  SET_VCPU_EVENTS: iow(KVMIO, 0xa0, SIZE.kvm_vcpu_events),
+  GET_DEBUGREGS: ior(KVMIO, 0xa1, SIZE.kvm_debugregs),
+  SET_DEBUGREGS: iow(KVMIO, 0xa2, SIZE.kvm_debugregs),
+  SET_TSC_KHZ: io(KVMIO, 0xa2),
+  GET_TSC_KHZ: io(KVMIO, 0xa3),
+  GET_XSAVE: ior(KVMIO, 0xa4, SIZE.kvm_xsave),
+  SET_XSAVE: iow(KVMIO, 0xa5, SIZE.kvm_xsave),
+  GET_XCRS: ior(KVMIO, 0xa6, SIZE.kvm_xcrs),
+  SET_XCRS: iow(KVMIO, 0xa7, SIZE.kvm_xcrs),
+  GET_XSAVE2: ior(KVMIO, 0xcf, SIZE.kvm_xsave),
 } as const;
+
+/** `kvm_irqchip.chip_id`: the two 8259s and the I/O APIC. */
+export const IRQCHIP = { PIC_MASTER: 0, PIC_SLAVE: 1, IOAPIC: 2 } as const;
 
 /** The only API version this monitor (and every kernel since 2.6.22) speaks. */
 export const KVM_API_VERSION = 12;
@@ -94,6 +133,13 @@ export const CAP = {
   IRQFD: 32,
   IOEVENTFD: 36,
   IMMEDIATE_EXIT: 136,
+  ADJUST_CLOCK: 39,
+  VCPU_EVENTS: 41,
+  DEBUGREGS: 50,
+  XSAVE: 55,
+  XCRS: 56,
+  GET_TSC_KHZ: 61,
+  XSAVE2: 208,
 } as const;
 
 /** `kvm_run.exit_reason` values. */

@@ -14,6 +14,8 @@ import { ccAvailable, tmpDir } from "./helpers.ts";
 const tables: Record<string, Record<string, number>> = {
   KVM: kvm.KVM,
   SIZE: kvm.SIZE,
+  CAP: kvm.CAP,
+  IRQCHIP: kvm.IRQCHIP,
   RUN: kvm.RUN,
   SREGS: kvm.SREGS,
   SEGMENT: kvm.SEGMENT,

@@ -70,11 +70,17 @@ export async function runUntil(
     env: { DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1" },
   }).spawn();
   let markerMs: number | undefined;
+  let stopGrace: ReturnType<typeof setTimeout> | undefined;
   const timer = setTimeout(() => {
-    console.error(`bench: ${cmd} did not finish in ${opts.timeoutMs} ms; killing it`);
-    try {
-      child.kill("SIGKILL");
-    } catch { /* gone meanwhile */ }
+    const signal = opts.stopSignal ?? "SIGKILL";
+    console.error(`bench: ${cmd} did not finish in ${opts.timeoutMs} ms; sending ${signal}`);
+    const kill = (s: Deno.Signal) => {
+      try {
+        child.kill(s);
+      } catch { /* gone meanwhile */ }
+    };
+    kill(signal);
+    if (signal !== "SIGKILL") stopGrace = setTimeout(() => kill("SIGKILL"), STOP_GRACE_MS);
   }, opts.timeoutMs);
   let hit: () => void;
   const seen = new Promise<void>((r) => (hit = r));
@@ -127,6 +133,7 @@ export async function runUntil(
     new Promise<undefined>((r) => setTimeout(() => r(undefined), opts.timeoutMs + 15_000)),
   ]);
   clearTimeout(timer);
+  clearTimeout(stopGrace);
   clearTimeout(grace);
   if (gone === undefined) {
     console.error(`bench: ${cmd} (pid ${child.pid}) did not exit after SIGKILL; moving on`);

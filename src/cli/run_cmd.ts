@@ -593,6 +593,8 @@ async function boot(
     machine.start({ vcpuFilter });
     const serving = server?.serve();
     const exit = await machine.wait();
+    // Taken as it stops, while guest RAM (the queues' indices) is still mapped.
+    const atStop = machine.metrics();
     server?.close();
     await serving;
     await machine.settled();
@@ -610,6 +612,7 @@ async function boot(
             cpus: machine.built.vcpus.length,
           },
           exit,
+          vm: atStop,
         }),
       );
     }

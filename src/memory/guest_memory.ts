@@ -1,5 +1,5 @@
 /**
- * Guest RAM: one anonymous host mapping, never prefaulted as a whole (only
+ * Guest RAM: one anonymous host mapping (or a snapshot's memory file, mapped privately), never prefaulted as a whole (only
  * where the kernel image is copied), split around the MMIO gap below 4 GiB.
  *
  * @module
@@ -88,6 +88,23 @@ export class GuestMemory {
   static allocate(size: number): GuestMemory {
     const ptr = mmap(size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE);
     // The guest's secrets stay out of the monitor's core dumps.
+    if (libc().madvise(BigInt(Deno.UnsafePointer.value(ptr)), BigInt(size), MADV_DONTDUMP) !== 0) {
+      const e = errno();
+      libc().munmap(ptr, BigInt(size));
+      throw new SysError("madvise", e);
+    }
+    const buf = Deno.UnsafePointerView.getArrayBuffer(ptr, size);
+    return new GuestMemory(buf, BigInt(Deno.UnsafePointer.value(ptr)), ptr);
+  }
+
+  /**
+   * Maps the memory file `fd` privately as guest RAM: pages load from the
+   * file as the guest touches them, every VM mapping the same file shares
+   * them in the page cache, and the guest's writes stay its own (the file
+   * is never written). The descriptor may be closed afterwards.
+   */
+  static mapFile(fd: number, size: number): GuestMemory {
+    const ptr = mmap(size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_NORESERVE, fd);
     if (libc().madvise(BigInt(Deno.UnsafePointer.value(ptr)), BigInt(size), MADV_DONTDUMP) !== 0) {
       const e = errno();
       libc().munmap(ptr, BigInt(size));

@@ -57,12 +57,15 @@ export function makeBackend(b: VirtioBackendSpec, memory: GuestMemory): VirtioBa
 export async function runIoLoop(
   plan: IoPlan,
   memory: GuestMemory,
-  onBackends?: (backends: readonly VirtioBackend[]) => void,
+  onBackends?: (backends: readonly VirtioBackend[], runners: readonly QueueRunner[]) => void,
 ): Promise<VmExit | undefined> {
   const backends = plan.devices.map((d) => makeBackend(d.backend, memory));
-  onBackends?.(backends);
+  const runners = plan.devices.map((d, i) =>
+    new QueueRunner(backends[i], d.state, memory, { trigger: eventfdSignal(d.irqFd) })
+  );
+  onBackends?.(backends, runners);
   try {
-    return await serve(plan, memory, backends);
+    return await serve(plan, backends, runners);
   } finally {
     for (const b of backends) b.close?.();
   }
@@ -70,12 +73,9 @@ export async function runIoLoop(
 
 async function serve(
   plan: IoPlan,
-  memory: GuestMemory,
   backends: VirtioBackend[],
+  runners: QueueRunner[],
 ): Promise<VmExit | undefined> {
-  const runners = plan.devices.map((d, i) =>
-    new QueueRunner(backends[i], d.state, memory, { trigger: eventfdSignal(d.irqFd) })
-  );
   const l = libc();
   // A backend's host descriptor (a TAP, vsock's epoll set), edge-triggered.
   const ctl = new Uint8Array(EPOLL_EVENT.size);

@@ -121,6 +121,28 @@ export class Kvm {
     return decodeCpuid(buf);
   }
 
+  /**
+   * KVM_GET_MSR_INDEX_LIST: the MSRs KVM keeps per vCPU and can save and
+   * restore (what a snapshot holds).
+   */
+  msrIndexList(): number[] {
+    const head = new Uint32Array(1);
+    // Asked with room for none, KVM fails with E2BIG and says how many.
+    libc().ioctl_buf(this.fd, KVM.GET_MSR_INDEX_LIST, new Uint8Array(head.buffer));
+    const list = new Uint32Array(1 + head[0]);
+    list[0] = head[0];
+    check(
+      libc().ioctl_buf(this.fd, KVM.GET_MSR_INDEX_LIST, new Uint8Array(list.buffer)),
+      "KVM_GET_MSR_INDEX_LIST",
+    );
+    return [...list.subarray(1, 1 + list[0])];
+  }
+
+  /** Bytes of a vCPU's XSAVE state: KVM_CAP_XSAVE2's size where larger than `kvm_xsave`. */
+  get xsaveSize(): number {
+    return Math.max(SIZE.kvm_xsave, this.checkExtension(CAP.XSAVE2));
+  }
+
   #closed = false;
 
   /** Closes the system fd (once; VMs stay valid). */

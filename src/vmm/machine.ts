@@ -19,7 +19,7 @@ import { resolveConfig, type VmConfig } from "./config.ts";
 import { type VmExit, vmExit } from "./exit_reason.ts";
 import { BootTrace, FIRST_RUN_PHASE, GUEST_READY_PHASE, type Mark } from "./trace.ts";
 import { CTL, CTL_BYTES, VCPU_STAT, VCPU_STAT_SLOTS } from "./vcpu_loop.ts";
-import type { VirtioBackend } from "../devices/virtio/device.ts";
+import type { QueueRunner, VirtioBackend } from "../devices/virtio/device.ts";
 import type { VcpuEvent, VcpuFilter, VcpuStart } from "./worker_protocol.ts";
 import { runIoLoop } from "./io_loop.ts";
 import { irqLine } from "./vcpu_devices.ts";
@@ -105,8 +105,14 @@ export interface VmMetrics {
   };
   /** Bytes the guest's UART sent to the console. */
   serialOutBytes: number;
-  /** Each virtio device: its kind, its id (a disk's, a TAP's name) and its counters. */
-  devices: Array<{ kind: string; id?: string; stats: Record<string, number> }>;
+  /**
+   * Each virtio device: its kind, its id (a disk's, a TAP's name), its
+   * counters, and its transport's (notifications, interrupts, each queue's
+   * indices on both sides).
+   */
+  devices: Array<
+    { kind: string; id?: string; stats: Record<string, number>; transport?: Record<string, number> }
+  >;
 }
 
 /** Options of {@linkcode Machine.create}. */
@@ -159,6 +165,8 @@ export class Machine {
   private readonly vcpuStats: SharedArrayBuffer;
   /** The virtio devices' models, once the I/O loop has made them. */
   private backends: readonly VirtioBackend[] = [];
+  /** Their transports, from the same moment. */
+  private runners: readonly QueueRunner[] = [];
   private readonly consoleRing = newConsoleRing();
   private readonly consoleReader = new ConsoleRingReader(this.consoleRing);
   private consolePump?: Promise<void>;
@@ -290,9 +298,10 @@ export class Machine {
     });
     if (b.io) {
       this.ioDone = false;
-      runIoLoop(b.io, b.memory, (backends) => (this.backends = backends)).catch((e) =>
-        vmExit("monitor-error", `I/O loop: ${(e as Error).message}`)
-      ).then((exit) => {
+      runIoLoop(b.io, b.memory, (backends, runners) => {
+        this.backends = backends;
+        this.runners = runners;
+      }).catch((e) => vmExit("monitor-error", `I/O loop: ${(e as Error).message}`)).then((exit) => {
         this.ioDone = true;
         if (exit) this.finish(exit);
         this.cleanup();
@@ -444,6 +453,8 @@ export class Machine {
           kind: b.type,
           ...(id === undefined ? {} : { id }),
           stats: { ...(this.backends[i]?.stats ?? {}) },
+          // The queues' indices live in guest RAM, gone once released.
+          transport: this.released ? {} : this.runners[i]?.report() ?? {},
         };
       }),
     };

@@ -34,6 +34,8 @@ export interface BootMetrics {
   guest: { kernel: string; initrd?: string; memoryMiB: number; cpus: number };
   /** How it ended. */
   exit: { cause: string; code: number; message: string };
+  /** The VM's counters as it stopped (vCPU exits, devices and their queues' indices). */
+  vm?: unknown;
 }
 
 /**
@@ -52,7 +54,9 @@ export interface BootMetrics {
  * ```
  */
 export function bootMetrics(
-  run: Pick<BootMetrics, "origin" | "phases" | "guest"> & { exit: VmExit | BootMetrics["exit"] },
+  run: Pick<BootMetrics, "origin" | "phases" | "guest" | "vm"> & {
+    exit: VmExit | BootMetrics["exit"];
+  },
 ): BootMetrics {
   const at = (phase: string) => run.phases.find((m) => m.phase === phase)?.ms;
   const first = at(FIRST_RUN_PHASE);
@@ -66,6 +70,7 @@ export function bootMetrics(
     guestKernelMs: first !== undefined && ready !== undefined ? ready - first : undefined,
     guest: run.guest,
     exit: { cause: run.exit.cause, code: run.exit.code, message: run.exit.message },
+    ...(run.vm === undefined ? {} : { vm: run.vm }),
   };
 }
 

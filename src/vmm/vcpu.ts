@@ -152,6 +152,16 @@ export class Vcpu {
     this.ioctl(KVM.SET_SREGS, buf, "KVM_SET_SREGS");
   }
 
+  /** KVM_GET_TSC_KHZ: the guest TSC's rate (negative where KVM cannot tell). */
+  tscKhz(): number {
+    return libc().ioctl(this.fd, KVM.GET_TSC_KHZ, 0n);
+  }
+
+  /** KVM_SET_TSC_KHZ: false where this host's KVM cannot run the guest's TSC at `khz`. */
+  setTscKhz(khz: number): boolean {
+    return libc().ioctl(this.fd, KVM.SET_TSC_KHZ, BigInt(khz)) === 0;
+  }
+
   /** LINT0 as ExtINT (the PIC), LINT1 as NMI. */
   setLapic(): void {
     const buf = new Uint8Array(SIZE.kvm_lapic_state);

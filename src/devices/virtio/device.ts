@@ -69,6 +69,9 @@ export class QueueRunner {
   private active = false;
   /** Requests served, for tests and metrics. */
   served = 0;
+  /** Notifications taken and interrupts raised, for metrics. */
+  private notifies = 0;
+  private interrupts = 0;
 
   constructor(
     readonly backend: VirtioBackend,
@@ -88,6 +91,7 @@ export class QueueRunner {
    * the others (a driver that keeps adding chains does not hold the loop).
    */
   notified(): boolean {
+    this.notifies++;
     const s = this.s;
     const gen = Atomics.load(s, S.RESET_GENERATION);
     if (gen !== this.generation) {
@@ -135,6 +139,7 @@ export class QueueRunner {
     }
     if (used) {
       Atomics.or(s, S.INTERRUPT_STATUS, INT.USED_RING);
+      this.interrupts++;
       this.irq.trigger();
     }
     return again;
@@ -159,6 +164,26 @@ export class QueueRunner {
       fullFence();
       if (queue.pending() === 0) return n;
     }
+  }
+
+  /**
+   * The transport's counters and each ready queue's indices, as the device
+   * and the driver left them: what tells a lost notification (the driver
+   * ring ahead of what the device took) from a lost interrupt (the device
+   * ring ahead of the driver's `used_event`) when a guest's I/O stops.
+   */
+  report(): Record<string, number> {
+    const out: Record<string, number> = {
+      notifies: this.notifies,
+      interrupts: this.interrupts,
+      interruptStatus: Atomics.load(this.s, S.INTERRUPT_STATUS),
+      deviceStatus: Atomics.load(this.s, S.STATUS),
+    };
+    this.queues.forEach((q, i) => {
+      if (!q) return;
+      for (const [k, n] of Object.entries(q.indices())) out[`q${i}.${k}`] = n;
+    });
+    return out;
   }
 
   /** Queue `q` as the driver set it up, once it is ready. */

@@ -273,6 +273,24 @@ export class SplitQueue {
     return this.dv.getUint16(this.availOff + 2, true);
   }
 
+  /**
+   * Where both sides are: the driver ring's index and flags, the device
+   * ring's index, each side's event index, and this device's cursors.
+   */
+  indices(): Record<string, number> {
+    const dv = this.dv, n = this.size;
+    return {
+      availIdx: dv.getUint16(this.availOff + 2, true),
+      availFlags: dv.getUint16(this.availOff, true),
+      usedEvent: dv.getUint16(this.availOff + 4 + 2 * n, true),
+      usedIdx: dv.getUint16(this.usedOff + 2, true),
+      availEvent: dv.getUint16(this.usedOff + 4 + 8 * n, true),
+      nextAvail: this.nextAvail,
+      nextUsed: this.nextUsed,
+      signalled: this.signalled,
+    };
+  }
+
   /** Gives back the last `n` chains taken and not pushed: the next pops take them again. */
   unpop(n: number): void {
     this.nextAvail = (this.nextAvail - n) & 0xffff;
