@@ -581,8 +581,8 @@ async function boot(
     }
     log.info("Booting {kernel} ({format}, {mode} entry), {mem} MiB, {cpus} vCPU, template {t}", {
       kernel: config.kernel,
-      format: machine.built.kernel.format,
-      mode: machine.built.kernel.mode,
+      format: machine.built.kernel?.format,
+      mode: machine.built.kernel?.mode,
       mem: machine.built.memory.size >> 20,
       cpus: machine.built.vcpus.length,
       t: machine.built.template.name,

@@ -29,6 +29,12 @@ import type { UserDevice } from "./hosted_device.ts";
 import type { BootTrace } from "./trace.ts";
 import { Vcpu } from "./vcpu.ts";
 import { Vm } from "./vm.ts";
+import { libc } from "../../ffi/libc.ts";
+import { SEEK_END } from "../../ffi/eventfd.ts";
+import type { CpuidEntry } from "../arch/x86_64/cpuid.ts";
+import { cpuidFromRows, type SnapshotDoc } from "./snapshot.ts";
+import { restoreVcpu } from "./vcpu_state.ts";
+import { restoreVmState } from "./vm_state.ts";
 
 /** Everything a built VM holds. */
 export interface BuiltVm {
@@ -36,7 +42,10 @@ export interface BuiltVm {
   vm: Vm;
   memory: GuestMemory;
   vcpus: Vcpu[];
-  kernel: LoadedKernel;
+  /** Each vCPU's CPUID table, as set (a snapshot keeps it). */
+  cpuid: CpuidEntry[][];
+  /** The kernel as loaded; none in a VM restored from a snapshot. */
+  kernel?: LoadedKernel;
   cmdline: string;
   initrd?: { addr: number; size: number };
   template: CpuTemplate;
@@ -78,7 +87,7 @@ export function openImages(cfg: ResolvedConfig): { kernel: Image; initrd?: Image
 }
 
 function writeBootStructures(
-  b: Pick<BuiltVm, "memory" | "kernel" | "cmdline" | "initrd">,
+  b: Pick<BuiltVm, "memory" | "cmdline" | "initrd"> & { kernel: LoadedKernel },
   cpus: number,
 ): number {
   const { memory: mem, kernel } = b;
@@ -105,16 +114,31 @@ function writeBootStructures(
   });
 }
 
-function configureVcpu(b: BuiltVm, cpu: Vcpu, bootInfo: number, cr3: number): void {
+function configureVcpu(
+  kernel: LoadedKernel,
+  cpu: Vcpu,
+  bootInfo: number,
+  cr3: number,
+): void {
   cpu.setMsrs(bootMsrs());
   if (cpu.id === 0) {
-    cpu.setRegs(bootRegs(b.kernel.mode, b.kernel.entry, bootInfo));
+    cpu.setRegs(bootRegs(kernel.mode, kernel.entry, bootInfo));
     cpu.setFpu();
-    cpu.setSregs(bootSregs(b.kernel.mode, cr3));
+    cpu.setSregs(bootSregs(kernel.mode, cr3));
   } else {
     cpu.setFpu();
   }
   cpu.setLapic();
+}
+
+/** Adds `cfg`'s devices in the one order both a boot and a restore use. */
+function addDevices(devices: DeviceManager, cfg: ResolvedConfig, userDevices: UserDevice[]): void {
+  devices.addLegacy();
+  for (const disk of cfg.disks) devices.addDisk(disk);
+  if (cfg.entropy) devices.addEntropy();
+  for (const net of cfg.nets) devices.addNet(net);
+  if (cfg.vsock) devices.addVsock(cfg.vsock);
+  for (const d of userDevices) devices.addHosted(d);
 }
 
 /**
@@ -150,14 +174,11 @@ export function buildVm(
   const made: Partial<BuiltVm> & { vcpus: Vcpu[] } = { memory, vcpus: [], devices };
   try {
     // Devices before the command line, which names every virtio window.
-    devices.addLegacy();
-    for (const disk of cfg.disks) devices.addDisk(disk);
-    if (cfg.entropy) devices.addEntropy();
-    for (const net of cfg.nets) devices.addNet(net);
-    if (cfg.vsock) devices.addVsock(cfg.vsock);
-    for (const d of userDevices) devices.addHosted(d);
+    addDevices(devices, cfg, userDevices);
     trace.mark("devices added");
-    let loaded: Omit<BuiltVm, "kvm" | "vm" | "vcpus" | "io">;
+    let loaded: Omit<BuiltVm, "kvm" | "vm" | "vcpus" | "io" | "cpuid"> & {
+      kernel: LoadedKernel;
+    };
     try {
       const kernel = loadKernel(memory, images.kernel, cfg.bootProtocol);
       const initrd = images.initrd ? loadInitrd(memory, kernel, images.initrd) : undefined;
@@ -193,15 +214,17 @@ export function buildVm(
     trace.mark("vm created");
     const io = devices.connect(vm.fd);
     if (io) trace.mark("virtio connected");
-    const b: BuiltVm = { ...loaded, kvm, vm, vcpus: made.vcpus, io };
+    const b: BuiltVm = { ...loaded, kvm, vm, vcpus: made.vcpus, io, cpuid: [] };
     const mmapSize = kvm.vcpuMmapSize;
     for (let id = 0; id < cfg.cpus; id++) {
       const cpu = new Vcpu(vm.createVcpu(id), id, mmapSize);
       made.vcpus.push(cpu);
-      cpu.setCpuid(vcpuCpuid(supported, { cpu: id, cpus: cfg.cpus, template }));
+      const table = vcpuCpuid(supported, { cpu: id, cpus: cfg.cpus, template });
+      cpu.setCpuid(table);
+      b.cpuid.push(table);
     }
     trace.mark("cpuid configured");
-    for (const cpu of b.vcpus) configureVcpu(b, cpu, bootInfo, cr3);
+    for (const cpu of b.vcpus) configureVcpu(loaded.kernel, cpu, bootInfo, cr3);
     trace.mark("vcpus configured");
     return b;
   } catch (e) {
@@ -222,4 +245,142 @@ export function releaseVm(b: Partial<BuiltVm>): void {
   b.vm?.close();
   b.kvm?.close();
   b.memory?.release();
+}
+
+/**
+ * The restore flow, up to the first KVM_RUN: the snapshot's guest RAM
+ * mapped privately from `memFd`, the same devices at the same addresses
+ * with their registers put back, then KVM's VM and vCPU state. A host whose
+ * KVM would show the guest another CPU (CPUID, XSAVE layout, TSC rate it
+ * cannot scale to) is refused before any state is set. `cfg` is the
+ * snapshot's machine (see `Machine.restore`).
+ *
+ * @example
+ * ```ts ignore
+ * const built = restoreVm(cfg, readSnapshot("vm.snap"), memFd, new BootTrace());
+ * ```
+ */
+export function restoreVm(
+  cfg: ResolvedConfig,
+  snap: SnapshotDoc,
+  memFd: number,
+  trace: BootTrace,
+): BuiltVm {
+  const template = selectTemplate(snap.host.template);
+  const size = Number(libc().lseek(memFd, 0n, SEEK_END));
+  if (size !== snap.config.memory) {
+    throw new VoltError(
+      `The memory file has ${size} bytes; the snapshot's guest has ${snap.config.memory}`,
+      "input",
+    );
+  }
+  const memory = GuestMemory.mapFile(memFd, size);
+  trace.mark("memory mapped");
+  const devices = new DeviceManager();
+  const made: Partial<BuiltVm> & { vcpus: Vcpu[] } = { memory, vcpus: [], devices };
+  try {
+    addDevices(devices, cfg, []);
+    restoreDevices(devices, snap);
+    trace.mark("devices restored");
+    const kvm = Kvm.open(cfg.kvmDevice, cfg.kvmFd);
+    made.kvm = kvm;
+    if (cfg.cpus > kvm.maxVcpus) {
+      throw new VoltError(`This host's KVM allows at most ${kvm.maxVcpus} vCPUs`, "usage");
+    }
+    if (kvm.xsaveSize !== snap.host.xsaveSize) {
+      throw new VoltError(
+        `This host's XSAVE state is ${kvm.xsaveSize} bytes, the snapshot's ${snap.host.xsaveSize}: another CPU`,
+        "kvm",
+      );
+    }
+    const supported = kvm.supportedCpuid();
+    const cpuids = snap.host.cpuid.map(cpuidFromRows);
+    cpuids.forEach((saved, id) => {
+      const here = vcpuCpuid(supported, { cpu: id, cpus: cfg.cpus, template });
+      const why = cpuidDifference(saved, here);
+      if (why) {
+        throw new VoltError(
+          `This host's CPU or KVM differs from the snapshot's (vCPU ${id}: ${why})`,
+          "kvm",
+        );
+      }
+    });
+    const vm = Vm.create(kvm);
+    made.vm = vm;
+    vm.mapMemory(memory);
+    trace.mark("vm created");
+    const io = devices.connect(vm.fd);
+    if (io) io.restored = true;
+    const mmapSize = kvm.vcpuMmapSize;
+    for (let id = 0; id < cfg.cpus; id++) {
+      const cpu = new Vcpu(vm.createVcpu(id), id, mmapSize);
+      made.vcpus.push(cpu);
+      cpu.setCpuid(cpuids[id]);
+      const khz = snap.host.tscKhz;
+      if (khz > 0 && cpu.tscKhz() !== khz && !cpu.setTscKhz(khz)) {
+        throw new VoltError(
+          `This host's KVM cannot run the snapshot's TSC at ${khz} kHz (it runs at ${cpu.tscKhz()})`,
+          "kvm",
+        );
+      }
+    }
+    restoreVmState(vm.fd, snap.vm);
+    made.vcpus.forEach((cpu, id) => restoreVcpu(cpu.fd, snap.vcpus[id]));
+    trace.mark("vcpus restored");
+    return {
+      kvm,
+      vm,
+      memory,
+      vcpus: made.vcpus,
+      cmdline: snap.config.cmdline,
+      template,
+      devices,
+      io,
+      cpuid: cpuids,
+    };
+  } catch (e) {
+    releaseVm(made);
+    throw e;
+  }
+}
+
+/** Puts the snapshot's device registers into `devices`, which must be the same devices. */
+function restoreDevices(devices: DeviceManager, snap: SnapshotDoc): void {
+  const specs = devices.specs;
+  const saved = snap.devices;
+  const same = specs.length === saved.length &&
+    specs.every((s, i) =>
+      s.kind === saved[i].kind && s.base === saved[i].base && (s.irq ?? null) === saved[i].irq &&
+      (s.state?.byteLength ?? -1) === (saved[i].state?.length ?? -1)
+    );
+  if (!same) throw new VoltError("The snapshot's devices are not this machine's", "input");
+  specs.forEach((s, i) => {
+    if (!s.state) return;
+    const regs = new Int32Array(s.state);
+    regs.set(new Int32Array(saved[i].state!.slice().buffer));
+    // Slot 0 is a lock: whoever held it at the save is not here now.
+    regs[0] = 0;
+  });
+}
+
+/** The first entry where two CPUID tables differ, or undefined when they are the same. */
+function cpuidDifference(saved: CpuidEntry[], here: CpuidEntry[]): string | undefined {
+  const key = (e: CpuidEntry) => `${e.function}.${e.index}`;
+  const byKey = new Map(here.map((e) => [key(e), e]));
+  for (const e of saved) {
+    const h = byKey.get(key(e));
+    const name = `leaf 0x${e.function.toString(16)}.${e.index}`;
+    if (!h) return `${name} is not offered here`;
+    for (const r of ["eax", "ebx", "ecx", "edx"] as const) {
+      if (h[r] !== e[r]) {
+        return `${name} ${r} is 0x${(h[r] >>> 0).toString(16)} here, 0x${
+          (e[r] >>> 0).toString(16)
+        } in the snapshot`;
+      }
+    }
+  }
+  if (here.length !== saved.length) {
+    return `${here.length} CPUID entries here, ${saved.length} saved`;
+  }
+  return undefined;
 }

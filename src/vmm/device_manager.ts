@@ -140,6 +140,11 @@ export interface IoPlan {
   epollFd: number;
   /** Written to end the I/O loop. */
   stopFd: number;
+  /**
+   * The devices come from a snapshot: each queue goes on from the indices
+   * the guest's rings hold, not from zero.
+   */
+  restored?: boolean;
 }
 
 /** epoll data of the stop descriptor. */

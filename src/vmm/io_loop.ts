@@ -61,9 +61,14 @@ export async function runIoLoop(
 ): Promise<VmExit | undefined> {
   const backends = plan.devices.map((d) => makeBackend(d.backend, memory));
   const runners = plan.devices.map((d, i) =>
-    new QueueRunner(backends[i], d.state, memory, { trigger: eventfdSignal(d.irqFd) })
+    new QueueRunner(backends[i], d.state, memory, { trigger: eventfdSignal(d.irqFd) }, {
+      resume: plan.restored,
+    })
   );
   onBackends?.(backends, runners);
+  // A restored driver may have made chains available after the last
+  // notification the saved loop took: look once at every queue.
+  if (plan.restored) { for (const r of runners) r.notified(); }
   try {
     return await serve(plan, backends, runners);
   } finally {

@@ -5,7 +5,7 @@
  */
 
 import { RUN } from "../../ffi/kvm.ts";
-import { libc } from "../../ffi/libc.ts";
+import { libc, O_RDONLY, openPath } from "../../ffi/libc.ts";
 import { SERIAL_IRQ } from "../arch/x86_64/layout.ts";
 import { SharedSerial } from "../devices/serial.ts";
 import { CTRL_ALT_DEL, I8042 } from "../devices/i8042.ts";
@@ -14,8 +14,16 @@ import { ConsoleRingReader, newConsoleRing } from "../devices/console_ring.ts";
 import { autoConsoleMode, type ConsoleMode, terminalReset } from "./console_filter.ts";
 import { VoltError } from "../errors.ts";
 import { logger } from "../log.ts";
-import { buildVm, type BuiltVm, releaseVm } from "./builder.ts";
-import { resolveConfig, type VmConfig } from "./config.ts";
+import { buildVm, type BuiltVm, releaseVm, restoreVm } from "./builder.ts";
+import { resolveConfig, type ResolvedConfig, type VmConfig } from "./config.ts";
+import {
+  captureState,
+  readSnapshot,
+  type SnapshotDoc,
+  unsnapshottable,
+  writeMemoryFile,
+  writeSnapshot,
+} from "./snapshot.ts";
 import { type VmExit, vmExit } from "./exit_reason.ts";
 import { BootTrace, FIRST_RUN_PHASE, GUEST_READY_PHASE, type Mark } from "./trace.ts";
 import { CTL, CTL_BYTES, VCPU_STAT, VCPU_STAT_SLOTS } from "./vcpu_loop.ts";
@@ -115,6 +123,36 @@ export interface VmMetrics {
   >;
 }
 
+/** Where {@linkcode Machine.restore} restores from. */
+export interface RestoreSource {
+  /** The state file. */
+  snapshotPath: string;
+  /** The memory file (or `memFd`, an open descriptor for it, which the restore closes). */
+  memFilePath?: string;
+  /** @internal An open memory file (the jailed monitor's way in). */
+  memFd?: number;
+  /** @internal The state file, already read and checked. */
+  snapshot?: SnapshotDoc;
+}
+
+/** This process's part of a restored VM's configuration. */
+export type RestoreConfig =
+  & Pick<VmConfig, "console" | "consoleMode" | "stdin" | "kvmDevice" | "kvmFd">
+  & {
+    /** The snapshot's disks, by index, opened from another path or descriptor. */
+    disks?: Array<{ path?: string; fd?: number } | undefined>;
+  };
+
+/** Opens a memory file for {@linkcode Machine.restore}, one line on failure. */
+export function openMemoryFile(path: string | undefined): number {
+  if (path === undefined) throw new VoltError("A restore needs the memory file", "usage");
+  try {
+    return openPath(path, O_RDONLY);
+  } catch (e) {
+    throw new VoltError(`Cannot open memory file ${path}: ${(e as Error).message}`, "noinput");
+  }
+}
+
 /** Options of {@linkcode Machine.create}. */
 export interface CreateOptions {
   /** Called with each boot phase as it happens. */
@@ -177,7 +215,7 @@ export class Machine {
    */
   consoleMode?: ConsoleMode;
   private readonly serial: SharedSerial;
-  private readonly cfg: ReturnType<typeof resolveConfig>;
+  private readonly cfg: ResolvedConfig;
   private exit?: VmExit;
   private readonly exited: Promise<VmExit>;
   private resolveExit!: (e: VmExit) => void;
@@ -197,7 +235,7 @@ export class Machine {
   private released = false;
 
   private constructor(
-    cfg: ReturnType<typeof resolveConfig>,
+    cfg: ResolvedConfig,
     trace: BootTrace,
     threads: VcpuThread[],
     built: BuiltVm,
@@ -220,7 +258,69 @@ export class Machine {
    * Builds the VM: workers spawn first and load while the main thread opens
    * KVM and loads the kernel.
    */
-  static async create(config: VmConfig, opts: CreateOptions = {}): Promise<Machine> {
+  static create(config: VmConfig, opts: CreateOptions = {}): Promise<Machine> {
+    return Machine.launch(config, opts, (cfg, trace) => buildVm(cfg, trace, opts.devices));
+  }
+
+  /**
+   * Restores a VM from a snapshot ({@linkcode Machine.snapshot}) in this
+   * process: its RAM mapped privately from the memory file (pages load as
+   * the guest touches them; clones of one snapshot share them), its
+   * devices, vCPUs and interrupt controllers as they were. `config` gives
+   * what is this process's own (console, stdin, KVM), and may point the
+   * snapshot's disks elsewhere by index (`disks`). Start it with
+   * {@linkcode Machine.start}; the guest goes on where it was paused.
+   *
+   * @example
+   * ```ts ignore
+   * const vm = await Machine.restore({ snapshotPath: "vm.snap", memFilePath: "vm.mem" });
+   * vm.start();
+   * ```
+   */
+  static async restore(
+    from: RestoreSource,
+    config: RestoreConfig = {},
+    opts: Omit<CreateOptions, "devices"> = {},
+  ): Promise<Machine> {
+    const snap = from.snapshot ?? readSnapshot(from.snapshotPath);
+    const memFd = from.memFd ?? openMemoryFile(from.memFilePath);
+    const c = snap.config;
+    const disks = c.disks.map((d, i) => {
+      const o = config.disks?.[i];
+      return {
+        path: o?.path ?? d.path,
+        fd: o?.fd,
+        readOnly: d.readOnly,
+        id: d.id ?? undefined,
+        root: d.root,
+      };
+    });
+    try {
+      return await Machine.launch(
+        {
+          ...config,
+          kernel: from.snapshotPath,
+          memory: c.memory,
+          cpus: c.cpus,
+          cpuTemplate: snap.host.template,
+          disks,
+          entropy: c.entropy,
+        },
+        { startPhase: "runtime up", ...opts },
+        (cfg, trace) => restoreVm(cfg, snap, memFd, trace),
+      );
+    } finally {
+      // The mapping holds the file; the descriptor is no longer needed.
+      libc().close(memFd);
+    }
+  }
+
+  /** Spawns the vCPU workers, builds the VM with `build` meanwhile, and waits for both. */
+  private static async launch(
+    config: VmConfig,
+    opts: CreateOptions,
+    build: (cfg: ResolvedConfig, trace: BootTrace) => BuiltVm,
+  ): Promise<Machine> {
     const trace = new BootTrace(opts.onMark, opts.traceOrigin);
     trace.mark(opts.startPhase ?? "runtime up", 0);
     const cfg = resolveConfig(config);
@@ -240,7 +340,7 @@ export class Machine {
     for (let i = 0; i < cfg.cpus; i++) threads.push(spawn());
     let built: BuiltVm;
     try {
-      built = buildVm(cfg, trace, opts.devices);
+      built = build(cfg, trace);
     } catch (e) {
       for (const t of threads) t.worker.terminate();
       throw e;
@@ -255,12 +355,40 @@ export class Machine {
   }
 
   /**
+   * Saves a paused VM: guest RAM to `memFilePath` (a sparse file) and
+   * everything else (vCPUs, interrupt controllers, PIT, clock, devices) to
+   * `snapshotPath`, a versioned, checksummed state file. Each file is
+   * written whole or not at all. The VM stays paused; resume it or stop
+   * it. A VM with a network, vsock or script device cannot be saved yet.
+   *
+   * @example
+   * ```ts ignore
+   * await vm.pause();
+   * vm.snapshot({ snapshotPath: "vm.snap", memFilePath: "vm.mem" });
+   * vm.resume();
+   * ```
+   */
+  snapshot(to: { snapshotPath: string; memFilePath: string }): void {
+    this.expect("snapshot", ["paused"]);
+    const why = unsnapshottable(this.built.devices.specs);
+    if (why) throw new VoltError(`Cannot snapshot a VM with ${why} yet`, "usage");
+    const doc = captureState(this.built, this.cfg);
+    writeMemoryFile(this.built.memory, to.memFilePath);
+    writeSnapshot(to.snapshotPath, doc);
+  }
+
+  /**
    * Starts every vCPU; with `vcpuFilter`, each vCPU thread stacks that
    * seccomp filter on itself right before its first KVM_RUN.
    */
-  start(opts: { vcpuFilter?: VcpuFilter } = {}): void {
+  start(opts: { vcpuFilter?: VcpuFilter; paused?: boolean } = {}): void {
     this.expect("start", ["not-started"]);
     this.life = "running";
+    // Started paused (a restore not yet resumed): each vCPU parks before its first KVM_RUN.
+    if (opts.paused) {
+      this.life = "paused";
+      Atomics.store(new Int32Array(this.ctl), CTL.pause, 1);
+    }
     // Before the messages: a worker may reach KVM_RUN before this thread
     // gets back here, and phases stay in time order.
     this.trace.mark("vcpus started");

@@ -119,11 +119,7 @@ export function cpuidFromRows(rows: number[][]): CpuidEntry[] {
  * Takes the state of `b`, whose every vCPU is parked with its last exit
  * completed: the vCPUs' and the VM's KVM state and each device's registers.
  */
-export function captureState(
-  b: BuiltVm,
-  cfg: ResolvedConfig,
-  cpuid: readonly CpuidEntry[][],
-): SnapshotDoc {
+export function captureState(b: BuiltVm, cfg: ResolvedConfig): SnapshotDoc {
   const msrs = b.kvm.msrIndexList();
   const xsaveSize = b.kvm.xsaveSize;
   return {
@@ -131,7 +127,7 @@ export function captureState(
       template: b.template.name,
       tscKhz: b.vcpus.length ? Math.max(0, b.vcpus[0].tscKhz()) : 0,
       xsaveSize,
-      cpuid: cpuid.map((t) => t.map(cpuidRow)),
+      cpuid: b.cpuid.map((t) => t.map(cpuidRow)),
     },
     config: {
       memory: cfg.memory,

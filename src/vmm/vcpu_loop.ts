@@ -26,6 +26,8 @@ import type { GuestMemory } from "../memory/guest_memory.ts";
 const EINTR = 4;
 const EAGAIN = 11;
 const CR0_PG = 0x80000000n;
+/** Exits a pausing vCPU handles while KVM completes its last access (a `rep ins` of a page). */
+const MAX_COMPLETION_EXITS = 4096;
 
 /**
  * Control words shared by the main thread and every vCPU: `stop` asks the
@@ -135,7 +137,11 @@ export class VcpuLoop {
     const l = libc();
     const { fd, ctl, run } = this.c;
     for (;;) {
-      if (Atomics.load(ctl, CTL.pause) !== 0) park(ctl);
+      if (Atomics.load(ctl, CTL.pause) !== 0) {
+        const exit = this.completeExit();
+        if (exit) return exit;
+        park(ctl);
+      }
       if (Atomics.load(ctl, CTL.stop) !== 0) {
         return vmExit("host-stop", "Stopped by the host", this.c.id);
       }
@@ -152,6 +158,32 @@ export class VcpuLoop {
       const exit = this.dispatch();
       if (exit) return exit;
     }
+  }
+
+  /**
+   * Lets KVM finish the access this vCPU last exited on (an `in`'s value
+   * into RAX, the rest of a string access) without running another guest
+   * instruction: KVM_RUN with `immediate_exit` set does that and returns
+   * EINTR. Until then the vCPU's registers are not what the guest will see,
+   * so a paused vCPU, whose state a snapshot saves, parks only after this.
+   * A string access may take more exits to finish; each is handled here.
+   */
+  private completeExit(): VmExit | undefined {
+    const l = libc();
+    const { fd, run } = this.c;
+    for (let i = 0; i < MAX_COMPLETION_EXITS; i++) {
+      run[RUN.immediate_exit] = 1;
+      const r = l.ioctl(fd, KVM.RUN, 0n);
+      run[RUN.immediate_exit] = 0;
+      if (r < 0) {
+        const e = errno();
+        if (e === EINTR || e === EAGAIN) return undefined;
+        return vmExit("monitor-error", `KVM_RUN failed: ${errnoName(e)}`, this.c.id);
+      }
+      const exit = this.dispatch();
+      if (exit) return exit;
+    }
+    return undefined;
   }
 
   /**

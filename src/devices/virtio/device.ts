@@ -73,13 +73,19 @@ export class QueueRunner {
   private notifies = 0;
   private interrupts = 0;
 
+  /** The reset generation whose queues go on from guest RAM (a restored device's); -2 for none. */
+  private readonly resumeGeneration: number;
+
+  /** With `resume`, the queues the driver set up before a snapshot go on where they were. */
   constructor(
     readonly backend: VirtioBackend,
     state: SharedArrayBuffer,
     private readonly mem: GuestMemory,
     private readonly irq: Trigger,
+    opts: { resume?: boolean } = {},
   ) {
     this.s = new Int32Array(state);
+    this.resumeGeneration = opts.resume ? Atomics.load(this.s, S.RESET_GENERATION) : -2;
     this.queues = new Array(backend.info.queues).fill(undefined);
     this.chain = new DescriptorChain(backend.info.queueMax);
   }
@@ -195,9 +201,13 @@ export class QueueRunner {
     }
     // The transport checked the layout before it set READY, and the
     // features are fixed from FEATURES_OK on.
-    return this.queues[q] ??= new SplitQueue(this.mem, queueLayout(s, q), s[S.QUEUE_MAX], {
+    let queue = this.queues[q];
+    if (queue) return queue;
+    queue = new SplitQueue(this.mem, queueLayout(s, q), s[S.QUEUE_MAX], {
       indirect: (s[S.DRIVER_FEATURES_LO] & (1 << F.RING_INDIRECT_DESC)) !== 0,
       eventIdx: (s[S.DRIVER_FEATURES_LO] & (1 << F.RING_EVENT_IDX)) !== 0,
     });
+    if (this.generation === this.resumeGeneration) queue.resume();
+    return this.queues[q] = queue;
   }
 }

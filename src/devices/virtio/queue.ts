@@ -291,6 +291,17 @@ export class SplitQueue {
     };
   }
 
+  /**
+   * Goes on from the device ring's index in guest RAM, as a queue restored
+   * from a snapshot does: every chain taken before the save was used (the
+   * devices that may hold chains are not saved), so the next to take is
+   * the next to use.
+   */
+  resume(): void {
+    const used = this.dv.getUint16(this.usedOff + 2, true);
+    this.nextAvail = this.nextUsed = this.signalled = used;
+  }
+
   /** Gives back the last `n` chains taken and not pushed: the next pops take them again. */
   unpop(n: number): void {
     this.nextAvail = (this.nextAvail - n) & 0xffff;

@@ -1,0 +1,255 @@
+/**
+ * Snapshots: the state file refuses what is not a whole, current Volt
+ * snapshot; a paused guest saved to disk restores in fresh VMs, two at
+ * once, that go on with its work (an interrupt-driven serial echo, a count
+ * in RAM), while the memory file stays as it was written.
+ */
+import assert from "node:assert/strict";
+import { createVm, Machine, type VmConfig, VoltError } from "../mod.ts";
+import {
+  decodeStateFile,
+  encodeStateFile,
+  readStateFile,
+  type StateValue,
+} from "../src/snapshot/state_file.ts";
+import { readSnapshot } from "../src/vmm/snapshot.ts";
+import * as g from "./guests.ts";
+import { needsKvm, tmpDir } from "./helpers.ts";
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const enc = new TextEncoder();
+const input = (re: RegExp) => (e: unknown) => e instanceof VoltError && re.test(e.message);
+
+Deno.test("state file: a document with binary leaves round-trips", () => {
+  const doc = {
+    a: 1,
+    list: [new Uint8Array([1, 2, 3]), { deep: new Uint8Array(0) }],
+    s: "x",
+    n: null,
+  };
+  assert.deepEqual(decodeStateFile(encodeStateFile(doc), "s"), doc);
+});
+
+Deno.test("state file: foreign, truncated, damaged and other-version files are one line each", () => {
+  const good = encodeStateFile({ lapic: new Uint8Array(64).fill(7), n: 3 });
+  const refuse = (bytes: Uint8Array, re: RegExp) =>
+    assert.throws(() => decodeStateFile(bytes, "vm.snap"), input(re));
+  refuse(enc.encode("{}"), /^Snapshot vm\.snap is not a Volt snapshot state file$/);
+  refuse(good.subarray(0, 30), /^Snapshot vm\.snap is truncated$/);
+  refuse(good.subarray(0, good.length - 1), /^Snapshot vm\.snap is truncated$/);
+  for (const at of [30, good.length - 40, good.length - 1]) {
+    const bad = good.slice();
+    bad[at] ^= 0x40;
+    refuse(bad, /^Snapshot vm\.snap is damaged \(its checksum does not match\)$/);
+  }
+  const v2 = good.slice();
+  new DataView(v2.buffer).setUint32(8, 2, true);
+  refuse(v2, /^Snapshot vm\.snap has format version 2; this Volt reads version 1$/);
+  const longer = new Uint8Array(good.length + 1);
+  longer.set(good);
+  refuse(longer, /^Snapshot vm\.snap is damaged \(it has bytes past its end\)$/);
+  const huge = good.slice();
+  new DataView(huge.buffer).setUint32(12, 0xffffffff, true);
+  refuse(huge, /lengths are wrong/);
+});
+
+Deno.test("snapshot reader: a valid state file that is not a VM's state, or a missing one", () => {
+  const dir = tmpDir();
+  Deno.writeFileSync(`${dir}/other.snap`, encodeStateFile({ hello: "world" }));
+  assert.throws(
+    () => readSnapshot(`${dir}/other.snap`),
+    input(/^Snapshot .*other\.snap is not a VM's state \(host: /),
+  );
+  assert.throws(
+    () => readStateFile(`${dir}/none.snap`),
+    input(/^Cannot read snapshot .*none\.snap: /),
+  );
+});
+
+/** A VM of `config` on a console this test reads. */
+async function consoleVm(make: () => Promise<Machine>) {
+  const vm = await make();
+  let out = "";
+  const dec = new TextDecoder();
+  vm.onConsole = (b) => void (out += dec.decode(b, { stream: true }));
+  const until = async (marker: string) => {
+    const end = performance.now() + 20_000;
+    while (!out.includes(marker)) {
+      if (performance.now() > end) throw new Error(`No "${marker}" on the console: ${out}`);
+      await sleep(5);
+    }
+  };
+  return { vm, until, out: () => out };
+}
+
+/** Boots `config`, waits for `marker`, pauses and saves it in `dir`; the VM is then stopped. */
+async function saved(config: VmConfig, marker: string, dir: string) {
+  const src = await consoleVm(() => createVm({ console: "message", memory: "64M", ...config }));
+  src.vm.start();
+  await src.until(marker);
+  await src.vm.pause();
+  const paths = { snapshotPath: `${dir}/vm.snap`, memFilePath: `${dir}/vm.mem` };
+  src.vm.snapshot(paths);
+  return { src, paths };
+}
+
+Deno.test({
+  ...needsKvm,
+  name:
+    "snapshot: a paused echo guest (PIC, IDT, UART interrupts) restores twice at once; both echo and exit 0",
+  async fn() {
+    const dir = tmpDir();
+    const { src, paths } = await saved({ kernel: g.serialEcho() }, "echo ready\n", dir);
+    assert.equal(src.vm.state, "paused", "a snapshot leaves the VM paused");
+    src.vm.stop();
+    await src.vm.wait();
+    assert.ok(await src.vm.settled());
+    src.vm.cleanup();
+    const memBefore = Deno.readFileSync(paths.memFilePath);
+    assert.equal(memBefore.length, 64 << 20);
+    const clones = await Promise.all(
+      [0, 1].map(() => consoleVm(() => Machine.restore(paths, { console: "message" }))),
+    );
+    for (const c of clones) {
+      assert.equal(c.vm.trace.marks.some((m) => m.phase === "vcpus restored"), true);
+    }
+    const runs = clones.map((c) => c.vm.run(20_000));
+    await Promise.all(clones.map(async (c, i) => {
+      c.vm.sendInput(enc.encode(`clone-${i}`));
+      await c.until(`clone-${i}`);
+      c.vm.sendInput(enc.encode("q"));
+    }));
+    const exits = await Promise.all(runs);
+    exits.forEach((e, i) => {
+      assert.equal(e.code, 0, e.message);
+      assert.equal(clones[i].out(), `clone-${i}\nbye\n`);
+    });
+    assert.deepEqual(
+      Deno.readFileSync(paths.memFilePath),
+      memBefore,
+      "a clone wrote its memory file",
+    );
+  },
+});
+
+/** The counter guest's count in `vm`'s RAM. */
+const count = (vm: Machine) =>
+  new DataView(vm.built.memory.bytes(g.COUNTER_ADDR, 8).slice().buffer).getBigUint64(0, true);
+
+Deno.test({
+  ...needsKvm,
+  name:
+    "snapshot: a counting guest (2 vCPUs) restores at its saved count and counts on; the source resumes too",
+  async fn() {
+    const dir = tmpDir();
+    const { src, paths } = await saved({ kernel: g.counter(), cpus: 2 }, "counting\n", dir);
+    const atSave = count(src.vm);
+    assert.ok(atSave > 0n);
+    src.vm.resume();
+    const clone = await Machine.restore(paths, { console: "message" });
+    assert.equal(clone.built.vcpus.length, 2);
+    assert.equal(count(clone), atSave, "the restored RAM is not the saved RAM");
+    clone.start();
+    const end = performance.now() + 10_000;
+    while (count(clone) <= atSave) {
+      if (performance.now() > end) throw new Error("The restored guest does not count");
+      await sleep(2);
+    }
+    assert.equal(clone.state, "running");
+    // The source went on by itself: its count is its own, past the saved one.
+    await sleep(20);
+    assert.ok(count(src.vm) > atSave);
+    for (const vm of [clone, src.vm]) {
+      vm.stop();
+      await vm.wait();
+      assert.ok(await vm.settled());
+      vm.cleanup();
+    }
+  },
+});
+
+Deno.test({
+  ...needsKvm,
+  name: "snapshot: a restore started paused parks until resumed",
+  async fn() {
+    const dir = tmpDir();
+    const { src, paths } = await saved({ kernel: g.counter() }, "counting\n", dir);
+    src.vm.stop();
+    await src.vm.wait();
+    await src.vm.settled();
+    src.vm.cleanup();
+    const clone = await Machine.restore(paths, { console: "message" });
+    const atSave = count(clone);
+    clone.start({ paused: true });
+    assert.equal(clone.state, "paused");
+    await sleep(50);
+    assert.equal(count(clone), atSave, "a paused restore ran");
+    clone.resume();
+    const end = performance.now() + 10_000;
+    while (count(clone) <= atSave) {
+      if (performance.now() > end) throw new Error("The resumed guest does not count");
+      await sleep(2);
+    }
+    clone.stop();
+    await clone.wait();
+    await clone.settled();
+    clone.cleanup();
+  },
+});
+
+Deno.test({
+  ...needsKvm,
+  name:
+    "snapshot: refused while running, for a script's device, from a wrong memory file, and from another CPU",
+  async fn() {
+    const dir = tmpDir();
+    const running = await createVm({ kernel: g.counter(), console: "message", memory: "64M" });
+    running.start();
+    const paths = { snapshotPath: `${dir}/vm.snap`, memFilePath: `${dir}/vm.mem` };
+    assert.throws(
+      () => running.snapshot(paths),
+      input(/^Cannot snapshot a VM that is running$/),
+    );
+    await running.pause();
+    running.snapshot(paths);
+    running.stop();
+    await running.wait();
+    await running.settled();
+    running.cleanup();
+
+    const scripted = await createVm({ kernel: g.counter(), console: "message", memory: "64M" }, {
+      devices: [{ bus: "pio", base: 0x500, size: 1, device: { read() {}, write() {} } }],
+    });
+    scripted.start();
+    await scripted.pause();
+    assert.throws(
+      () => scripted.snapshot({ snapshotPath: `${dir}/s.snap`, memFilePath: `${dir}/s.mem` }),
+      input(/^Cannot snapshot a VM with a device written in TypeScript by the script yet$/),
+    );
+    scripted.stop();
+    await scripted.wait();
+    await scripted.settled();
+    scripted.cleanup();
+
+    // A memory file of another size.
+    Deno.writeFileSync(`${dir}/short.mem`, new Uint8Array(4096));
+    await assert.rejects(
+      () => Machine.restore({ snapshotPath: paths.snapshotPath, memFilePath: `${dir}/short.mem` }),
+      input(/^The memory file has 4096 bytes; the snapshot's guest has 67108864$/),
+    );
+    await assert.rejects(
+      () => Machine.restore({ snapshotPath: paths.snapshotPath, memFilePath: `${dir}/nope.mem` }),
+      input(/^Cannot open memory file .*nope\.mem: /),
+    );
+
+    // What the guest saw of its CPU, changed: as a snapshot from another host looks.
+    const doc = readStateFile(paths.snapshotPath) as { host: { cpuid: number[][][] } };
+    const leaf1 = doc.host.cpuid[0].find((e) => e[0] === 1 && e[1] === 0)!;
+    leaf1[5] = (leaf1[5] ^ 1) >>> 0; // ECX bit 0: SSE3
+    Deno.writeFileSync(`${dir}/other.snap`, encodeStateFile(doc as unknown as StateValue));
+    await assert.rejects(
+      () => Machine.restore({ snapshotPath: `${dir}/other.snap`, memFilePath: paths.memFilePath }),
+      input(/^This host's CPU or KVM differs from the snapshot's \(vCPU 0: leaf 0x1\.0 ecx is /),
+    );
+  },
+});
