@@ -9,7 +9,7 @@ import { parseHead, UnixHttpServer } from "../src/control/http.ts";
 import { listenUnix } from "../src/vmm/vsock_listen.ts";
 import { libc } from "../ffi/libc.ts";
 import * as g from "./guests.ts";
-import { inHelperVm, needsKvm, spawnVolt, tmpDir } from "./helpers.ts";
+import { inHelperVm, needsKvm, runCli, spawnVolt, tmpDir } from "./helpers.ts";
 
 const dir = tmpDir();
 const enc = new TextEncoder();
@@ -383,5 +383,164 @@ Deno.test({
       child.kill("SIGTERM");
     }
     await output;
+  },
+});
+
+/** Reads `child`'s stdout until `marker`; the rest goes on being read into the result. */
+function stdoutUntil(child: Deno.ChildProcess) {
+  let out = "";
+  const done = (async () => {
+    for await (const b of child.stdout) out += dec.decode(b, { stream: true });
+  })();
+  const until = async (marker: string) => {
+    const end = performance.now() + START_MS;
+    while (!out.includes(marker)) {
+      if (performance.now() > end) throw new Error(`No "${marker}" on the console: ${out}`);
+      await sleep(10);
+    }
+  };
+  return { until, done };
+}
+
+Deno.test({
+  ...needsKvm,
+  name:
+    "api snapshots: create from a paused, jailed VM into --snapshot-dir; two `--restore` processes at once go on; " +
+    "PUT /snapshot/load starts one paused; bad requests are faults",
+  async fn() {
+    const snaps = `${dir}/snaps`;
+    Deno.mkdirSync(snaps);
+    const sock = `${dir}/snap.sock`;
+    const file = `${dir}/snap.json`;
+    Deno.writeTextFileSync(
+      file,
+      JSON.stringify({
+        "boot-source": { kernel_image_path: g.serialEcho() },
+        "machine-config": { vcpu_count: 1, mem_size_mib: 64 },
+      }),
+    );
+    const child = spawnVolt([
+      "run",
+      "--config-file",
+      file,
+      "--api-sock",
+      sock,
+      "--snapshot-dir",
+      snaps,
+    ]);
+    const screen = stdoutUntil(child);
+    const errP = new Response(child.stderr).text();
+    const api = apiClient(sock);
+    const create = (body: unknown) => api.call("PUT", "/snapshot/create", body);
+    try {
+      await waitApi(api, child);
+      await screen.until("echo ready");
+      const running = await create({ snapshot_path: "vm.snap", mem_file_path: "vm.mem" });
+      assert.equal(running.status, 400);
+      assert.match(running.body.fault_message, /pause the microVM first/);
+      assert.equal((await api.call("PATCH", "/vm", { state: "Paused" })).status, 204);
+      const outside = await create({ snapshot_path: "/tmp/x.snap", mem_file_path: "vm.mem" });
+      assert.match(
+        outside.body.fault_message,
+        /snapshot_path \/tmp\/x\.snap is outside --snapshot-dir/,
+      );
+      const diff = await create({
+        snapshot_path: "vm.snap",
+        mem_file_path: "vm.mem",
+        snapshot_type: "Diff",
+      });
+      assert.match(diff.body.fault_message, /diff snapshots are not supported yet/);
+      const ok = await create({ snapshot_path: "vm.snap", mem_file_path: "vm.mem" });
+      assert.equal(ok.status, 204, JSON.stringify(ok.body));
+      assert.equal((await api.call("GET", "/")).body.state, "Paused");
+    } finally {
+      api.close();
+      child.kill("SIGTERM");
+    }
+    assert.equal((await child.status).code, 143, await errP);
+    await screen.done;
+    const snap = `${snaps}/vm.snap`, mem = `${snaps}/vm.mem`;
+    assert.equal(Deno.statSync(mem).size, 64 << 20);
+
+    // Two processes from the one snapshot, side by side: each echoes its own input.
+    const clones = await Promise.all(
+      [0, 1].map((i) =>
+        runCli(["run", "--restore", snap, "--mem-file", mem], {
+          stdin: `clone-${i}q`,
+          timeout: START_MS,
+        })
+      ),
+    );
+    clones.forEach((r, i) => {
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, new RegExp(`clone-${i}\\r?\\nbye`), r.stdout);
+      assert.doesNotMatch(r.stdout, /echo ready/, "a restore booted the guest again");
+    });
+
+    // The API's load, into a monitor that waits for its configuration.
+    const sock2 = `${dir}/load.sock`;
+    const loader = spawnVolt(["run", "--api-sock", sock2], { stdout: "null" });
+    const loaderErr = new Response(loader.stderr).text();
+    const api2 = apiClient(sock2);
+    try {
+      await waitApi(api2, loader);
+      const bad = await api2.call("PUT", "/snapshot/load", {
+        snapshot_path: `${dir}/nope.snap`,
+        mem_backend: { backend_type: "File", backend_path: mem },
+      });
+      assert.equal(bad.status, 400);
+      assert.match(bad.body.fault_message, /^Snapshot not found: .*nope\.snap$/);
+      const uffd = await api2.call("PUT", "/snapshot/load", {
+        snapshot_path: snap,
+        mem_backend: { backend_type: "Uffd", backend_path: "/x" },
+      });
+      assert.match(uffd.body.fault_message, /Uffd memory backend is not supported/);
+      const load = await api2.call("PUT", "/snapshot/load", {
+        snapshot_path: snap,
+        mem_backend: { backend_type: "File", backend_path: mem },
+        resume_vm: false,
+      });
+      assert.equal(load.status, 204, JSON.stringify(load.body));
+      // The jailed monitor answers from here on: restored, paused until resumed.
+      const end = performance.now() + START_MS;
+      let state = "";
+      while (performance.now() < end) {
+        state = await api2.call("GET", "/").then((r) => r.body.state, () => "");
+        if (state === "Paused") break;
+        await sleep(20);
+      }
+      assert.equal(state, "Paused");
+      assert.deepEqual(jailFacts(loader.pid), { seccomp: "2", nnp: "1" });
+      assert.equal((await api2.call("PATCH", "/vm", { state: "Resumed" })).status, 204);
+      assert.equal((await api2.call("GET", "/")).body.state, "Running");
+    } finally {
+      api2.close();
+      loader.kill("SIGTERM");
+    }
+    assert.equal((await loader.status).code, 143, await loaderErr);
+  },
+});
+
+Deno.test({
+  ...needsKvm,
+  name:
+    "volt run --restore: VM flags, a missing --mem-file or snapshot, and a damaged one are one line",
+  async fn() {
+    const bad = `${dir}/damaged.snap`;
+    Deno.writeTextFileSync(bad, "VOLTSNAP but not really");
+    for (
+      const [args, re] of [
+        [["--restore", bad, "--kernel", "x"], /^volt: --kernel conflicts with --restore/],
+        [["--restore", bad], /^volt: --restore needs --mem-file/],
+        [["--mem-file", bad], /^volt: --mem-file is the memory of a snapshot: it needs --restore/],
+        [["--restore", `${dir}/none.snap`, "--mem-file", bad], /^volt: Snapshot not found: /],
+        [["--restore", bad, "--mem-file", bad], /^volt: Snapshot .*damaged\.snap is truncated/],
+      ] as const
+    ) {
+      const r = await runCli(["run", ...args]);
+      assert.notEqual(r.code, 0);
+      assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
+      assert.match(r.stderr, re);
+    }
   },
 });

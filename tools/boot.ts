@@ -193,7 +193,9 @@ if (import.meta.main) {
   try {
     const native = Deno.args.includes("--native");
     const own = Deno.args.filter((a) => a !== "--native");
-    const why = native ? undefined : nestedReason(hostKind());
+    // A snapshot restores on the kind of host that took it: here.
+    const restore = own.some((a) => a === "--restore" || a.startsWith("--restore="));
+    const why = native || restore ? undefined : nestedReason(hostKind());
     if (!why) Deno.exit(await runHere(own));
     const configAt = own.findIndex((a) => a === "--config-file" || a.startsWith("--config-file="));
     if (configAt >= 0) {

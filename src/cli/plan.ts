@@ -26,6 +26,10 @@ export interface MonitorPlan {
   metricsJson?: string;
   /** Firecracker's `metrics.metrics_path`, and the descriptor the outer step opened for it. */
   metricsLog?: { path: string; fd?: number };
+  /** A restore (`--restore`, `PUT /snapshot/load`): `config.kernel` is the state file. */
+  restore?: { memFd: number; paused: boolean };
+  /** `--snapshot-dir`: the one directory the jailed monitor may write snapshots to. */
+  snapshotDir?: string;
   /** The API socket (`--api-sock`), listening, and what the monitor serves on it. */
   api?: {
     fd: number;

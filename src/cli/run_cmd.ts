@@ -62,7 +62,8 @@ import { openTap } from "../vmm/tap.ts";
 import { listenVsock } from "../vmm/vsock_listen.ts";
 import { resolve } from "node:path";
 import { type FileConfig, fromFirecracker, readConfigFile } from "../control/fc_config.ts";
-import { ApiRoutes, type FcDocument } from "../control/api.ts";
+import { ApiRoutes, type FcDocument, loadMemoryPath } from "../control/api.ts";
+import { readSnapshot } from "../vmm/snapshot.ts";
 import { UnixHttpServer } from "../control/http.ts";
 import { listenUnix } from "../vmm/vsock_listen.ts";
 import { MetricsLog, openMetricsLog } from "../vmm/metrics_log.ts";
@@ -95,6 +96,10 @@ const OPTIONS = {
   "no-api": { type: "boolean" },
   "api-sock": { type: "string" },
   id: { type: "string" },
+  restore: { type: "string" },
+  "mem-file": { type: "string" },
+  paused: { type: "boolean" },
+  "snapshot-dir": { type: "string" },
   // Internal: the KVM descriptor the outer step opened for the jailed monitor.
   "kvm-fd": { type: "string" },
   // Internal: the whole configuration, as one document, for the jailed monitor.
@@ -170,6 +175,13 @@ export async function runCommand(args: string[]): Promise<number> {
   if (v.id !== undefined && v["api-sock"] === undefined) {
     throw new VoltError("--id names the instance the API serves: it needs --api-sock", "usage");
   }
+  if (v["mem-file"] !== undefined && v.restore === undefined) {
+    throw new VoltError("--mem-file is the memory of a snapshot: it needs --restore", "usage");
+  }
+  if (v.paused && v.restore === undefined) {
+    throw new VoltError("--paused keeps a restored VM paused: it needs --restore", "usage");
+  }
+  if (v.restore !== undefined) return restoreRun(v);
   if (v["api-sock"] !== undefined && v["config-file"] === undefined) return await apiRun(v);
   const file = v["config-file"] === undefined ? undefined : configFromFile(v);
   const level = parseLevel(v["log-level"] ?? file?.logLevel);
@@ -208,6 +220,7 @@ export async function runCommand(args: string[]): Promise<number> {
     logLevel: level,
     metricsJson: v["metrics-json"],
     ...(file?.metricsPath ? { metricsLog: { path: file.metricsPath } } : {}),
+    ...snapshotDir(v),
   };
   if (state === undefined) {
     const api = v["api-sock"] === undefined ? undefined : apiSocket(v, file!.document);
@@ -258,8 +271,23 @@ async function apiRun(v: Values): Promise<number> {
         logLevel: level,
         metricsJson: v["metrics-json"],
         ...(file.metricsPath ? { metricsLog: { path: file.metricsPath } } : {}),
+        ...snapshotDir(v),
       };
       enter = await prepareJail(plan, cfg, { ...api, document: doc });
+    },
+    loadSnapshot: (req) => {
+      const plan: MonitorPlan = {
+        config: { kernel: req.snapshot_path, ...ioOptions(v) },
+        sandbox,
+        logLevel: cliLevel,
+        metricsJson: v["metrics-json"],
+        ...snapshotDir(v),
+      };
+      enter = prepareRestore(plan, {
+        snapshotPath: req.snapshot_path,
+        memFilePath: loadMemoryPath(req),
+        paused: !req.resume_vm,
+      }, { ...api, document: {} });
     },
   });
   const server = new UnixHttpServer(api.fd, async (req) => {
@@ -274,6 +302,126 @@ async function apiRun(v: Values): Promise<number> {
   await server.serve();
   if (!enter) throw new VoltError("The API server stopped before InstanceStart", "internal");
   return enter();
+}
+
+/** `--snapshot-dir`, resolved, as the plan carries it. */
+function snapshotDir(v: Values): Pick<MonitorPlan, "snapshotDir"> {
+  const dir = v["snapshot-dir"];
+  if (dir === undefined) return {};
+  let info: Deno.FileInfo | undefined;
+  try {
+    info = Deno.statSync(dir);
+  } catch { /* below */ }
+  if (!info?.isDirectory) throw new VoltError(`--snapshot-dir ${dir} is not a directory`, "usage");
+  return { snapshotDir: Deno.realPathSync(dir) };
+}
+
+/**
+ * `volt run --restore SNAPSHOT --mem-file MEMORY [--paused]`: the VM the
+ * snapshot describes, restored in a jailed monitor (its disks opened here,
+ * as a boot's are); VM flags are refused, the snapshot says all of it.
+ */
+function restoreRun(v: Values): number {
+  const twice = [...VM_FLAGS, "config-file"].find((k) => v[k as keyof Values] !== undefined);
+  if (twice) {
+    throw new VoltError(
+      `--${twice} conflicts with --restore: the snapshot describes the VM`,
+      "usage",
+    );
+  }
+  if (v["mem-file"] === undefined) {
+    throw new VoltError("--restore needs --mem-file, the snapshot's memory", "usage");
+  }
+  const level = parseLevel(v["log-level"]);
+  configureLogging(level);
+  const plan: MonitorPlan = {
+    config: { kernel: v.restore!, ...ioOptions(v) },
+    sandbox: sandboxOptions(v),
+    logLevel: level,
+    metricsJson: v["metrics-json"],
+    ...snapshotDir(v),
+  };
+  const api = v["api-sock"] === undefined ? undefined : apiSocket(v, {});
+  const restore = { snapshotPath: v.restore!, memFilePath: v["mem-file"], paused: !!v.paused };
+  return prepareRestore(plan, restore, api)();
+}
+
+/**
+ * The restore's counterpart of {@linkcode prepareJail}: reads and checks
+ * the snapshot here (a bad file is one line before any jail), opens its
+ * memory file and disks, and returns the step into the jailed monitor.
+ */
+function prepareRestore(
+  plan: MonitorPlan,
+  from: { snapshotPath: string; memFilePath: string; paused: boolean },
+  api?: MonitorPlan["api"],
+): () => never {
+  const trace = new BootTrace();
+  trace.mark("runtime up", 0);
+  const real = (path: string, what: string) => {
+    try {
+      return Deno.realPathSync(path);
+    } catch {
+      throw new VoltError(`${what} not found: ${path}`, "noinput");
+    }
+  };
+  const snapshotPath = real(from.snapshotPath, "Snapshot");
+  const snap = readSnapshot(snapshotPath);
+  const memPath = real(from.memFilePath, "Memory file");
+  const c = snap.config;
+  const config: VmConfig = {
+    ...plan.config,
+    kernel: snapshotPath,
+    memory: c.memory,
+    cpus: c.cpus,
+    cpuTemplate: snap.host.template,
+    entropy: c.entropy,
+    disks: c.disks.map((d) => ({
+      path: d.path,
+      readOnly: d.readOnly,
+      id: d.id ?? undefined,
+      root: d.root,
+    })),
+  };
+  const cfg = resolveConfig(config);
+  const opened: number[] = [];
+  const track = (fd: number) => (opened.push(fd), fd);
+  try {
+    const memFd = openInheritable(memPath, O_RDONLY);
+    if (memFd < 0) throw new VoltError(`Cannot open memory file ${memPath}`, "noinput");
+    track(memFd);
+    const restorePlan: MonitorPlan = {
+      ...plan,
+      config,
+      restore: { memFd, paused: from.paused },
+    };
+    return openForJail(restorePlan, cfg, api, { kernel: snapshotPath, trace }, track);
+  } catch (e) {
+    for (const fd of opened) libc().close(fd);
+    throw e;
+  }
+}
+
+/**
+ * Where `PUT /snapshot/create` may write `path` (relative to the snapshot
+ * directory): inside `--snapshot-dir`, the one place the jailed monitor
+ * may write.
+ */
+function snapshotTarget(dir: string | undefined, path: string, what: string): string {
+  if (dir === undefined) {
+    throw new VoltError(
+      "snapshot/create: start Volt with --snapshot-dir DIR; the jailed monitor writes only there",
+      "usage",
+    );
+  }
+  const full = resolve(dir, path);
+  if (!full.startsWith(`${dir}/`)) {
+    throw new VoltError(
+      `snapshot/create: ${what} ${path} is outside --snapshot-dir ${dir}`,
+      "usage",
+    );
+  }
+  return full;
 }
 
 /** Flags that shape the VM: with `--config-file` the file says all of it. */
@@ -323,6 +471,7 @@ function apiRoutes(
   api: NonNullable<MonitorPlan["api"]>,
   machine: Machine,
   metrics?: MetricsLog,
+  snapshotDir?: string,
 ): ApiRoutes {
   return new ApiRoutes({
     id: api.id,
@@ -332,6 +481,11 @@ function apiRoutes(
     resume: () => machine.resume(),
     flushMetrics: () => metrics?.flush() ?? false,
     ctrlAltDel: () => machine.sendCtrlAltDel(),
+    createSnapshot: (req) =>
+      machine.snapshot({
+        snapshotPath: snapshotTarget(snapshotDir, req.snapshot_path, "snapshot_path"),
+        memFilePath: snapshotTarget(snapshotDir, req.mem_file_path, "mem_file_path"),
+      }),
   }, api.document);
 }
 
@@ -463,6 +617,8 @@ function openForJail(
     // nothing it can write. A device that does not open here gets its
     // rule, so the monitor reports why (a missing one takes none).
     readWrite: kvmFd < 0 && pathExists(cfg.kvmDevice) ? [cfg.kvmDevice] : [],
+    // Snapshots are written there, and nowhere else.
+    writeDirs: plan.snapshotDir === undefined ? [] : [plan.snapshotDir],
     args: ["run", `--${PLAN_OPTION}=${encodePlan(inner)}`],
     landlock: sandbox.landlock,
   });
@@ -480,6 +636,7 @@ function openForJail(
     vsock?.listenFd,
     api?.fd,
     metricsLog?.fd,
+    plan.restore?.memFd,
   ];
   return () =>
     enterJail({
@@ -515,7 +672,10 @@ async function boot(
   config: VmConfig,
   state: JailState,
   sandbox: SandboxOptions,
-  { api, metricsLog }: Pick<MonitorPlan, "api" | "metricsLog"> = {},
+  { api, metricsLog, restore, snapshotDir }: Pick<
+    MonitorPlan,
+    "api" | "metricsLog" | "restore" | "snapshotDir"
+  > = {},
 ): Promise<number> {
   const log = logger("vmm");
   const onMark = (m: { ms: number; phase: string }) =>
@@ -523,11 +683,21 @@ async function boot(
   state.marks.forEach(onMark);
   makeUndumpable();
   verifyJailed(state, sandbox.require, sandbox.landlockRequired);
-  const machine = await Machine.create(config, {
-    onMark,
-    traceOrigin: state.origin,
-    startPhase: "jailed runtime up",
-  });
+  const created = { onMark, traceOrigin: state.origin, startPhase: "jailed runtime up" };
+  const machine = restore
+    ? await Machine.restore(
+      { snapshotPath: config.kernel, memFd: restore.memFd },
+      {
+        console: config.console,
+        consoleMode: config.consoleMode,
+        stdin: config.stdin,
+        kvmDevice: config.kvmDevice,
+        kvmFd: config.kvmFd,
+        disks: config.disks?.map((d) => ({ path: d.path, fd: d.fd })),
+      },
+      created,
+    )
+    : await Machine.create(config, created);
   machine.onReady = (ms) => log.info("Guest boot time: {ms} ms", { ms: ms.toFixed(1) });
   // Every signal that would end the process on its own stops the VM instead,
   // so the terminal is restored (raw mode off, the reset) on the way out.
@@ -555,7 +725,7 @@ async function boot(
       phases: () => [...state.marks, ...machine.trace.marks],
       api: () => served.routes?.stats ?? { requests: 0, faults: 0 },
     });
-    const routes = api && apiRoutes(api, machine, metrics);
+    const routes = api && apiRoutes(api, machine, metrics, snapshotDir);
     served.routes = routes;
     const server = api && routes && new UnixHttpServer(api.fd, (req) => routes.handle(req));
     let seccomp: SandboxFacts["seccomp"] = "off";
@@ -590,7 +760,7 @@ async function boot(
     logger("sandbox").info("{line}", {
       line: sandboxSummary({ seccomp, state, revoked: true, dumpable: dumpable() }),
     });
-    machine.start({ vcpuFilter });
+    machine.start({ vcpuFilter, paused: restore?.paused });
     const serving = server?.serve();
     const exit = await machine.wait();
     // Taken as it stops, while guest RAM (the queues' indices) is still mapped.

@@ -17,6 +17,8 @@ Usage:
   volt run --config-file FILE [--api-sock PATH]
   volt run --api-sock PATH [--id ID] boot what a Firecracker config or API
                                      client describes
+  volt run --restore FILE --mem-file FILE
+                                     restore a snapshot (PUT /snapshot/create)
   volt exec --vsock PATH [-t] [--] CMD [ARGS...]
                                      run a command in a running guest (its
                                      --vsock socket): stdout, stderr, stdin
@@ -83,6 +85,13 @@ export const RUN_OPTIONS = `Run options:
                        InstanceStart; PATCH /vm pauses and resumes it
   --id ID              the instance id the API reports (with --api-sock)
   --no-api             no API socket (with --config-file; the default)
+  --snapshot-dir DIR   PUT /snapshot/create may write there (and only there:
+                       the jailed monitor gets write access to DIR alone)
+  --restore FILE       restore the VM a snapshot's state file describes (VM
+                       flags are refused: the snapshot says all of it)
+  --mem-file FILE      the snapshot's memory file (with --restore), mapped
+                       privately: clones of one snapshot share its pages
+  --paused             keep the restored VM paused (resume with PATCH /vm)
   --log-level L        trace | debug | info | warning | error | fatal | off
                        (default warning)
   --native             boot on this host: ./volt run otherwise boots in the
@@ -108,6 +117,7 @@ export const COMMAND_USAGE: Record<string, string> = {
   volt run [--kernel PATH|debian] [options]
   volt run --config-file FILE [--api-sock PATH] [options]
   volt run --api-sock PATH [--id ID] [options]
+  volt run --restore FILE --mem-file FILE [--paused] [--api-sock PATH] [options]
 
 Boots a microVM and waits for it: from flags, from Firecracker's JSON
 configuration, or from what a Firecracker API client configures.

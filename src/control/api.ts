@@ -45,6 +45,60 @@ export interface ApiTarget {
   flushMetrics?(): boolean;
   /** Presses Ctrl-Alt-Del on the guest's keyboard. */
   ctrlAltDel?(): void;
+  /** Saves the paused VM (`PUT /snapshot/create`). */
+  createSnapshot?(req: SnapshotCreate): void;
+  /** Before the start: restores a VM from a snapshot instead (`PUT /snapshot/load`). */
+  loadSnapshot?(req: SnapshotLoad): Promise<void> | void;
+}
+
+/** `PUT /snapshot/create`'s body. */
+export const SnapshotCreate = v.strictObject({
+  snapshot_path: v.pipe(v.string(), v.nonEmpty()),
+  mem_file_path: v.pipe(v.string(), v.nonEmpty()),
+  snapshot_type: v.optional(v.picklist(["Full", "Diff"])),
+  version: v.optional(v.string()),
+});
+/** A checked `PUT /snapshot/create` body. */
+export type SnapshotCreate = v.InferOutput<typeof SnapshotCreate>;
+
+/** `PUT /snapshot/load`'s body: the memory file as `mem_backend` or the older `mem_file_path`. */
+export const SnapshotLoad = v.strictObject({
+  snapshot_path: v.pipe(v.string(), v.nonEmpty()),
+  mem_backend: v.optional(v.strictObject({
+    backend_type: v.picklist(["File", "Uffd"]),
+    backend_path: v.pipe(v.string(), v.nonEmpty()),
+  })),
+  mem_file_path: v.optional(v.pipe(v.string(), v.nonEmpty())),
+  enable_diff_snapshots: v.optional(v.boolean()),
+  track_dirty_pages: v.optional(v.boolean()),
+  resume_vm: v.optional(v.boolean()),
+  network_overrides: v.optional(v.array(v.unknown())),
+  vsock_override: v.optional(v.unknown()),
+});
+/** A checked `PUT /snapshot/load` body. */
+export type SnapshotLoad = v.InferOutput<typeof SnapshotLoad>;
+
+/** The memory file a load names, or a usage error for what Volt does not do. */
+export function loadMemoryPath(req: SnapshotLoad): string {
+  if (req.mem_backend && req.mem_file_path) {
+    throw new VoltError("snapshot/load: give mem_backend or mem_file_path, not both", "usage");
+  }
+  if (req.mem_backend?.backend_type === "Uffd") {
+    throw new VoltError("snapshot/load: the Uffd memory backend is not supported", "usage");
+  }
+  if (req.enable_diff_snapshots || req.track_dirty_pages) {
+    throw new VoltError("snapshot/load: diff snapshots are not supported yet", "usage");
+  }
+  // A snapshot never holds a network or vsock device (they cannot be saved yet).
+  if (req.network_overrides?.length || req.vsock_override !== undefined) {
+    throw new VoltError(
+      "snapshot/load: this snapshot has no network or vsock device to override",
+      "usage",
+    );
+  }
+  const path = req.mem_backend?.backend_path ?? req.mem_file_path;
+  if (!path) throw new VoltError("snapshot/load: no memory file (mem_backend)", "usage");
+  return path;
 }
 
 /** Firecracker's defaults for `GET /machine-config` before one is set. */
@@ -180,6 +234,38 @@ export class ApiRoutes {
         if (!t.ctrlAltDel) return fault(400, "This monitor cannot send Ctrl-Alt-Del");
         t.ctrlAltDel();
         return noContent;
+      }
+      case "PUT /snapshot/{id}": {
+        if (parts.length > 2) break;
+        if (parts[1] === "create") {
+          const req = check(SnapshotCreate, json(), "snapshot/create");
+          if (!started) return fault(400, "snapshot/create: the microVM is not running");
+          if (req.snapshot_type === "Diff") {
+            return fault(400, "snapshot/create: diff snapshots are not supported yet");
+          }
+          if (t.state() !== "Paused") {
+            return fault(400, "snapshot/create: pause the microVM first (PATCH /vm)");
+          }
+          if (!t.createSnapshot) return fault(400, "This monitor cannot create snapshots");
+          t.createSnapshot(req);
+          return noContent;
+        }
+        if (parts[1] === "load") {
+          const req = check(SnapshotLoad, json(), "snapshot/load");
+          if (started || this.#starting) {
+            return fault(400, "Loading a snapshot is not allowed after the microVM has started");
+          }
+          loadMemoryPath(req);
+          if (!t.loadSnapshot) return fault(400, "This monitor cannot load snapshots");
+          this.#starting = true;
+          try {
+            await t.loadSnapshot(req);
+          } finally {
+            this.#starting = false;
+          }
+          return noContent;
+        }
+        break;
       }
       case "PATCH /vm": {
         const want = check(VmState, json(), "vm").state;

@@ -168,6 +168,8 @@ export interface JailPlanInput {
   readFiles: readonly string[];
   /** Devices and files it opens read-write (/dev/kvm). */
   readWrite: readonly string[];
+  /** Directories it writes files in through libc (`--snapshot-dir`): a Landlock rule each. */
+  writeDirs?: readonly string[];
   /** `volt` arguments of the jailed monitor (after the main module). */
   args: readonly string[];
   /** Build Landlock rules (false: `--no-landlock`). */
@@ -202,6 +204,8 @@ export interface JailPlan {
  */
 export function planJail(input: JailPlanInput): JailPlan {
   const { program } = input;
+  // Written through libc (src/snapshot/file_out.ts): Landlock's rule, no Deno permission.
+  const writes = input.writeDirs ?? [];
   const reads = [...(program.root ? [program.root] : []), libcPath(), ...input.readFiles];
   const comma = reads.find((p) => p.includes(","));
   if (comma) {
@@ -227,6 +231,7 @@ export function planJail(input: JailPlanInput): JailPlan {
     ...(program.root ? [{ path: program.root, access: "read" as const }] : []),
     ...input.readFiles.map((path) => ({ path, access: "read" as const })),
     ...input.readWrite.map((path) => ({ path, access: "readwrite" as const })),
+    ...writes.map((path) => ({ path, access: "readwrite" as const })),
   ];
   return { rules, exec };
 }

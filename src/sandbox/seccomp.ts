@@ -464,6 +464,28 @@ const RUN_LOOP_IOCTLS = {
   KVM_GET_SREGS: KVM.GET_SREGS,
 } as const;
 
+/**
+ * What `PUT /snapshot/create` reads of a paused VM, on the main thread:
+ * each only reads KVM's state; the ioctls that set state run before the
+ * filter (a restore builds the VM first).
+ */
+const SNAPSHOT_IOCTLS = {
+  KVM_CHECK_EXTENSION: KVM.CHECK_EXTENSION,
+  KVM_GET_MSR_INDEX_LIST: KVM.GET_MSR_INDEX_LIST,
+  KVM_GET_MSRS: KVM.GET_MSRS,
+  KVM_GET_TSC_KHZ: KVM.GET_TSC_KHZ,
+  KVM_GET_XSAVE: KVM.GET_XSAVE,
+  KVM_GET_XSAVE2: KVM.GET_XSAVE2,
+  KVM_GET_XCRS: KVM.GET_XCRS,
+  KVM_GET_LAPIC: KVM.GET_LAPIC,
+  KVM_GET_VCPU_EVENTS: KVM.GET_VCPU_EVENTS,
+  KVM_GET_MP_STATE: KVM.GET_MP_STATE,
+  KVM_GET_DEBUGREGS: KVM.GET_DEBUGREGS,
+  KVM_GET_IRQCHIP: KVM.GET_IRQCHIP,
+  KVM_GET_PIT2: KVM.GET_PIT2,
+  KVM_GET_CLOCK: KVM.GET_CLOCK,
+} as const;
+
 /** EACCES (asm-generic/errno-base.h): permission denied. */
 const EACCES = 13;
 
@@ -495,6 +517,7 @@ export function monitorPolicy(pid: number): Policy {
           arg: 1,
           eq32: {
             ...RUN_LOOP_IOCTLS,
+            ...SNAPSHOT_IOCTLS,
             TCGETS,
             TCSETS,
             TCSETSW,
@@ -506,7 +529,7 @@ export function monitorPolicy(pid: number): Policy {
           },
         }],
         why:
-          "vCPU run loop, IRQ injection, register dumps for error reports, raw terminal, the TAP's offloads",
+          "vCPU run loop, IRQ injection, register dumps for error reports, raw terminal, the TAP's offloads, snapshots' reads of KVM state",
       },
       {
         name: "clone",

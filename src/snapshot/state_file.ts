@@ -14,6 +14,7 @@
 
 import { createHash } from "node:crypto";
 import { VoltError } from "../errors.ts";
+import { writeBytes, writeWhole } from "./file_out.ts";
 
 /** The format this code writes and reads. */
 export const STATE_FORMAT_VERSION = 1;
@@ -55,16 +56,12 @@ function sha256(parts: Uint8Array[]): Uint8Array {
 export function encodeStateFile(doc: StateValue): Uint8Array {
   const blobs: Uint8Array[] = [];
   let at = 0;
-  const json = JSON.stringify(doc, function (_k, v) {
-    // JSON.stringify hands typed arrays over as themselves before toJSON.
-    const raw = (this as Record<string, unknown>)[_k];
-    if (raw instanceof Uint8Array) {
-      blobs.push(raw);
-      const ref = { $bin: [at, raw.length] };
-      at += raw.length;
-      return ref;
-    }
-    return v;
+  const json = JSON.stringify(doc, (_k, v) => {
+    if (!(v instanceof Uint8Array)) return v;
+    blobs.push(v);
+    const ref = { $bin: [at, v.length] };
+    at += v.length;
+    return ref;
   });
   const text = new TextEncoder().encode(json);
   const head = new Uint8Array(HEAD);
@@ -146,23 +143,7 @@ export function decodeStateFile(bytes: Uint8Array, name: string): StateValue {
  */
 export function writeStateFile(path: string, doc: StateValue): void {
   const bytes = encodeStateFile(doc);
-  const tmp = `${path}.tmp-${Deno.pid}`;
-  try {
-    const f = Deno.openSync(tmp, { write: true, create: true, truncate: true, mode: 0o600 });
-    try {
-      let o = 0;
-      while (o < bytes.length) o += f.writeSync(bytes.subarray(o));
-      f.syncDataSync();
-    } finally {
-      f.close();
-    }
-    Deno.renameSync(tmp, path);
-  } catch (e) {
-    try {
-      Deno.removeSync(tmp);
-    } catch { /* never made */ }
-    throw new VoltError(`Cannot write snapshot ${path}: ${(e as Error).message}`, "cantCreate");
-  }
+  writeWhole(path, "snapshot", (fd) => writeBytes(fd, bytes, 0));
 }
 
 /** Reads and decodes the state file at `path` (see {@linkcode decodeStateFile}). */

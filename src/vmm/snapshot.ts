@@ -13,6 +13,7 @@ import type { CpuidEntry } from "../arch/x86_64/cpuid.ts";
 import { VoltError } from "../errors.ts";
 import type { GuestMemory } from "../memory/guest_memory.ts";
 import { readStateFile, type StateValue, writeStateFile } from "../snapshot/state_file.ts";
+import { setLength, writeFrom, writeWhole } from "../snapshot/file_out.ts";
 import type { BuiltVm } from "./builder.ts";
 import type { ResolvedConfig } from "./config.ts";
 import type { DeviceSpec } from "./device_manager.ts";
@@ -192,12 +193,11 @@ const PAGE = 4096;
 
 /**
  * Writes guest RAM to `path` as a sparse file of exactly its size: runs of
- * pages that hold anything are written, all-zero pages stay holes, so a
- * file of a mostly idle guest is small and cheap to map. Whole or not at
- * all (a temporary file renamed over `path`).
+ * pages that hold anything are written straight from the mapping, all-zero
+ * pages stay holes, so the file of a mostly idle guest is small and cheap
+ * to map. Whole or not at all.
  */
 export function writeMemoryFile(mem: GuestMemory, path: string): void {
-  const tmp = `${path}.tmp-${Deno.pid}`;
   const words = new Int32Array(mem.host.buffer, mem.host.byteOffset, mem.host.byteLength >> 2);
   const pageWords = PAGE >> 2;
   const zero = (page: number) => {
@@ -206,33 +206,22 @@ export function writeMemoryFile(mem: GuestMemory, path: string): void {
     }
     return true;
   };
-  try {
-    const f = Deno.openSync(tmp, { write: true, create: true, truncate: true, mode: 0o600 });
-    try {
-      f.truncateSync(mem.size);
-      const pages = Math.ceil(mem.size / PAGE);
-      for (let p = 0; p < pages;) {
-        if (zero(p)) {
-          p++;
-          continue;
-        }
-        let end = p + 1;
-        while (end < pages && !zero(end)) end++;
-        const from = p * PAGE, to = Math.min(end * PAGE, mem.size);
-        f.seekSync(from, Deno.SeekMode.Start);
-        let o = from;
-        while (o < to) o += f.writeSync(mem.host.subarray(o, to));
-        p = end;
+  const base = mem.hostAddr === 0n
+    ? Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(mem.host as Uint8Array<ArrayBuffer>)))
+    : Number(mem.hostAddr);
+  writeWhole(path, "memory file", (fd) => {
+    setLength(fd, mem.size);
+    const pages = Math.ceil(mem.size / PAGE);
+    for (let p = 0; p < pages;) {
+      if (zero(p)) {
+        p++;
+        continue;
       }
-      f.syncDataSync();
-    } finally {
-      f.close();
+      let end = p + 1;
+      while (end < pages && !zero(end)) end++;
+      const from = p * PAGE, to = Math.min(end * PAGE, mem.size);
+      writeFrom(fd, base + from, to - from, from);
+      p = end;
     }
-    Deno.renameSync(tmp, path);
-  } catch (e) {
-    try {
-      Deno.removeSync(tmp);
-    } catch { /* never made */ }
-    throw new VoltError(`Cannot write memory file ${path}: ${(e as Error).message}`, "cantCreate");
-  }
+  });
 }
