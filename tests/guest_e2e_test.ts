@@ -177,7 +177,7 @@ async function retryTripleFault(body: () => Promise<void>): Promise<void> {
  * once) or, without `doc`, waiting for a client's configuration. `until`
  * resolves once a marker is on the console; `call` is an API request.
  */
-function apiVm(doc?: unknown, id?: string) {
+function apiVm(doc?: unknown, id?: string, extra: string[] = []) {
   const dir = tmpDir();
   const file = `${dir}/vm.json`, sock = `${dir}/api.sock`;
   if (doc !== undefined) Deno.writeTextFileSync(file, JSON.stringify(doc));
@@ -187,6 +187,7 @@ function apiVm(doc?: unknown, id?: string) {
     "--api-sock",
     sock,
     ...(id ? ["--id", id] : []),
+    ...extra,
   ]);
   const dec = new TextDecoder();
   let out = "";
@@ -347,5 +348,121 @@ Deno.test({
     assert.doesNotMatch(r.out, /Kernel panic/, r.out.slice(-2000));
     assert.equal(r.code, 0, r.err);
     assert.match(r.out, /reboot|restart/i, r.out.slice(-2000));
+  },
+});
+
+/** A `volt` child's console: `until` a line matches, and everything so far. */
+function consoleOf(child: Deno.ChildProcess) {
+  let out = "";
+  const dec = new TextDecoder();
+  const done = (async () => {
+    for await (const b of child.stdout) out += dec.decode(b, { stream: true });
+  })();
+  const err = new Response(child.stderr).text();
+  const until = async (marker: RegExp) => {
+    const end = performance.now() + 280_000;
+    while (!marker.test(out)) {
+      if (performance.now() > end) {
+        throw new Error(`No ${marker} on the console: ${out.slice(-2000)}`);
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+  const stop = async () => {
+    try {
+      child.kill("SIGTERM");
+    } catch { /* gone */ }
+    await done;
+    return { code: (await child.status).code, err: await err };
+  };
+  return { until, out: () => out, stop };
+}
+
+/** The guest's `tick-N UPTIME DISK RNG` lines: N, uptime, what it read of each device. */
+function ticks(out: string): Array<{ n: number; up: number; disk: string; rng: string }> {
+  return [...out.matchAll(/^tick-(\d+) ([\d.]+) (\S*) (\S*)\r?$/gm)].map((m) => ({
+    n: Number(m[1]),
+    up: Number(m[2]),
+    disk: m[3],
+    rng: m[4],
+  }));
+}
+
+Deno.test({
+  ...opts,
+  name:
+    "snapshot (Linux): the default guest with a disk and entropy, saved mid-work, restores in two processes " +
+    "at once that both go on reading both devices; the guest's clock does not go back",
+  async fn() {
+    const { kernel, initrd } = await ensureDefaultGuest();
+    const dir = tmpDir();
+    const snaps = `${dir}/snaps`;
+    Deno.mkdirSync(snaps);
+    const disk = `${dir}/data.img`;
+    const image = new Uint8Array(1 << 20);
+    image.set(new TextEncoder().encode("volt-disk-marker"));
+    Deno.writeFileSync(disk, image);
+    // Each tick reads the disk past the page cache and the entropy device: both queues work.
+    const work = "i=0; while :; do i=$((i+1)); echo 3 > /proc/sys/vm/drop_caches; " +
+      "read up idle < /proc/uptime; echo tick-$i $up $(head -c 16 /dev/vda) " +
+      "$(head -c 4 /dev/hwrng | wc -c); sleep 0.2; done";
+    const doc = {
+      "boot-source": {
+        kernel_image_path: kernel,
+        initrd_path: initrd,
+        boot_args: `${DEFAULT_CMDLINE} volt.cmd="${work}"`,
+      },
+      drives: [{ drive_id: "data", path_on_host: disk, is_root_device: false, is_read_only: true }],
+      "machine-config": { vcpu_count: 2, mem_size_mib: 256 },
+      entropy: {},
+    };
+    let before: ReturnType<typeof ticks> = [];
+    await retryTripleFault(async () => {
+      const vm = apiVm(doc, "snap-src", ["--snapshot-dir", snaps]);
+      await vm.until(/^tick-3 /m);
+      assert.equal((await vm.call("PATCH", "/vm", { state: "Paused" })).status, 204);
+      const made = await vm.call("PUT", "/snapshot/create", {
+        snapshot_path: "vm.snap",
+        mem_file_path: "vm.mem",
+      });
+      assert.equal(made.status, 204, JSON.stringify(made.body));
+      // What the guest printed before the pause has reached the pipe; let this side read it.
+      await new Promise((r) => setTimeout(r, 300));
+      before = ticks(vm.out());
+      assert.equal((await vm.call("PATCH", "/vm", { state: "Resumed" })).status, 204);
+      await vm.action("SendCtrlAltDel");
+      const r = await vm.finish();
+      assert.equal(r.code, 0, r.err);
+    });
+    const last = before.at(-1)!;
+    assert.deepEqual([last.disk, last.rng], ["volt-disk-marker", "4"], JSON.stringify(last));
+    const clones = [0, 1].map(() =>
+      consoleOf(
+        spawnVolt(["run", "--restore", `${snaps}/vm.snap`, "--mem-file", `${snaps}/vm.mem`]),
+      )
+    );
+    const want = new RegExp(`^tick-${last.n + 3} `, "m");
+    try {
+      await Promise.all(clones.map((c) => c.until(want)));
+    } finally {
+      for (const c of clones) {
+        const r = await c.stop();
+        assert.equal(r.code, 143, r.err);
+      }
+    }
+    for (const c of clones) {
+      const after = ticks(c.out());
+      assert.ok(after.length >= 3, c.out());
+      assert.doesNotMatch(c.out(), /VOLT VM READY/, "the restore booted the guest again");
+      // It goes on from the snapshot: the next whole line is the tick after the last one seen
+      // (or the one after that, if the pause cut a line short), and the clock never goes back.
+      assert.ok([last.n + 1, last.n + 2].includes(after[0].n), `${last.n} then ${after[0].n}`);
+      let up = last.up;
+      for (const t of after) {
+        assert.ok(t.up >= up, `uptime went back: ${up} then ${t.up}`);
+        up = t.up;
+        assert.deepEqual([t.disk, t.rng], ["volt-disk-marker", "4"], JSON.stringify(t));
+      }
+    }
   },
 });
