@@ -27,7 +27,13 @@ export type { ExecIo } from "./src/guest/exec.ts";
 export type { UserDevice } from "./src/vmm/hosted_device.ts";
 export type { BusDevice } from "./src/devices/bus.ts";
 export type { Trigger } from "./src/devices/serial.ts";
-export type { CreateOptions, VmMetrics, VmState } from "./src/vmm/machine.ts";
+export type {
+  CreateOptions,
+  RestoreConfig,
+  RestoreSource,
+  VmMetrics,
+  VmState,
+} from "./src/vmm/machine.ts";
 export type { StopCause, VmExit } from "./src/vmm/exit_reason.ts";
 export type { BootTrace, Mark } from "./src/vmm/trace.ts";
 export type { BootProtocol } from "./src/boot/loader.ts";

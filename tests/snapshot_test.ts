@@ -66,6 +66,14 @@ Deno.test("snapshot reader: a valid state file that is not a VM's state, or a mi
   );
 });
 
+/** Stops `vm` and releases it once every vCPU has left. */
+async function halt(vm: Machine): Promise<void> {
+  vm.stop();
+  await vm.wait();
+  assert.ok(await vm.settled(), "a vCPU did not leave");
+  vm.cleanup();
+}
+
 /** A VM of `config` on a console this test reads. */
 async function consoleVm(make: () => Promise<Machine>) {
   const vm = await make();
@@ -101,10 +109,7 @@ Deno.test({
     const dir = tmpDir();
     const { src, paths } = await saved({ kernel: g.serialEcho() }, "echo ready\n", dir);
     assert.equal(src.vm.state, "paused", "a snapshot leaves the VM paused");
-    src.vm.stop();
-    await src.vm.wait();
-    assert.ok(await src.vm.settled());
-    src.vm.cleanup();
+    await halt(src.vm);
     const memBefore = Deno.readFileSync(paths.memFilePath);
     assert.equal(memBefore.length, 64 << 20);
     const clones = await Promise.all(
@@ -159,12 +164,7 @@ Deno.test({
     // The source went on by itself: its count is its own, past the saved one.
     await sleep(20);
     assert.ok(count(src.vm) > atSave);
-    for (const vm of [clone, src.vm]) {
-      vm.stop();
-      await vm.wait();
-      assert.ok(await vm.settled());
-      vm.cleanup();
-    }
+    for (const vm of [clone, src.vm]) await halt(vm);
   },
 });
 
@@ -174,10 +174,7 @@ Deno.test({
   async fn() {
     const dir = tmpDir();
     const { src, paths } = await saved({ kernel: g.counter() }, "counting\n", dir);
-    src.vm.stop();
-    await src.vm.wait();
-    await src.vm.settled();
-    src.vm.cleanup();
+    await halt(src.vm);
     const clone = await Machine.restore(paths, { console: "message" });
     const atSave = count(clone);
     clone.start({ paused: true });
@@ -190,10 +187,7 @@ Deno.test({
       if (performance.now() > end) throw new Error("The resumed guest does not count");
       await sleep(2);
     }
-    clone.stop();
-    await clone.wait();
-    await clone.settled();
-    clone.cleanup();
+    await halt(clone);
   },
 });
 
@@ -212,10 +206,7 @@ Deno.test({
     );
     await running.pause();
     running.snapshot(paths);
-    running.stop();
-    await running.wait();
-    await running.settled();
-    running.cleanup();
+    await halt(running);
 
     const scripted = await createVm({ kernel: g.counter(), console: "message", memory: "64M" }, {
       devices: [{ bus: "pio", base: 0x500, size: 1, device: { read() {}, write() {} } }],
@@ -226,10 +217,7 @@ Deno.test({
       () => scripted.snapshot({ snapshotPath: `${dir}/s.snap`, memFilePath: `${dir}/s.mem` }),
       input(/^Cannot snapshot a VM with a device written in TypeScript by the script yet$/),
     );
-    scripted.stop();
-    await scripted.wait();
-    await scripted.settled();
-    scripted.cleanup();
+    await halt(scripted);
 
     // A memory file of another size.
     Deno.writeFileSync(`${dir}/short.mem`, new Uint8Array(4096));

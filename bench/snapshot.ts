@@ -1,0 +1,324 @@
+/**
+ * Snapshot restore, side by side with QEMU microvm. The guest (the default
+ * kernel and initramfs, 128 MiB, 1 vCPU) runs a console echo loop; it is
+ * booted once per monitor, paused at READY and saved (Volt: `PUT
+ * /snapshot/create`; QEMU: QMP `stop` and `migrate` to a file). Then, in
+ * alternating rounds:
+ * - restore to the guest answering: spawn → the echo of a line sent on the
+ *   console (Volt: `volt run --restore`; QEMU: `-incoming` from the file);
+ * - a cold boot of the same guest: spawn → `VOLT VM READY`;
+ * - memory: `--clones` restores of one snapshot running at once against as
+ *   many cold-booted VMs (Volt), summed proportional set sizes (PSS), and
+ *   each one's private memory.
+ *
+ * Guest userspace must run: natively with hardware KVM, else in the
+ * nested-KVM helper VM (the times are then TCG's; the ratios say more).
+ *
+ * Usage: deno task bench:snapshot [--runs N] [--clones N]
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { ensureDefaultGuest } from "../src/guest/default_guest.ts";
+import { hostKind } from "../src/vmm/host.ts";
+import { guestCmdline } from "./boot/plan.ts";
+import { QEMU, qemuArgs, qemuCpu } from "./boot/qemu.ts";
+import { publish, sideBySide, summarize } from "./boot/stats.ts";
+import { parseRuns, userspaceHere } from "./boot/userspace.ts";
+
+const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
+const say = (s: string) => console.error(`bench:snapshot: ${s}`);
+const MEMORY_MIB = 128;
+const READY = "VOLT VM READY";
+const ANSWER = "got-ping";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    runs: { type: "string", default: "20" },
+    clones: { type: "string", default: "10" },
+    nested: { type: "boolean" },
+  },
+  strict: true,
+});
+const runs = parseRuns("bench:snapshot", values.runs);
+const clones = parseRuns("bench:snapshot", values.clones);
+if (!values.nested) await ensureDefaultGuest(say);
+const where = await userspaceHere(
+  "bench:snapshot",
+  "snapshot.ts",
+  [`--runs=${runs}`, `--clones=${clones}`],
+  values.nested,
+);
+const kind = hostKind();
+const guest = await ensureDefaultGuest(say);
+const cmdline = guestCmdline(kind, 'volt.cmd="while read l; do echo got-$l; done"');
+const dir = Deno.makeTempDirSync({ prefix: "volt-bench-snapshot-" });
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const TIMEOUT_MS = 300_000;
+
+/** A spawned monitor whose console this bench reads and writes. */
+class Vmm {
+  out = "";
+  readonly t0 = performance.now();
+  readonly child: Deno.ChildProcess;
+  readonly #writer: WritableStreamDefaultWriter<Uint8Array>;
+  readonly #read: Promise<void>;
+  constructor(cmd: string, args: string[]) {
+    const child = new Deno.Command(cmd, {
+      args,
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "null",
+      env: { DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1" },
+    }).spawn();
+    this.child = child;
+    this.#writer = child.stdin.getWriter();
+    const dec = new TextDecoder();
+    this.#read = (async () => {
+      for await (const b of child.stdout) this.out += dec.decode(b, { stream: true });
+    })();
+  }
+  /** ms from the spawn until `marker` is on the console; with `ping`, sends a line every 20 ms meanwhile. */
+  async until(marker: string, ping = false): Promise<number> {
+    const end = this.t0 + TIMEOUT_MS;
+    let next = 0;
+    while (!this.out.includes(marker)) {
+      const now = performance.now();
+      if (now > end) throw new Error(`No "${marker}" in ${TIMEOUT_MS} ms: ${this.out.slice(-300)}`);
+      if (ping && now >= next) {
+        next = now + 20;
+        await this.#writer.write(new TextEncoder().encode("ping\n")).catch(() => {});
+      }
+      await sleep(1);
+    }
+    return performance.now() - this.t0;
+  }
+  async kill(): Promise<void> {
+    try {
+      this.child.kill("SIGKILL");
+    } catch { /* gone */ }
+    await this.#writer.close().catch(() => {});
+    await this.child.status;
+    await this.#read.catch(() => {});
+  }
+}
+
+const voltCmd = (args: string[]) =>
+  new Vmm(Deno.execPath(), ["run", "-A", `${ROOT}/mod.ts`, "run", "--native", ...args]);
+const bootSource = {
+  kernel_image_path: guest.kernel,
+  initrd_path: guest.initrd,
+  boot_args: cmdline,
+};
+const voltConfig = `${dir}/volt.json`;
+Deno.writeTextFileSync(
+  voltConfig,
+  JSON.stringify({
+    "boot-source": bootSource,
+    "machine-config": { vcpu_count: 1, mem_size_mib: MEMORY_MIB },
+  }),
+);
+const qemuBoot = qemuArgs({
+  kernel: guest.kernel,
+  initrd: guest.initrd,
+  memoryMiB: MEMORY_MIB,
+  cpus: 1,
+  cmdline,
+  cpu: qemuCpu(kind),
+});
+
+/** One HTTP/1.1 request over a unix socket; returns the status line. */
+async function http(sock: string, method: string, path: string, body: unknown): Promise<string> {
+  const client = Deno.createHttpClient({ proxy: { transport: "unix", path: sock } });
+  try {
+    const r = await fetch(`http://localhost${path}`, {
+      method,
+      client,
+      body: JSON.stringify(body),
+    });
+    const text = await r.text();
+    if (r.status >= 300) throw new Error(`${method} ${path}: ${r.status} ${text}`);
+    return text;
+  } finally {
+    client.close();
+  }
+}
+
+/** QMP commands, one at a time, over a unix socket. */
+async function qmp(sock: string, cmds: Array<Record<string, unknown>>): Promise<string[]> {
+  const conn = await Deno.connect({ transport: "unix", path: sock });
+  const dec = new TextDecoder();
+  let buf = "";
+  const chunk = new Uint8Array(65536);
+  const line = async (want: (l: string) => boolean) => {
+    for (;;) {
+      const nl = buf.indexOf("\n");
+      if (nl >= 0) {
+        const l = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        if (want(l)) return l;
+        continue;
+      }
+      const n = await conn.read(chunk);
+      if (n === null) throw new Error(`QMP closed: ${buf}`);
+      buf += dec.decode(chunk.subarray(0, n));
+    }
+  };
+  try {
+    await line(() => true); // the greeting
+    const out: string[] = [];
+    for (const c of [{ execute: "qmp_capabilities" }, ...cmds]) {
+      await conn.write(new TextEncoder().encode(`${JSON.stringify(c)}\n`));
+      const reply = await line((l) => l.includes('"return"') || l.includes('"error"'));
+      if (reply.includes('"error"')) throw new Error(`QMP ${JSON.stringify(c)}: ${reply}`);
+      out.push(reply);
+    }
+    return out;
+  } finally {
+    conn.close();
+  }
+}
+
+async function waitFor(path: string): Promise<void> {
+  const end = performance.now() + TIMEOUT_MS;
+  while (performance.now() < end) {
+    try {
+      Deno.statSync(path);
+      return;
+    } catch { /* not yet */ }
+    await sleep(10);
+  }
+  throw new Error(`${path} never appeared`);
+}
+
+// The snapshots, taken once each: the guest at READY, its echo loop reading.
+say("Volt: booting and saving the snapshot");
+const snaps = `${dir}/snaps`;
+Deno.mkdirSync(snaps);
+{
+  const sock = `${dir}/volt.sock`;
+  const vm = voltCmd(["--config-file", voltConfig, "--api-sock", sock, "--snapshot-dir", snaps]);
+  await vm.until(READY);
+  await vm.until(ANSWER, true); // the loop reads: it answers on a restore too
+  await http(sock, "PATCH", "/vm", { state: "Paused" });
+  await http(sock, "PUT", "/snapshot/create", {
+    snapshot_path: "vm.snap",
+    mem_file_path: "vm.mem",
+  });
+  await vm.kill();
+}
+say("QEMU: booting and migrating to a file");
+const qemuState = `${dir}/qemu.state`;
+{
+  const sock = `${dir}/qmp.sock`;
+  const vm = new Vmm(QEMU, [...qemuBoot, "-qmp", `unix:${sock},server=on,wait=off`]);
+  await vm.until(READY);
+  await vm.until(ANSWER, true);
+  await waitFor(sock);
+  await qmp(sock, [
+    { execute: "stop" },
+    { execute: "migrate", arguments: { uri: `exec:cat > ${qemuState}` } },
+  ]);
+  const end = performance.now() + TIMEOUT_MS;
+  for (;;) {
+    const [r] = await qmp(sock, [{ execute: "query-migrate" }]);
+    if (r.includes('"completed"')) break;
+    if (r.includes('"failed"') || performance.now() > end) throw new Error(`QEMU migrate: ${r}`);
+    await sleep(20);
+  }
+  await vm.kill();
+}
+const snapshotBytes = {
+  volt: Deno.statSync(`${snaps}/vm.snap`).size + Deno.statSync(`${snaps}/vm.mem`).size,
+  qemu: Deno.statSync(qemuState).size,
+};
+
+const restoreArgs = ["--restore", `${snaps}/vm.snap`, "--mem-file", `${snaps}/vm.mem`];
+const times = {
+  volt: { restore: [] as number[], "cold boot": [] as number[] },
+  qemu: { restore: [] as number[], "cold boot": [] as number[] },
+};
+for (let i = 0; i < runs; i++) {
+  say(`run ${i + 1}/${runs}`);
+  const order = i % 2 ? ["qemu", "volt"] as const : ["volt", "qemu"] as const;
+  for (const who of order) {
+    const r = who === "volt"
+      ? voltCmd(restoreArgs)
+      : new Vmm(QEMU, [...qemuBoot, "-incoming", `exec:cat ${qemuState}`]);
+    times[who].restore.push(await r.until(ANSWER, true));
+    await r.kill();
+    const c = who === "volt" ? voltCmd(["--config-file", voltConfig]) : new Vmm(QEMU, qemuBoot);
+    times[who]["cold boot"].push(await c.until(READY));
+    await c.kill();
+  }
+}
+
+/** Pss and private KiB of a process, from smaps_rollup. */
+function rollup(pid: number): { pss: number; private: number } {
+  const t = Deno.readTextFileSync(`/proc/${pid}/smaps_rollup`);
+  const kib = (f: string) => Number(new RegExp(`^${f}:\\s+(\\d+) kB`, "m").exec(t)?.[1] ?? 0);
+  return { pss: kib("Pss"), private: kib("Private_Clean") + kib("Private_Dirty") };
+}
+
+/** `clones` VMs running at once, each answered; their summed PSS and the median private MiB. */
+async function together(make: () => Vmm): Promise<{ pssMiB: number; privateMiB: number }> {
+  const vms: Vmm[] = [];
+  try {
+    for (let i = 0; i < clones; i++) vms.push(make());
+    await Promise.all(vms.map((v) => v.until(ANSWER, true)));
+    await sleep(500);
+    // Volt's monitor is the deno child of `deno run mod.ts run`: the process that execs into it.
+    const use = vms.map((v) => rollup(v.child.pid));
+    return {
+      pssMiB: use.reduce((s, u) => s + u.pss, 0) / 1024,
+      privateMiB: summarize(use.map((u) => u.private / 1024)).median,
+    };
+  } finally {
+    for (const v of vms) await v.kill();
+  }
+}
+say(`memory: ${clones} restores at once`);
+const restored = await together(() => voltCmd(restoreArgs));
+say(`memory: ${clones} cold boots at once`);
+const cold = await together(() => voltCmd(["--config-file", voltConfig]));
+
+const med = (xs: number[]) => summarize(xs).median;
+const p99 = (xs: number[]) =>
+  [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * 0.99))];
+const v = times.volt, q = times.qemu;
+const tenth = med(v.restore) <= med(v["cold boot"]) / 10;
+const ahead = med(v.restore) < med(q.restore);
+const date = new Date().toISOString().slice(0, 10);
+publish("snapshot", [
+  `# Snapshot restore (${date})`,
+  "",
+  `Where: ${where}. ${runs} runs each, alternating; medians (ms from spawn). Command: \`deno task bench:snapshot --runs ${runs} --clones ${clones}\`.`,
+  `Guest: the default kernel and initramfs, ${MEMORY_MIB} MiB, 1 vCPU, a console echo loop; "restore" is spawn → the echo of a line sent on the console (Volt \`volt run --restore\`, QEMU \`-incoming\` from its \`migrate\` file), "cold boot" spawn → \`${READY}\`.`,
+  "",
+  ...sideBySide(["restore", "cold boot"], v, q),
+  "",
+  `p99: Volt restore ${p99(v.restore).toFixed(0)} ms, QEMU ${
+    p99(q.restore).toFixed(0)
+  } ms. Files: Volt ${(snapshotBytes.volt / 2 ** 20).toFixed(1)} MiB (state + sparse memory file; ${
+    (Deno.statSync(`${snaps}/vm.mem`).size / 2 ** 20).toFixed(0)
+  } MiB apparent), QEMU ${(snapshotBytes.qemu / 2 ** 20).toFixed(1)} MiB.`,
+  "",
+  `Memory, Volt, ${clones} VMs at once: restored clones of one snapshot ${
+    restored.pssMiB.toFixed(0)
+  } MiB PSS together (${restored.privateMiB.toFixed(1)} MiB private each), cold-booted VMs ${
+    cold.pssMiB.toFixed(0)
+  } MiB (${cold.privateMiB.toFixed(1)} MiB private each): ${
+    (restored.pssMiB / cold.pssMiB).toFixed(2)
+  }×.`,
+  "",
+  `Goals: restore at most a tenth of a cold boot: ${tenth ? "met" : "not met"} (${
+    (med(v.restore) / med(v["cold boot"])).toFixed(2)
+  }); ahead of QEMU's restore: ${
+    ahead ? "met" : "not met"
+  }; ${clones} clones far below ${clones} cold boots: ${
+    restored.pssMiB < cold.pssMiB / 2 ? "met" : "not met"
+  }.`,
+]);
+Deno.removeSync(dir, { recursive: true });
