@@ -175,7 +175,7 @@ async function qmp(sock: string, cmds: Array<Record<string, unknown>>): Promise<
       if (reply.includes('"error"')) throw new Error(`QMP ${JSON.stringify(c)}: ${reply}`);
       out.push(reply);
     }
-    return out;
+    return out.slice(1); // the replies to `cmds`, after qmp_capabilities'
   } finally {
     conn.close();
   }

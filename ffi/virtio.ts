@@ -107,6 +107,9 @@ export const VSOCK = {
   RX: 0,
   TX: 1,
   EVENT: 2,
+  /** `struct virtio_vsock_event { le32 id; }`: its size, and the one event id. */
+  EVENT_SIZE: 4,
+  EVENT_TRANSPORT_RESET: 0,
 } as const;
 
 /** Virtio-net feature bits, header and config layout (virtio 1.2 §5.1, virtio_net.h). */

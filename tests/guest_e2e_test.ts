@@ -466,3 +466,94 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  ...opts,
+  name:
+    "snapshot (Linux) with vsock: two clones on their own sockets (--vsock-uds) both answer volt exec; " +
+    "the guest is told its transport was reset",
+  async fn() {
+    const { kernel, initrd } = await ensureDefaultGuest();
+    const dir = tmpDir();
+    const snaps = `${dir}/snaps`;
+    Deno.mkdirSync(snaps);
+    const uds = `${dir}/v.sock`;
+    const doc = {
+      "boot-source": {
+        kernel_image_path: kernel,
+        initrd_path: initrd,
+        boot_args: `${DEFAULT_CMDLINE} volt.cmd="echo vs-ready-$((6*7)); sleep 600"`,
+      },
+      "machine-config": { vcpu_count: 1, mem_size_mib: 256 },
+      vsock: { guest_cid: 3, uds_path: uds },
+    };
+    await retryTripleFault(async () => {
+      const vm = apiVm(doc, "vs-src", ["--snapshot-dir", snaps]);
+      await vm.until(/^vs-ready-42\r?$/m);
+      const before = await runCli(["exec", "--vsock", uds, "--", "echo", "before"], {
+        timeout: 120_000,
+      });
+      assert.equal(before.stdout, "before\n", before.stderr);
+      assert.equal((await vm.call("PATCH", "/vm", { state: "Paused" })).status, 204);
+      const made = await vm.call("PUT", "/snapshot/create", {
+        snapshot_path: "vm.snap",
+        mem_file_path: "vm.mem",
+      });
+      assert.equal(made.status, 204, JSON.stringify(made.body));
+      assert.equal((await vm.call("PATCH", "/vm", { state: "Resumed" })).status, 204);
+      await vm.action("SendCtrlAltDel");
+      const r = await vm.finish();
+      assert.equal(r.code, 0, r.err);
+    });
+    const socks = [0, 1].map((i) => `${dir}/clone-${i}.sock`);
+    const metrics = [0, 1].map((i) => `${dir}/clone-${i}.json`);
+    const clones = socks.map((s, i) =>
+      consoleOf(spawnVolt([
+        "run",
+        "--restore",
+        `${snaps}/vm.snap`,
+        "--mem-file",
+        `${snaps}/vm.mem`,
+        "--vsock-uds",
+        s,
+        "--metrics-json",
+        metrics[i],
+      ]))
+    );
+    try {
+      const answers = await Promise.all(socks.map(async (s, i) => {
+        const end = performance.now() + 240_000;
+        const exists = () => {
+          try {
+            return Deno.statSync(s).isSocket;
+          } catch {
+            return false;
+          }
+        };
+        while (!exists()) {
+          if (performance.now() > end) throw new Error(`${s} never appeared`);
+          await new Promise((r) => setTimeout(r, 50));
+        }
+        return await runCli(
+          ["exec", "--vsock", s, "--", "sh", "-c", `echo clone-${i}-$((40+2))`],
+          { timeout: 180_000 },
+        );
+      }));
+      answers.forEach((a, i) => {
+        assert.equal(a.code, 0, a.stderr);
+        assert.equal(a.stdout, `clone-${i}-42\n`);
+      });
+    } finally {
+      for (const c of clones) {
+        const r = await c.stop();
+        assert.equal(r.code, 143, r.err);
+      }
+    }
+    for (const m of metrics) {
+      const vsock = JSON.parse(Deno.readTextFileSync(m)).vm.devices.find((d: { kind: string }) =>
+        d.kind === "vsock"
+      );
+      assert.ok(vsock.stats.resets >= 1, JSON.stringify(vsock));
+    }
+  },
+});

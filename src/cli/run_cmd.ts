@@ -99,6 +99,8 @@ const OPTIONS = {
   restore: { type: "string" },
   "mem-file": { type: "string" },
   paused: { type: "boolean" },
+  "vsock-uds": { type: "string" },
+  "net-tap": { type: "string", multiple: true },
   "snapshot-dir": { type: "string" },
   // Internal: the KVM descriptor the outer step opened for the jailed monitor.
   "kvm-fd": { type: "string" },
@@ -178,8 +180,10 @@ export async function runCommand(args: string[]): Promise<number> {
   if (v["mem-file"] !== undefined && v.restore === undefined) {
     throw new VoltError("--mem-file is the memory of a snapshot: it needs --restore", "usage");
   }
-  if (v.paused && v.restore === undefined) {
-    throw new VoltError("--paused keeps a restored VM paused: it needs --restore", "usage");
+  for (const k of ["paused", "vsock-uds", "net-tap"] as const) {
+    if (v[k] !== undefined && v.restore === undefined) {
+      throw new VoltError(`--${k} is for a restored VM: it needs --restore`, "usage");
+    }
   }
   if (v.restore !== undefined) return restoreRun(v);
   if (v["api-sock"] !== undefined && v["config-file"] === undefined) return await apiRun(v);
@@ -287,6 +291,10 @@ async function apiRun(v: Values): Promise<number> {
         snapshotPath: req.snapshot_path,
         memFilePath: loadMemoryPath(req),
         paused: !req.resume_vm,
+        vsockUds: req.vsock_override?.uds_path,
+        taps: Object.fromEntries(
+          (req.network_overrides ?? []).map((o) => [o.iface_id, o.host_dev_name]),
+        ),
       }, { ...api, document: {} });
     },
   });
@@ -342,7 +350,20 @@ function restoreRun(v: Values): number {
     ...snapshotDir(v),
   };
   const api = v["api-sock"] === undefined ? undefined : apiSocket(v, {});
-  const restore = { snapshotPath: v.restore!, memFilePath: v["mem-file"], paused: !!v.paused };
+  const taps = Object.fromEntries((v["net-tap"] ?? []).map((o) => {
+    const eq = o.indexOf("=");
+    if (eq <= 0 || eq === o.length - 1) {
+      throw new VoltError(`--net-tap takes IFACE_ID=TAP, not ${o}`, "usage");
+    }
+    return [o.slice(0, eq), o.slice(eq + 1)];
+  }));
+  const restore = {
+    snapshotPath: v.restore!,
+    memFilePath: v["mem-file"],
+    paused: !!v.paused,
+    vsockUds: v["vsock-uds"],
+    taps,
+  };
   return prepareRestore(plan, restore, api)();
 }
 
@@ -353,7 +374,15 @@ function restoreRun(v: Values): number {
  */
 function prepareRestore(
   plan: MonitorPlan,
-  from: { snapshotPath: string; memFilePath: string; paused: boolean },
+  from: {
+    snapshotPath: string;
+    memFilePath: string;
+    paused: boolean;
+    /** Another socket for its vsock device (Firecracker's `vsock_override`). */
+    vsockUds?: string;
+    /** Other TAPs, by interface id (Firecracker's `network_overrides`). */
+    taps?: Record<string, string>;
+  },
   api?: MonitorPlan["api"],
 ): () => never {
   const trace = new BootTrace();
@@ -382,7 +411,20 @@ function prepareRestore(
       id: d.id ?? undefined,
       root: d.root,
     })),
+    nets: c.nets.map((n) => ({
+      tap: (n.id !== null ? from.taps?.[n.id] : undefined) ?? n.tap,
+      mac: n.mac,
+      id: n.id ?? undefined,
+    })),
+    vsock: c.vsock ? { cid: c.vsock.cid, uds: from.vsockUds ?? c.vsock.uds } : undefined,
   };
+  const unknown = Object.keys(from.taps ?? {}).find((id) => !c.nets.some((n) => n.id === id));
+  if (unknown !== undefined) {
+    throw new VoltError(`The snapshot has no network interface "${unknown}"`, "usage");
+  }
+  if (from.vsockUds !== undefined && !c.vsock) {
+    throw new VoltError("The snapshot has no vsock device to put on another socket", "usage");
+  }
   const cfg = resolveConfig(config);
   const opened: number[] = [];
   const track = (fd: number) => (opened.push(fd), fd);
@@ -694,6 +736,8 @@ async function boot(
         kvmDevice: config.kvmDevice,
         kvmFd: config.kvmFd,
         disks: config.disks?.map((d) => ({ path: d.path, fd: d.fd })),
+        nets: config.nets?.map((n) => ({ tap: n.tap, fd: n.fd })),
+        vsock: config.vsock && { uds: config.vsock.uds, listenFd: config.vsock.listenFd },
       },
       created,
     )

@@ -92,6 +92,8 @@ export const RUN_OPTIONS = `Run options:
   --mem-file FILE      the snapshot's memory file (with --restore), mapped
                        privately: clones of one snapshot share its pages
   --paused             keep the restored VM paused (resume with PATCH /vm)
+  --vsock-uds PATH     the restored vsock device's socket (two clones need two)
+  --net-tap ID=TAP     the restored interface ID's TAP (repeatable)
   --log-level L        trace | debug | info | warning | error | fatal | off
                        (default warning)
   --native             boot on this host: ./volt run otherwise boots in the

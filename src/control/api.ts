@@ -72,8 +72,11 @@ export const SnapshotLoad = v.strictObject({
   enable_diff_snapshots: v.optional(v.boolean()),
   track_dirty_pages: v.optional(v.boolean()),
   resume_vm: v.optional(v.boolean()),
-  network_overrides: v.optional(v.array(v.unknown())),
-  vsock_override: v.optional(v.unknown()),
+  network_overrides: v.optional(v.array(v.strictObject({
+    iface_id: v.pipe(v.string(), v.nonEmpty()),
+    host_dev_name: v.pipe(v.string(), v.nonEmpty()),
+  }))),
+  vsock_override: v.optional(v.strictObject({ uds_path: v.pipe(v.string(), v.nonEmpty()) })),
 });
 /** A checked `PUT /snapshot/load` body. */
 export type SnapshotLoad = v.InferOutput<typeof SnapshotLoad>;
@@ -88,13 +91,6 @@ export function loadMemoryPath(req: SnapshotLoad): string {
   }
   if (req.enable_diff_snapshots || req.track_dirty_pages) {
     throw new VoltError("snapshot/load: diff snapshots are not supported yet", "usage");
-  }
-  // A snapshot never holds a network or vsock device (they cannot be saved yet).
-  if (req.network_overrides?.length || req.vsock_override !== undefined) {
-    throw new VoltError(
-      "snapshot/load: this snapshot has no network or vsock device to override",
-      "usage",
-    );
   }
   const path = req.mem_backend?.backend_path ?? req.mem_file_path;
   if (!path) throw new VoltError("snapshot/load: no memory file (mem_backend)", "usage");

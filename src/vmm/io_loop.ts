@@ -29,7 +29,11 @@ const MAX_EVENTS = 16;
 const MAX_FAILURES = 100;
 
 /** Builds a device model from its spec. */
-export function makeBackend(b: VirtioBackendSpec, memory: GuestMemory): VirtioBackend {
+export function makeBackend(
+  b: VirtioBackendSpec,
+  memory: GuestMemory,
+  restored = false,
+): VirtioBackend {
   switch (b.type) {
     case "block":
       return new VirtioBlk(new FdBlockFile(b.fd, b.size), memory, {
@@ -41,7 +45,12 @@ export function makeBackend(b: VirtioBackendSpec, memory: GuestMemory): VirtioBa
     case "net":
       return new VirtioNet(new FdNetPort(b.fd, tapOffload(b.fd)), memory, parseMac(b.mac));
     case "vsock":
-      return new VirtioVsock(memory, { cid: b.cid, listenFd: b.listenFd, udsPath: b.udsPath });
+      return new VirtioVsock(memory, {
+        cid: b.cid,
+        listenFd: b.listenFd,
+        udsPath: b.udsPath,
+        restored,
+      });
   }
 }
 
@@ -59,7 +68,7 @@ export async function runIoLoop(
   memory: GuestMemory,
   onBackends?: (backends: readonly VirtioBackend[], runners: readonly QueueRunner[]) => void,
 ): Promise<VmExit | undefined> {
-  const backends = plan.devices.map((d) => makeBackend(d.backend, memory));
+  const backends = plan.devices.map((d) => makeBackend(d.backend, memory, plan.restored));
   const runners = plan.devices.map((d, i) =>
     new QueueRunner(backends[i], d.state, memory, { trigger: eventfdSignal(d.irqFd) }, {
       resume: plan.restored,

@@ -141,6 +141,10 @@ export type RestoreConfig =
   & {
     /** The snapshot's disks, by index, opened from another path or descriptor. */
     disks?: Array<{ path?: string; fd?: number } | undefined>;
+    /** Its network interfaces, by index, on another TAP (two clones need two). */
+    nets?: Array<{ tap?: string; fd?: number } | undefined>;
+    /** Its vsock device on another socket (two clones need two). */
+    vsock?: { uds?: string; listenFd?: number };
   };
 
 /** Opens a memory file for {@linkcode Machine.restore}, one line on failure. */
@@ -295,16 +299,33 @@ export class Machine {
         root: d.root,
       };
     });
+    const nets = c.nets.map((n, i) => {
+      const o = config.nets?.[i];
+      return { tap: o?.tap ?? n.tap, fd: o?.fd, mac: n.mac, id: n.id ?? undefined };
+    });
+    const vsock = c.vsock
+      ? {
+        cid: c.vsock.cid,
+        uds: config.vsock?.uds ?? c.vsock.uds,
+        listenFd: config.vsock?.listenFd,
+      }
+      : undefined;
     try {
       return await Machine.launch(
         {
-          ...config,
+          console: config.console,
+          consoleMode: config.consoleMode,
+          stdin: config.stdin,
+          kvmDevice: config.kvmDevice,
+          kvmFd: config.kvmFd,
           kernel: from.snapshotPath,
           memory: c.memory,
           cpus: c.cpus,
           cpuTemplate: snap.host.template,
           disks,
           entropy: c.entropy,
+          nets,
+          vsock,
         },
         { startPhase: "runtime up", ...opts },
         (cfg, trace) => restoreVm(cfg, snap, memFd, trace),
@@ -359,7 +380,10 @@ export class Machine {
    * everything else (vCPUs, interrupt controllers, PIT, clock, devices) to
    * `snapshotPath`, a versioned, checksummed state file. Each file is
    * written whole or not at all. The VM stays paused; resume it or stop
-   * it. A VM with a network, vsock or script device cannot be saved yet.
+   * it. A VM with a device the script wrote cannot be saved (that device
+   * holds state Volt cannot see). A restored vsock device tells the guest
+   * its transport was reset: connections close, listeners stay, as with
+   * Firecracker.
    *
    * @example
    * ```ts ignore

@@ -36,6 +36,13 @@ export interface SavedDisk {
   root: boolean;
 }
 
+/** A network interface as the snapshot remembers it (its TAP is attached again on restore). */
+export interface SavedNet {
+  tap: string;
+  mac: string;
+  id: string | null;
+}
+
 /** The whole state file document. */
 export interface SnapshotDoc {
   /** What the guest saw of its host: the template and each vCPU's CPUID. */
@@ -52,6 +59,9 @@ export interface SnapshotDoc {
     cpus: number;
     entropy: boolean;
     disks: SavedDisk[];
+    nets: SavedNet[];
+    /** The vsock device: its CID, and the socket it listened on. */
+    vsock: { cid: number; uds: string } | null;
     cmdline: string;
   };
   vcpus: VcpuState[];
@@ -78,6 +88,8 @@ const docSchema = v.object({
       id: v.nullable(v.string()),
       root: v.boolean(),
     })),
+    nets: v.array(v.object({ tap: v.string(), mac: v.string(), id: v.nullable(v.string()) })),
+    vsock: v.nullable(v.object({ cid: uint, uds: v.string() })),
     cmdline: v.string(),
   }),
   vcpus: v.array(v.record(v.string(), bytes)),
@@ -94,9 +106,6 @@ const docSchema = v.object({
 export function unsnapshottable(specs: readonly DeviceSpec[]): string | undefined {
   for (const s of specs) {
     if (s.kind === "hosted") return "a device written in TypeScript by the script";
-    if (s.kind === "virtio-mmio" && (s.backend.type === "net" || s.backend.type === "vsock")) {
-      return `a ${s.backend.type === "net" ? "network" : "vsock"} device`;
-    }
   }
   return undefined;
 }
@@ -140,6 +149,10 @@ export function captureState(b: BuiltVm, cfg: ResolvedConfig): SnapshotDoc {
         id: d.id ?? null,
         root: d.root ?? false,
       })),
+      nets: b.devices.virtio.flatMap((d) =>
+        d.backend.type === "net" ? [{ tap: d.backend.tap, mac: d.backend.mac, id: null }] : []
+      ).map((n, i) => ({ ...n, id: cfg.nets[i]?.id ?? null })),
+      vsock: cfg.vsock ? { cid: cfg.vsock.cid, uds: cfg.vsock.uds } : null,
       cmdline: b.cmdline,
     },
     vcpus: b.vcpus.map((cpu) => saveVcpu(cpu.fd, msrs, xsaveSize)),

@@ -175,6 +175,12 @@ export class VirtioVsock implements VirtioBackend {
       udsPath: string;
       /** The clock, in ms (tests move it). */
       now?: () => number;
+      /**
+       * A restored device: its connections stayed with the process that
+       * saved it, so the guest is told the transport was reset (its
+       * connected sockets close, its listeners stay), as Firecracker does.
+       */
+      restored?: boolean;
     },
   ) {
     this.info = vsockInfo(opts.cid);
@@ -185,7 +191,11 @@ export class VirtioVsock implements VirtioBackend {
     if (fd < 0) throw new Error(`epoll_create1 failed (errno ${errno()})`);
     this.hostFd = fd;
     this.watch(opts.listenFd, LISTENER, EPOLLIN);
+    this.resetOwed = opts.restored ?? false;
   }
+
+  /** A transport reset the guest is still to be told of (see `opts.restored`). */
+  private resetOwed: boolean;
 
   private now(): number {
     return this.opts.now?.() ?? performance.now();
@@ -620,8 +630,7 @@ export class VirtioVsock implements VirtioBackend {
   // --- packets to the guest (receive queue) --------------------------------
 
   serve(queue: number, ring: SplitQueue, chain: DescriptorChain, quota: number): number {
-    // The event queue's buffers stay with the device: there is no event to report.
-    if (queue === VSOCK.EVENT) return 0;
+    if (queue === VSOCK.EVENT) return this.serveEvent(ring, chain);
     if (queue !== VSOCK.RX) return -1;
     this.pollHost();
     let used = 0;
@@ -651,6 +660,23 @@ export class VirtioVsock implements VirtioBackend {
       used++;
     }
     return used;
+  }
+
+  /**
+   * The event queue: its buffers stay with the device until there is an
+   * event, and the only one is the transport reset a restore owes.
+   */
+  private serveEvent(ring: SplitQueue, chain: DescriptorChain): number {
+    if (!this.resetOwed || !ring.pop(chain)) return 0;
+    if (!chain.writable[0] || chain.len[0] < VSOCK.EVENT_SIZE) {
+      throw new QueueError("event buffer is not 4 device-writable bytes");
+    }
+    new DataView(this.host.buffer, this.host.byteOffset + chain.host[0], VSOCK.EVENT_SIZE)
+      .setUint32(0, VSOCK.EVENT_TRANSPORT_RESET, true);
+    ring.push(chain.head, VSOCK.EVENT_SIZE);
+    this.resetOwed = false;
+    this.stats.resets++;
+    return 1;
   }
 
   /**
