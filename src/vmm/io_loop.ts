@@ -23,6 +23,7 @@ import { VirtioVsock } from "../devices/virtio/vsock.ts";
 import { parseMac, tapOffload } from "./tap.ts";
 import { type VmExit, vmExit } from "./exit_reason.ts";
 import { eventfdSignal } from "./vcpu_devices.ts";
+import { S } from "../devices/virtio/mmio_state.ts";
 
 const MAX_EVENTS = 16;
 /** Failed waits in a row before the loop gives up (the call's errno is another thread's). */
@@ -33,6 +34,7 @@ export function makeBackend(
   b: VirtioBackendSpec,
   memory: GuestMemory,
   restored = false,
+  state?: SharedArrayBuffer,
 ): VirtioBackend {
   switch (b.type) {
     case "block":
@@ -50,6 +52,7 @@ export function makeBackend(
         listenFd: b.listenFd,
         udsPath: b.udsPath,
         restored,
+        configReads: state && (() => Atomics.load(new Int32Array(state), S.CONFIG_READS)),
       });
   }
 }
@@ -68,7 +71,7 @@ export async function runIoLoop(
   memory: GuestMemory,
   onBackends?: (backends: readonly VirtioBackend[], runners: readonly QueueRunner[]) => void,
 ): Promise<VmExit | undefined> {
-  const backends = plan.devices.map((d) => makeBackend(d.backend, memory, plan.restored));
+  const backends = plan.devices.map((d) => makeBackend(d.backend, memory, plan.restored, d.state));
   const runners = plan.devices.map((d, i) =>
     new QueueRunner(backends[i], d.state, memory, { trigger: eventfdSignal(d.irqFd) }, {
       resume: plan.restored,

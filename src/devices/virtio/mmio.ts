@@ -92,6 +92,7 @@ export class VirtioMmio implements BusDevice {
 
   /** Config bytes at `off`; past the end reads zero. */
   private readConfig(off: number, data: Uint8Array): void {
+    Atomics.add(this.s, S.CONFIG_READS, 1);
     const c = this.config;
     for (let i = 0; i < data.length; i++) data[i] = off + i < c.length ? c[off + i] : 0;
   }

@@ -36,6 +36,8 @@ export const S = {
   NOTIFY_EXITS: 16,
   /** Why the device last asked for a reset, as a code (see {@linkcode NEEDS_RESET_WHY}). */
   NEEDS_RESET_WHY: 17,
+  /** Device config reads by the driver, counted (a restored vsock device waits on one). */
+  CONFIG_READS: 18,
   /** First queue's slots; each queue has {@linkcode Q_SLOTS}. */
   QUEUES: 32,
 } as const;

@@ -43,6 +43,11 @@ import { type DescriptorChain, fullFence, QueueError, type SplitQueue } from "./
 export const VSOCK_MAX_CONNECTIONS = 1023;
 /** Bytes from the guest one connection may have in flight to its host socket. */
 export const VSOCK_BUF_ALLOC = 256 << 10;
+/** The longest host clients wait for a restored guest to handle its transport reset. */
+const RESET_GATE_MS = 5000;
+/** How long past the guest's reading of its CID (the reset's first step) they wait. */
+const RESET_SETTLE_MS = 50;
+
 /** How long a host client's `CONNECT` line, and the guest's answer, may take. */
 export const VSOCK_HANDSHAKE_MS = 2000;
 /** Queue entries each vsock queue offers. */
@@ -181,6 +186,8 @@ export class VirtioVsock implements VirtioBackend {
        * connected sockets close, its listeners stay), as Firecracker does.
        */
       restored?: boolean;
+      /** The transport's count of driver config reads (see {@linkcode gated}). */
+      configReads?: () => number;
     },
   ) {
     this.info = vsockInfo(opts.cid);
@@ -192,6 +199,33 @@ export class VirtioVsock implements VirtioBackend {
     this.hostFd = fd;
     this.watch(opts.listenFd, LISTENER, EPOLLIN);
     this.resetOwed = opts.restored ?? false;
+    if (this.resetOwed) this.gateUntil = this.now() + RESET_GATE_MS;
+  }
+
+  /** Until when host clients wait after a restore (0: they do not). */
+  private gateUntil = 0;
+  /** The driver's config reads when the reset event went out. */
+  private readsAtReset = -1;
+
+  /**
+   * Whether host clients must wait: a connection the guest accepts before
+   * it handles the transport reset would be reset with the old ones. Linux
+   * handles the event by reading the config space (the guest CID) and then
+   * resetting its connected sockets, so clients wait until that read (and
+   * a moment more), or {@linkcode RESET_GATE_MS} at most.
+   */
+  private gated(): boolean {
+    if (this.gateUntil === 0) return false;
+    const now = this.now();
+    if (now >= this.gateUntil) {
+      this.gateUntil = 0;
+      return false;
+    }
+    const reads = this.opts.configReads?.();
+    if (!this.resetOwed && reads !== undefined && reads !== this.readsAtReset) {
+      this.gateUntil = Math.min(this.gateUntil, now + RESET_SETTLE_MS);
+    }
+    return true;
   }
 
   /** A transport reset the guest is still to be told of (see `opts.restored`). */
@@ -210,6 +244,8 @@ export class VirtioVsock implements VirtioBackend {
 
   /** ms until the earliest handshake or close deadline; Infinity if none. */
   nextDeadline(): number {
+    // While host clients wait on a restore's reset, look again soon.
+    if (this.gateUntil !== 0) return RESET_SETTLE_MS;
     if (this.deadlines === 0) return Infinity;
     let soonest = Infinity;
     for (const c of this.conns) {
@@ -547,8 +583,9 @@ export class VirtioVsock implements VirtioBackend {
       for (let i = 0; i < n; i++) {
         const data = this.ev.getUint32(i * EPOLL_EVENT.size + EPOLL_EVENT.data, true);
         const events = this.ev.getUint32(i * EPOLL_EVENT.size + EPOLL_EVENT.events, true);
-        if (data === LISTENER) this.acceptAll();
-        else if (data < this.conns.length) this.hostReady(data, events);
+        if (data === LISTENER) {
+          if (!this.gated()) this.acceptAll();
+        } else if (data < this.conns.length) this.hostReady(data, events);
       }
       if (n < 64) break;
     }
@@ -673,6 +710,7 @@ export class VirtioVsock implements VirtioBackend {
     }
     new DataView(this.host.buffer, this.host.byteOffset + chain.host[0], VSOCK.EVENT_SIZE)
       .setUint32(0, VSOCK.EVENT_TRANSPORT_RESET, true);
+    this.readsAtReset = this.opts.configReads?.() ?? -1;
     ring.push(chain.head, VSOCK.EVENT_SIZE);
     this.resetOwed = false;
     this.stats.resets++;
