@@ -36,6 +36,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
 #define PORT_EXIT  0xf4 /* 32-bit write: exit status, monitor stops the VM */
@@ -447,6 +448,10 @@ static void start_exec_agent(void)
 /* PID 1 must never exit (the kernel panics), so this does not return. */
 static void stop_vm(int status)
 {
+	/* The console's last lines (the Ctrl-Alt-Del message) may still be in
+	 * the UART driver's buffer: the exit port would end the VM first. */
+	tcdrain(1);
+	tcdrain(2);
 	sync();
 	if (have_ports)
 		outl((unsigned)status & 0xff, PORT_EXIT);
