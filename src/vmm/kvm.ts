@@ -173,6 +173,21 @@ export function decodeCpuid(buf: Uint8Array): CpuidEntry[] {
   return out;
 }
 
+/** Encodes `[index, value]` pairs as a `kvm_msrs` buffer. */
+export function encodeMsrs(
+  msrs: ReadonlyArray<readonly [number, bigint]>,
+): Uint8Array<ArrayBuffer> {
+  const buf = new Uint8Array(SIZE.kvm_msrs + msrs.length * SIZE.kvm_msr_entry);
+  const dv = new DataView(buf.buffer);
+  dv.setUint32(0, msrs.length, true);
+  msrs.forEach(([index, value], i) => {
+    const o = SIZE.kvm_msrs + i * SIZE.kvm_msr_entry;
+    dv.setUint32(o, index, true);
+    dv.setBigUint64(o + 8, value, true);
+  });
+  return buf;
+}
+
 /** Encodes entries as a `kvm_cpuid2` buffer. */
 export function encodeCpuid(entries: readonly CpuidEntry[]): Uint8Array<ArrayBuffer> {
   const buf = new Uint8Array(SIZE.kvm_cpuid2 + entries.length * SIZE.kvm_cpuid_entry2);

@@ -11,7 +11,7 @@ import { check, libc, MAP_SHARED, mmap, PROT_READ, PROT_WRITE } from "../../ffi/
 import type { CpuidEntry } from "../arch/x86_64/cpuid.ts";
 import type { Segment } from "../arch/x86_64/gdt.ts";
 import { type BootRegs, type BootSregs, FPU_FCW, FPU_MXCSR } from "../arch/x86_64/regs.ts";
-import { encodeCpuid } from "./kvm.ts";
+import { encodeCpuid, encodeMsrs } from "./kvm.ts";
 
 /** LVT delivery modes. */
 const APIC_MODE_NMI = 0x4;
@@ -73,15 +73,7 @@ export class Vcpu {
 
   /** KVM_SET_MSRS; every entry must be accepted. */
   setMsrs(msrs: ReadonlyArray<[number, bigint]>): void {
-    const buf = new Uint8Array(SIZE.kvm_msrs + msrs.length * SIZE.kvm_msr_entry);
-    const dv = new DataView(buf.buffer);
-    dv.setUint32(0, msrs.length, true);
-    msrs.forEach(([index, value], i) => {
-      const o = SIZE.kvm_msrs + i * SIZE.kvm_msr_entry;
-      dv.setUint32(o, index, true);
-      dv.setBigUint64(o + 8, value, true);
-    });
-    const n = check(libc().ioctl_buf(this.fd, KVM.SET_MSRS, buf), "KVM_SET_MSRS");
+    const n = check(libc().ioctl_buf(this.fd, KVM.SET_MSRS, encodeMsrs(msrs)), "KVM_SET_MSRS");
     if (n !== msrs.length) {
       throw new Error(`KVM_SET_MSRS failed: MSR 0x${msrs[n][0].toString(16)} rejected`);
     }

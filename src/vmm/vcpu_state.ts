@@ -11,6 +11,7 @@
 import { KVM, SIZE } from "../../ffi/kvm.ts";
 import { check, libc } from "../../ffi/libc.ts";
 import { VoltError } from "../errors.ts";
+import { encodeMsrs } from "./kvm.ts";
 
 /** One vCPU's saved state, each field a KVM structure's bytes. */
 export interface VcpuState {
@@ -65,14 +66,7 @@ function readMsrs(fd: number, indices: readonly number[]): Uint8Array<ArrayBuffe
     }
     rest = rest.slice(n + 1);
   }
-  const out = new Uint8Array(head + got.length * entry);
-  const dv = new DataView(out.buffer);
-  dv.setUint32(0, got.length, true);
-  got.forEach(([index, value], i) => {
-    dv.setUint32(head + i * entry, index, true);
-    dv.setBigUint64(head + i * entry + 8, value, true);
-  });
-  return out;
+  return encodeMsrs(got);
 }
 
 /**

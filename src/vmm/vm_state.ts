@@ -19,7 +19,7 @@ export interface VmState {
 }
 
 const CHIPS = [IRQCHIP.PIC_MASTER, IRQCHIP.PIC_SLAVE, IRQCHIP.IOAPIC];
-/** `kvm_clock_data.flags` and `.clock` offsets. */
+/** Offset of `kvm_clock_data.flags`. */
 const CLOCK_FLAGS = 8;
 
 /**
