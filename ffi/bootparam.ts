@@ -13,6 +13,7 @@ export const BOOT_PARAMS_SIZE = 4096;
 
 /** `struct boot_params` byte offsets. */
 export const BOOT_PARAMS = {
+  acpi_rsdp_addr: 0x070,
   ext_ramdisk_image: 0x0c0,
   ext_ramdisk_size: 0x0c4,
   ext_cmd_line_ptr: 0x0c8,
@@ -108,6 +109,14 @@ export const ELF = {
   ph_paddr: 24,
   ph_filesz: 32,
   ph_memsz: 40,
+  shoff: 40,
+  shentsize: 58,
+  shnum: 60,
+  shstrndx: 62,
+  shdr_size: 64,
+  sh_name: 0,
+  sh_offset: 24,
+  sh_size: 32,
 } as const;
 /** `\x7fELF`. */
 export const ELF_MAGIC = 0x464c457f;

@@ -17,6 +17,7 @@ import { EXIT_CODE } from "../mod.ts";
 import { writeCpio } from "../src/guest/cpio.ts";
 import { DEFAULT_CMDLINE } from "../src/boot/cmdline.ts";
 import { landlockAbi } from "../src/sandbox/landlock.ts";
+import { debianKernel } from "./kernels.ts";
 import {
   assertNoKernelWarning,
   inHelperVm,
@@ -387,6 +388,82 @@ function ticks(out: string): Array<{ n: number; up: number; disk: string; rng: s
     rng: m[4],
   }));
 }
+
+const debian = debianKernel();
+
+Deno.test({
+  ...needsFullKvm,
+  ignore: needsFullKvm.ignore || !debian,
+  name:
+    "ACPI (Debian's cloud kernel, --cpus 2): 2 processors from the MADT, the virtio drivers bound " +
+    "from the DSDT, /dev/vda read, and `poweroff -f` ends the VM through S5 with exit 0",
+  async fn() {
+    const disk = `${tmpDir()}/acpi.img`;
+    const image = new Uint8Array(1 << 20);
+    image.set(new TextEncoder().encode("volt-acpi-disk"));
+    Deno.writeFileSync(disk, image);
+    // If the kernel could not power off through ACPI, `poweroff -f` would halt (a hang) or
+    // return, and the shell would exit 3.
+    const cmd = "grep -c ^processor /proc/cpuinfo; echo drivers $(ls /sys/bus/virtio/drivers); " +
+      "head -c 14 /dev/vda; echo; poweroff -f; exit 3";
+    const r = await retryHelperVmTripleFault(
+      () =>
+        runCli([
+          "run",
+          "--kernel",
+          "debian",
+          "--cpus",
+          "2",
+          "--disk",
+          disk,
+          "--entropy",
+          "--append",
+          `volt.cmd="${cmd}"`,
+        ], { timeout: 600_000 }),
+      (r) => r.code === 80,
+    );
+    const out = r.stdout;
+    assert.match(out, /^VOLT VM READY/m, `${r.stderr}\n${out.slice(-3000)}`);
+    assert.match(out, /Using ACPI \(MADT\) for SMP configuration/);
+    assert.match(out, /smp: Brought up 1 node, 2 CPUs/);
+    assert.match(out, /^2\r?$/m);
+    const drivers = /^drivers (.*?)\r?$/m.exec(out)?.[1].split(" ") ?? [];
+    for (const d of ["virtio_blk", "virtio_net", "virtio_rng", "vmw_vsock_virtio_transport"]) {
+      assert.ok(drivers.includes(d), `${d} not bound: ${drivers}`);
+    }
+    assert.match(out, /^volt-acpi-disk\r?$/m);
+    assert.match(out, /reboot: Power down/);
+    assert.doesNotMatch(
+      out,
+      /ACPI (BIOS )?(Error|Warning)|\[Firmware Bug\]: ACPI|volt-init: cannot/,
+    );
+    assertNoKernelWarning(out);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stderr, "");
+  },
+});
+
+Deno.test({
+  ...opts,
+  name:
+    "default guest: busybox's poweroff ends the VM with exit 0, its reboot with the reset exit (0)",
+  async fn() {
+    // The kernel's restart is the reset exit: it says so on the console.
+    for (
+      const [cmd, said] of [
+        ["poweroff; sleep 30; exit 3", /volt-init: powering off/],
+        ["reboot; sleep 30; exit 3", /volt-init: rebooting[^]*reboot: Restarting system/],
+      ] as const
+    ) {
+      const r = await retryHelperVmTripleFault(
+        () => runCli(["run", "--append", `volt.cmd="${cmd}"`], { timeout: 300_000 }),
+        (r) => r.code === 80,
+      );
+      assert.match(r.stdout, said, `${r.stderr}\n${r.stdout.slice(-2000)}`);
+      assert.equal(r.code, 0, r.stderr);
+    }
+  },
+});
 
 Deno.test({
   ...opts,

@@ -710,3 +710,53 @@ export const keyReader = (count: number) =>
   dec ecx
   jnz 1b${EXIT(0)}
 msg: .asciz "keys?\\n"`);
+
+/**
+ * Checks the ACPI root pointer's signature at 0xe0000, writes garbage to
+ * the ACPI registers at 0x600-0x603 (every width, sleep types without
+ * SLP_EN, SLP_EN with S3, wrong reset values, reads), then powers off
+ * (SLP_TYP 5 | SLP_EN) or resets (the reset value) as `action` says.
+ */
+export const acpiPower = (action: "off" | "reset") =>
+  assembleElf(`
+  mov rax, [0xe0000]
+  mov rbx, 0x2052545020445352
+  cmp rax, rbx
+  jne 1f
+${PRINT("ok")}
+  mov dx, 0x600
+  mov ecx, 8
+3: mov al, cl
+  shl al, 2
+  out dx, al
+  loop 3b
+  mov al, 0x2c
+  out dx, al
+  mov ax, 0x1c1c
+  out dx, ax
+  in eax, dx
+  mov dx, 0x601
+  mov al, 0xff
+  out dx, al
+  in al, dx
+  mov dx, 0x602
+  mov al, 0xfe
+  out dx, al
+  xor al, al
+  out dx, al
+  mov eax, 0xffffff00
+  out dx, eax
+  mov dx, 0x603
+  mov al, 1
+  out dx, al
+  in al, dx
+${PRINT("garbage")}
+  ${action === "off" ? "mov dx, 0x600\n  mov al, 0x34" : "mov dx, 0x602\n  mov al, 1"}
+  out dx, al
+  hlt
+${PRINT("still")}${EXIT(9)}
+1:${PRINT("bad")}${EXIT(1)}
+ok: .asciz "rsdp found\\n"
+garbage: .asciz "garbage written\\n"
+still: .asciz "still running\\n"
+bad: .asciz "no rsdp at 0xe0000\\n"`);

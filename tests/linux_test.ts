@@ -1,7 +1,7 @@
 /**
  * A real Linux kernel booted by the monitor: its console must prove that it
- * read what we gave it (command line, e820 map, initrd address) and never
- * warn, then the VM is stopped. On PVM, Debian's kernel stops at its int3
+ * read what we gave it (command line, e820 map, initrd address, ACPI
+ * tables) and never warn, then the VM is stopped. On PVM, Debian's kernel stops at its int3
  * self-test (only our kernel's patch skips it), after the xstate setup that
  * used to warn; Linux SMP runs in the helper VM there.
  */
@@ -88,6 +88,16 @@ Deno.test({
     assert.ok(rd, "no RAMDISK line");
     assert.equal(Number(rd[1]), vm.built.initrd!.addr);
     assertNoKernelWarning(out);
+    // ACPI: our tables where we put them, read without complaint; the MADT gives the CPUs.
+    assert.match(out, /ACPI: RSDP 0x00000000000E0000 000024 \(v02 VOLT  \)/);
+    for (const sig of ["XSDT", "FACP", "DSDT", "APIC"]) {
+      assert.match(out, new RegExp(`ACPI: ${sig} 0x00000000000E[0-9A-F]{4} `), sig);
+    }
+    assert.match(out, /ACPI: Using ACPI \(MADT\) for SMP configuration information/);
+    assert.doesNotMatch(
+      out,
+      /ACPI (BIOS )?(Error|Warning)|\[Firmware Bug\]: ACPI|ACPI: .*invalid/i,
+    );
     if (pvmHost && exit.cause !== "host-stop") {
       // As far as PVM goes: past the xstate setup, which the command line
       // keeps to FXSAVE, into the int3 self-test that PVM cannot deliver.

@@ -17,6 +17,7 @@ import { VoltError } from "../src/errors.ts";
 import { exists } from "../src/guest/cache.ts";
 import { buildDefaultRootfs, ensureDefaultGuest } from "../src/guest/default_guest.ts";
 import { fetchDebianKernel } from "../src/guest/kernels.ts";
+import { resolveGuest } from "../src/cli/guest_cmd.ts";
 import { hostKind, hostKindLabel } from "../src/vmm/host.ts";
 import { runNested, STALL_STATUS } from "./nested/run.ts";
 
@@ -61,8 +62,10 @@ export async function prepareGuests(): Promise<void> {
   const say = (s: string) => console.error(`volt test: ${s}`);
   await fetchDebianKernel(say);
   await ensureDefaultGuest(say);
-  // The root image too: the helper VM reads the cache and cannot write it.
+  // The root image and Debian's initramfs (with its modules) too: the
+  // helper VM reads the cache and cannot write it.
   await buildDefaultRootfs(say);
+  await resolveGuest("debian", undefined);
 }
 
 /**

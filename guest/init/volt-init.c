@@ -8,7 +8,8 @@
  * console, tells the monitor it is ready (outb 1 -> port 0xf8), runs the
  * command the kernel command line asks for, reaps every zombie meanwhile,
  * and reports the command's exit status to the monitor (outl -> port 0xf4)
- * before rebooting (reboot=k: the monitor turns the i8042 reset into a stop).
+ * before rebooting (the monitor turns the reset into a stop). Busybox's
+ * poweroff and halt stop the VM with status 0, its reboot resets it.
  *
  * With a vsock device, a child serves `volt exec` on vsock port 10000: per
  * connection it runs one command (pipes, or a pty with -t) and streams its
@@ -35,6 +36,7 @@
 #include <sys/reboot.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
@@ -44,14 +46,15 @@
 
 static int have_ports;
 
-/* Ctrl-Alt-Del (the monitor's SendCtrlAltDel): with RB_DISABLE_CAD the
- * kernel sends PID 1 SIGINT instead of rebooting at once. */
-static volatile sig_atomic_t cad_pressed;
+/* A stop asked of PID 1: Ctrl-Alt-Del (the monitor's SendCtrlAltDel;
+ * with RB_DISABLE_CAD the kernel sends SIGINT instead of rebooting at
+ * once), or busybox's halt (SIGUSR1), poweroff (SIGUSR2) and reboot
+ * (SIGTERM). */
+static volatile sig_atomic_t stop_signal;
 
-static void on_cad(int sig)
+static void on_stop(int sig)
 {
-	(void)sig;
-	cad_pressed = 1;
+	stop_signal = sig;
 }
 
 
@@ -192,6 +195,29 @@ static void parse_cmdline(char *buf, struct cmdline *c)
 	}
 }
 
+/* Kernel modules the initramfs carries (Debian's kernel: virtio-mmio and
+ * the devices), loaded in the order the host wrote, before READY. */
+#define MODULE_DIR "/lib/modules/volt"
+static void load_modules(void)
+{
+	static char list[8192];
+	if (!read_file(MODULE_DIR "/order", list, sizeof list))
+		return;
+	for (char *save = NULL, *name = strtok_r(list, "\n", &save); name;
+	     name = strtok_r(NULL, "\n", &save)) {
+		char path[256];
+		snprintf(path, sizeof path, MODULE_DIR "/%s", name);
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0) {
+			warn("cannot open module", path);
+			continue;
+		}
+		if (syscall(SYS_finit_module, fd, "", 0) < 0 && errno != EEXIST)
+			warn("cannot load module", name);
+		close(fd);
+	}
+}
+
 static void print_ready(void)
 {
 	char up[64], line[96];
@@ -229,7 +255,7 @@ static int wait_for(pid_t main_pid)
 		pid_t pid = waitpid(-1, &status, 0);
 		if (pid == main_pid)
 			break;
-		if (pid < 0 && errno == EINTR && cad_pressed)
+		if (pid < 0 && errno == EINTR && stop_signal)
 			return -1;
 		if (pid < 0 && errno != EINTR)
 			return 255;
@@ -455,18 +481,17 @@ static void stop_vm(int status)
 	sync();
 	if (have_ports)
 		outl((unsigned)status & 0xff, PORT_EXIT);
-	/* Monitors without the exit port: reboot=k resets through the i8042,
-	 * which the monitor turns into a stop. */
+	/* Monitors without the exit port: the reset (ACPI's register or the
+	 * i8042's line) is a stop to the monitor. */
 	reboot(RB_AUTOBOOT);
 	reboot(RB_POWER_OFF);
 	for (;;)
 		pause();
 }
 
-/* Ctrl-Alt-Del: every process asked to end, then made to, then a clean stop (status 0). */
-static void power_off_cleanly(void)
+/* Every process asked to end, then made to. */
+static void end_processes(void)
 {
-	dprintf(2, "volt-init: Ctrl-Alt-Del: powering off\n");
 	kill(-1, SIGTERM);
 	for (int i = 0; i < 20; i++) {
 		while (waitpid(-1, NULL, WNOHANG) > 0)
@@ -476,7 +501,27 @@ static void power_off_cleanly(void)
 		usleep(50000);
 	}
 	kill(-1, SIGKILL);
+}
+
+/* Ctrl-Alt-Del, halt, poweroff: a clean stop (status 0). */
+static void power_off_cleanly(void)
+{
+	dprintf(2, "volt-init: %spowering off\n", stop_signal == SIGINT ? "Ctrl-Alt-Del: " : "");
+	end_processes();
 	stop_vm(0);
+}
+
+/* reboot: the kernel restarts the machine, which the monitor reports as a reset. */
+static void reboot_cleanly(void)
+{
+	dprintf(2, "volt-init: rebooting\n");
+	end_processes();
+	tcdrain(1);
+	tcdrain(2);
+	sync();
+	reboot(RB_AUTOBOOT);
+	for (;;)
+		pause();
 }
 
 int main(int argc, char **argv)
@@ -498,6 +543,7 @@ int main(int argc, char **argv)
 		warn("sethostname failed", host);
 	setenv("PATH", "/sbin:/usr/sbin:/bin:/usr/bin", 0);
 
+	load_modules();
 	print_ready();
 	/* Without port access (kernel built without X86_IOPL_IOPERM) an out
 	 * would fault and kill PID 1: only touch ports once ioperm succeeded. */
@@ -507,9 +553,12 @@ int main(int argc, char **argv)
 	else
 		warn("ioperm failed, no ready/exit ports:", "0xf4-0xfb");
 
-	/* Installed before any child: they reset it at exec, and only PID 1 gets the kernel's SIGINT. */
-	struct sigaction cad = { .sa_handler = on_cad };
-	sigaction(SIGINT, &cad, NULL);
+	/* Installed before any child: they reset them at exec, and only PID 1 gets the kernel's SIGINT. */
+	struct sigaction stop = { .sa_handler = on_stop };
+	sigaction(SIGINT, &stop, NULL);
+	sigaction(SIGUSR1, &stop, NULL);
+	sigaction(SIGUSR2, &stop, NULL);
+	sigaction(SIGTERM, &stop, NULL);
 	reboot(RB_DISABLE_CAD);
 
 	start_exec_agent();
@@ -531,6 +580,8 @@ int main(int argc, char **argv)
 		stop_vm(0);
 	}
 	int status = pid < 0 ? 255 : wait_for(pid);
+	if (status == -1 && stop_signal == SIGTERM)
+		reboot_cleanly();
 	if (status == -1)
 		power_off_cleanly();
 	stop_vm(status);

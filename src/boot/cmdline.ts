@@ -8,11 +8,15 @@
 import { VoltError } from "../errors.ts";
 
 /**
- * Defaults: console on COM1, reboot through the i8042 (a clean monitor stop),
- * no PCI or modules to probe, and the i8042 probes cut short.
+ * Defaults: console on COM1, a panic resets at once (a monitor stop), no
+ * PCI to probe, and the i8042 probes cut short. A reboot goes through
+ * ACPI's reset register, or the i8042's reset line for a kernel without
+ * ACPI (Linux's own order); modules stay allowed, which Debian's kernel
+ * needs for its virtio devices, and so does the i8042's PNP probe: a
+ * hardware-reduced ACPI kernel finds the i8042's line only there (the DSDT).
  */
 export const DEFAULT_CMDLINE =
-  "console=ttyS0 reboot=k panic=-1 pci=off nomodule i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd";
+  "console=ttyS0 panic=-1 pci=off i8042.noaux i8042.nomux i8042.dumbkbd";
 
 /** x86 COMMAND_LINE_SIZE (2048) less the terminator, for kernels that do not say. */
 export const DEFAULT_CMDLINE_MAX = 2047;

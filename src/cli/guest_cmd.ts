@@ -16,7 +16,7 @@ import {
   fetchBusybox,
   microvmKernelPaths,
 } from "../guest/default_guest.ts";
-import { debianKernelPaths, fetchDebianKernel } from "../guest/kernels.ts";
+import { debianKernelPaths, debianModulesDir, fetchDebianKernel } from "../guest/kernels.ts";
 import { parse } from "./options.ts";
 
 /** Progress lines go to stderr, prefixed, so stdout stays the guest's. */
@@ -26,7 +26,8 @@ export const progress = (s: string): void => {
 
 /**
  * Resolves `--kernel` aliases: `debian` fetches Debian's cloud kernel (its
- * vmlinux, for the PVH entry); none builds the default guest.
+ * vmlinux, for the PVH entry) and gives it the default initramfs with its
+ * virtio and vsock modules; none builds the default guest.
  */
 export async function resolveGuest(
   kernel: string | undefined,
@@ -38,7 +39,10 @@ export async function resolveGuest(
   }
   if (kernel === "debian") {
     const k = await fetchDebianKernel(progress);
-    return { kernel: k.vmlinux, initrd: initrd ?? await buildDefaultInitramfs(progress) };
+    return {
+      kernel: k.vmlinux,
+      initrd: initrd ?? await buildDefaultInitramfs(progress, debianModulesDir()),
+    };
   }
   return { kernel, initrd };
 }

@@ -16,6 +16,8 @@ export type ResetHandler = () => void;
 const STATUS_OBF = 0x01;
 const STATUS_SYS = 0x04;
 const STATUS_CMD = 0x08;
+/** Set: the keyboard is not inhibited (Linux warns "Keylock active" when it is clear). */
+const STATUS_UNLOCKED = 0x10;
 
 const CMD_READ_CTR = 0x20;
 const CMD_WRITE_CTR = 0x60;
@@ -150,7 +152,7 @@ export class I8042 implements BusDevice {
       this.out = -1;
       this.nextKey();
     } else if (offset === I8042_CMD_OFFSET) {
-      data[0] = STATUS_SYS | (this.out >= 0 ? STATUS_OBF : 0) |
+      data[0] = STATUS_SYS | STATUS_UNLOCKED | (this.out >= 0 ? STATUS_OBF : 0) |
         (this.pending >= 0 ? STATUS_CMD : 0);
     }
   }

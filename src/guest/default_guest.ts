@@ -102,17 +102,46 @@ export function defaultGuestEntries(
   return entries;
 }
 
-/** Builds (or reuses) the default initramfs; returns its path. */
-export async function buildDefaultInitramfs(progress: Progress = () => {}): Promise<string> {
+/**
+ * Builds (or reuses) the default initramfs; returns its path. With
+ * `modulesDir` (a directory whose `order` file names its modules in load
+ * order, as the Debian kernel's is), the modules go in
+ * `/lib/modules/volt/`, where volt-init loads them before READY.
+ */
+export async function buildDefaultInitramfs(
+  progress: Progress = () => {},
+  modulesDir?: string,
+): Promise<string> {
   const initPath = await buildVoltInit(progress);
   const bbPath = fetchBusybox(progress);
   const init = Deno.readFileSync(initPath);
   const busybox = Deno.readFileSync(bbPath);
-  const hash = await contentHash([init, busybox, "initramfs-v1"]);
-  const out = cacheDir("initramfs", `default-${hash}.cpio.gz`);
+  const modules: CpioEntry[] = [];
+  if (modulesDir) {
+    const order = Deno.readTextFileSync(`${modulesDir}/order`);
+    modules.push({ type: "dir", path: "lib" }, { type: "dir", path: "lib/modules" }, {
+      type: "dir",
+      path: "lib/modules/volt",
+    }, { type: "file", path: "lib/modules/volt/order", data: new TextEncoder().encode(order) });
+    for (const name of order.split("\n").filter((n) => n.length > 0)) {
+      if (!/^[\w.-]+\.ko$/.test(name)) throw new VoltError(`Bad module name ${name}`, "input");
+      const data = Deno.readFileSync(`${modulesDir}/${name}`);
+      modules.push({ type: "file", path: `lib/modules/volt/${name}`, data, mode: 0o644 });
+    }
+  }
+  const hash = await contentHash([
+    init,
+    busybox,
+    "initramfs-v1",
+    ...modules.map((m) => m.type === "file" ? m.data : m.path),
+  ]);
+  const out = cacheDir("initramfs", `${modulesDir ? "modules" : "default"}-${hash}.cpio.gz`);
   if (exists(out)) return out;
-  progress("Writing the initramfs (volt-init + busybox)");
-  const archive = writeCpio(defaultGuestEntries(init, busybox, busyboxApplets(bbPath)));
+  progress(`Writing the initramfs (volt-init + busybox${modulesDir ? " + modules" : ""})`);
+  const archive = writeCpio([
+    ...defaultGuestEntries(init, busybox, busyboxApplets(bbPath)),
+    ...modules,
+  ]);
   Deno.mkdirSync(cacheDir("initramfs"), { recursive: true });
   writeAtomic(out, await gzip(archive));
   return out;

@@ -12,6 +12,7 @@ import { parseBzImage } from "../boot/bzimage.ts";
 import { VoltError } from "../errors.ts";
 import { candidateVersion, fetchAndUnpack, resolveMeta } from "./apt.ts";
 import { cacheDir, exists, writeAtomic } from "./cache.ts";
+import { loadOrder, moduleDepends, moduleName } from "./kmod.ts";
 
 /** Debian's meta package for the cloud kernel. */
 export const DEBIAN_CLOUD_META = "linux-image-cloud-amd64";
@@ -24,11 +25,46 @@ export interface KernelPaths {
 
 const DEBIAN_DIR = () => cacheDir("kernels", "debian");
 
-/** The cached Debian kernel, if fetched. */
+/**
+ * The modules Debian's kernel needs for Volt's devices (it builds virtio,
+ * virtio-mmio and vsock as modules); their dependencies come along.
+ */
+export const DEBIAN_MODULES = [
+  "virtio_mmio",
+  "virtio_blk",
+  "virtio_net",
+  "virtio_rng",
+  "vmw_vsock_virtio_transport",
+];
+
+/** The cached Debian kernel, if fetched (with its modules: an older cache has none). */
 export function debianKernelPaths(): KernelPaths | undefined {
   const dir = DEBIAN_DIR();
   const p = { bzImage: `${dir}/vmlinuz`, vmlinux: `${dir}/vmlinux` };
-  return exists(p.bzImage) && exists(p.vmlinux) ? p : undefined;
+  return exists(p.bzImage) && exists(p.vmlinux) && exists(`${dir}/modules/order`) ? p : undefined;
+}
+
+/** The cached Debian kernel's modules directory: `order` names its files in load order. */
+export function debianModulesDir(): string {
+  return `${DEBIAN_DIR()}/modules`;
+}
+
+/** Copies `wanted` and what they depend on from an unpacked package into `out`, with `order`. */
+function collectModules(unpacked: string, out: string, wanted: readonly string[]): void {
+  const modules = new Map<string, string>();
+  const walk = (d: string) => {
+    for (const e of Deno.readDirSync(d)) {
+      const p = `${d}/${e.name}`;
+      if (e.isDirectory) walk(p);
+      else if (e.name.endsWith(".ko")) modules.set(moduleName(e.name), p);
+    }
+  };
+  walk(`${unpacked}/lib/modules`);
+  const order = loadOrder(wanted, modules, (p) => moduleDepends(Deno.readFileSync(p), p));
+  Deno.mkdirSync(out, { recursive: true });
+  const names = order.map((p) => p.replace(/^.*\//, ""));
+  order.forEach((p, i) => writeAtomic(`${out}/${names[i]}`, Deno.readFileSync(p)));
+  writeAtomic(`${out}/order`, new TextEncoder().encode(names.join("\n") + "\n"));
 }
 
 /** Decompressors by payload magic (the kernel's own choices). */
@@ -105,6 +141,8 @@ export async function fetchDebianKernel(
   progress("Extracting vmlinux (for the PVH entry)");
   const elf = await extractVmlinux(bz, vmlinuz.name);
   Deno.mkdirSync(dir, { recursive: true });
+  progress(`Taking the modules for virtio and vsock (${DEBIAN_MODULES.join(", ")})`);
+  collectModules(unpack, `${dir}/modules`, DEBIAN_MODULES);
   writeAtomic(`${dir}/vmlinux`, elf);
   writeAtomic(`${dir}/vmlinuz`, bz);
   Deno.writeTextFileSync(`${dir}/VERSION`, `${vmlinuz.name.slice("vmlinuz-".length)}\n`);

@@ -12,6 +12,7 @@ import { e820Map } from "../arch/x86_64/e820.ts";
 import { bootGdt, gdtBytes } from "../arch/x86_64/gdt.ts";
 import { GDT_ADDR, IDT_ADDR } from "../arch/x86_64/layout.ts";
 import { writeMptable } from "../arch/x86_64/mptable.ts";
+import { writeAcpiTables } from "../arch/x86_64/acpi.ts";
 import { bootMsrs } from "../arch/x86_64/msr.ts";
 import { writeIdentityPageTables } from "../arch/x86_64/paging.ts";
 import { bootRegs, bootSregs } from "../arch/x86_64/regs.ts";
@@ -87,13 +88,15 @@ export function openImages(cfg: ResolvedConfig): { kernel: Image; initrd?: Image
 }
 
 function writeBootStructures(
-  b: Pick<BuiltVm, "memory" | "cmdline" | "initrd"> & { kernel: LoadedKernel },
+  b: Pick<BuiltVm, "memory" | "cmdline" | "initrd" | "devices"> & { kernel: LoadedKernel },
   cpus: number,
 ): number {
   const { memory: mem, kernel } = b;
   mem.write(GDT_ADDR, gdtBytes(bootGdt()));
   mem.bytes(IDT_ADDR, 8).fill(0);
+  // Both: a kernel without ACPI (ours) reads the MP table, one with it the MADT.
   writeMptable(mem, cpus);
+  const rsdpAddr = writeAcpiTables(mem, { cpus, devices: b.devices.acpiDevices() });
   const cmd = loadCmdline(mem, kernel, b.cmdline);
   const e820 = e820Map(mem);
   if (kernel.mode === "pvh") {
@@ -102,6 +105,7 @@ function writeBootStructures(
       initrdAddr: b.initrd?.addr,
       initrdSize: b.initrd?.size,
       e820,
+      rsdpAddr,
     });
   }
   return writeZeroPage(mem, {
@@ -111,6 +115,7 @@ function writeBootStructures(
     initrdAddr: b.initrd?.addr,
     initrdSize: b.initrd?.size,
     e820,
+    rsdpAddr,
   });
 }
 

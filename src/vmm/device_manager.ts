@@ -42,9 +42,11 @@ import { formatMac, openTap, parseMac, randomMac } from "./tap.ts";
 import { newSerialState } from "../devices/serial.ts";
 import { newI8042State } from "../devices/i8042.ts";
 import { MAILBOX_BYTES } from "./hosted_device.ts";
+import { ACPI_PM } from "../devices/acpi_pm.ts";
+import type { AcpiMmioDevice } from "../arch/x86_64/acpi.ts";
 
 /** The legacy devices every VM has. */
-export type LegacyKind = "serial" | "i8042" | "post" | "exit-port" | "boot-timer";
+export type LegacyKind = "serial" | "i8042" | "post" | "exit-port" | "boot-timer" | "acpi-pm";
 
 /** What a virtio device is backed by, as the I/O loop rebuilds it. */
 export type VirtioBackendSpec =
@@ -172,7 +174,7 @@ export class DeviceManager {
   private stopFd = -1;
   private released = false;
 
-  /** COM1, the i8042, the POST port, the exit and boot-timer ports. */
+  /** COM1, the i8042, the POST port, the exit and boot-timer ports, the ACPI registers. */
   addLegacy(): void {
     this.specs.push(
       {
@@ -201,6 +203,8 @@ export class DeviceManager {
         size: 1,
         state: new SharedArrayBuffer(8),
       },
+      // Stateless: power-off and reset act at once.
+      { kind: "acpi-pm", bus: "pio", base: L.ACPI_SLEEP_CONTROL_PORT, size: ACPI_PM.SIZE },
     );
   }
 
@@ -367,6 +371,11 @@ export class DeviceManager {
     };
     this.specs.push(spec);
     return spec;
+  }
+
+  /** Each virtio device's window and line, as the DSDT describes them. */
+  acpiDevices(): AcpiMmioDevice[] {
+    return this.virtio.map((d) => ({ base: d.base, size: d.size, irq: d.irq }));
   }
 
   /**

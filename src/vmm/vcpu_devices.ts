@@ -11,6 +11,8 @@ import { dataPath, PinnedBuffer } from "../../ffi/libc.ts";
 import { Bus, type BusDevice } from "../devices/bus.ts";
 import { BootTimerPort, ExitPort, type GuestCtlHandler } from "../devices/guest_ctl.ts";
 import { I8042 } from "../devices/i8042.ts";
+import { AcpiPm } from "../devices/acpi_pm.ts";
+import { ACPI_RESET_VALUE } from "../arch/x86_64/layout.ts";
 import { DeviceLock, Serialized } from "../devices/lock.ts";
 import { Serial, type Trigger, type Writer } from "../devices/serial.ts";
 import { VirtioMmio } from "../devices/virtio/mmio.ts";
@@ -25,8 +27,10 @@ export interface VcpuDeviceContext {
   memory: GuestMemory;
   /** Where the UART's output goes from this thread. */
   console: Writer;
-  /** The guest asked for a reset (the i8042's reset line). */
+  /** The guest asked for a reset (the i8042's reset line, ACPI's reset register). */
   reset(): void;
+  /** The guest powered off (ACPI's soft-off). */
+  powerOff(): void;
   /** Exit port and boot timer. */
   ctl: GuestCtlHandler;
   /** True once the VM is stopping (a hosted device's wait gives up). */
@@ -75,6 +79,11 @@ export const DEVICE_KINDS: Record<DeviceSpec["kind"], Kind> = {
     locked: true,
   },
   post: { build: () => silent, locked: false },
+  "acpi-pm": {
+    build: (_d, ctx) =>
+      new AcpiPm({ powerOff: () => ctx.powerOff(), reset: () => ctx.reset() }, ACPI_RESET_VALUE),
+    locked: false,
+  },
   "exit-port": { build: (_d, ctx) => new ExitPort(ctx.ctl), locked: false },
   // One latch, set with a compare-and-swap: the first vCPU to write it wins.
   "boot-timer": {

@@ -100,6 +100,7 @@ function start(m: VcpuStart): void {
     memory,
     console: out,
     reset: () => loop!.stopWith(vmExit("reset", "Guest reset", m.id)),
+    powerOff: () => loop!.stopWith(vmExit("power-off", "Guest powered off", m.id)),
     ctl: {
       exit: (status: number) => loop!.stopWith(guestExit(status, m.id)),
       ready: () => post({ type: "ready", at: performance.timeOrigin + performance.now() }),

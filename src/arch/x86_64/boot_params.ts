@@ -28,6 +28,8 @@ export interface ZeroPageConfig {
   initrdAddr?: number;
   initrdSize?: number;
   e820: E820Entry[];
+  /** The ACPI root pointer, if the VM has ACPI tables (boot protocol 2.14's field). */
+  rsdpAddr?: number;
 }
 
 /**
@@ -65,6 +67,7 @@ export function writeZeroPage(mem: GuestMemory, cfg: ZeroPageConfig): number {
     dv.setUint32(SETUP.ramdisk_image, cfg.initrdAddr, true);
     dv.setUint32(SETUP.ramdisk_size, cfg.initrdSize, true);
   }
+  if (cfg.rsdpAddr) dv.setBigUint64(BOOT_PARAMS.acpi_rsdp_addr, BigInt(cfg.rsdpAddr), true);
   dv.setUint8(BOOT_PARAMS.e820_entries, cfg.e820.length);
   cfg.e820.forEach((e, i) => {
     const off = BOOT_PARAMS.e820_table + i * E820_ENTRY_SIZE;

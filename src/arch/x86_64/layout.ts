@@ -35,6 +35,15 @@ export const CMDLINE_MAX = 0x10000;
 export const EBDA_START = 0x9fc00;
 /** MP floating pointer and configuration table. */
 export const MPTABLE_ADDR = EBDA_START;
+/**
+ * ACPI's root pointer, in the BIOS area Linux scans (0xe0000-0xfffff) when
+ * the boot protocol does not pass it; the e820 map reserves it.
+ */
+export const ACPI_RSDP_ADDR = 0xe0000;
+/** The ACPI tables (XSDT, FADT, MADT, DSDT), after the root pointer. */
+export const ACPI_TABLES_ADDR = 0xe0040;
+/** End of the room for ACPI tables (the BIOS area's end). */
+export const ACPI_TABLES_END = 0x100000;
 /** Start of the high memory where a bzImage's protected-mode code loads. */
 export const HIMEM_START = 0x100000;
 /** Identity-mapped span at boot. */
@@ -71,6 +80,19 @@ export const POST_PORT = 0x80;
 export const EXIT_PORT = 0xf4;
 /** Guest-ready marker volt-init writes once (the boot timer). */
 export const BOOT_TIMER_PORT = 0xf8;
+
+/**
+ * The hardware-reduced ACPI registers (FADT): the sleep control register
+ * (a write of SLP_TYP 5 with SLP_EN powers off), the sleep status
+ * register, and the reset register, on three ports nothing else uses.
+ */
+export const ACPI_SLEEP_CONTROL_PORT = 0x600;
+/** ACPI sleep status register. */
+export const ACPI_SLEEP_STATUS_PORT = 0x601;
+/** ACPI reset register; {@linkcode ACPI_RESET_VALUE} written there resets the VM. */
+export const ACPI_RESET_PORT = 0x602;
+/** What the FADT tells the guest to write to the reset register. */
+export const ACPI_RESET_VALUE = 0x01;
 
 /**
  * First virtio-mmio window, in the MMIO gap (Firecracker's choice): one

@@ -21,6 +21,8 @@ export interface StartInfoConfig {
   initrdAddr?: number;
   initrdSize?: number;
   e820: E820Entry[];
+  /** The ACPI root pointer, if the VM has ACPI tables. */
+  rsdpAddr?: number;
 }
 
 /**
@@ -43,6 +45,7 @@ export function writeStartInfo(mem: GuestMemory, cfg: StartInfoConfig): number {
   for (let i = 0; i < HVM_START_INFO.size; i++) info.setUint8(i, 0);
   info.setUint32(HVM_START_INFO.magic, HVM_START_MAGIC, true);
   info.setUint32(HVM_START_INFO.version, 1, true);
+  if (cfg.rsdpAddr) info.setBigUint64(HVM_START_INFO.rsdp_paddr, BigInt(cfg.rsdpAddr), true);
   info.setBigUint64(HVM_START_INFO.cmdline_paddr, BigInt(cfg.cmdlineAddr), true);
   info.setBigUint64(HVM_START_INFO.memmap_paddr, BigInt(PVH_MEMMAP_ADDR), true);
   info.setUint32(HVM_START_INFO.memmap_entries, cfg.e820.length, true);
