@@ -507,6 +507,7 @@ static void end_processes(void)
 static void power_off_cleanly(void)
 {
 	dprintf(2, "volt-init: %spowering off\n", stop_signal == SIGINT ? "Ctrl-Alt-Del: " : "");
+	tcdrain(2);
 	end_processes();
 	stop_vm(0);
 }
@@ -515,6 +516,7 @@ static void power_off_cleanly(void)
 static void reboot_cleanly(void)
 {
 	dprintf(2, "volt-init: rebooting\n");
+	tcdrain(2);
 	end_processes();
 	tcdrain(1);
 	tcdrain(2);
