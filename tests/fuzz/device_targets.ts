@@ -159,8 +159,8 @@ const kbcOp: fc.Arbitrary<KbcOp> = fc.record({
 });
 
 /**
- * The controller as Linux's i8042 driver sees it: status always has SYS,
- * OBF exactly while a byte waits (a data read takes it), CMD while a
+ * The controller as Linux's i8042 driver sees it: status always has SYS
+ * and the keylock bit (not inhibited), OBF exactly while a byte waits (a data read takes it), CMD while a
  * command waits for its data byte; the command byte reads back as written;
  * the probes' answers; and a reset exactly on 0xfe or an output-port write
  * with bit 0 low.
@@ -186,7 +186,7 @@ function checkI8042(ops: KbcOp[]): void {
         want = m.out >= 0 ? m.out : 0;
         m.out = -1;
       } else if (o.offset === I8042_CMD_OFFSET) {
-        want = 0x04 | (m.out >= 0 ? 0x01 : 0) | (m.pending >= 0 ? 0x08 : 0);
+        want = 0x04 | 0x10 | (m.out >= 0 ? 0x01 : 0) | (m.pending >= 0 ? 0x08 : 0);
       }
       assert.equal(data[0], want, `${at}: read 0x${data[0].toString(16)}`);
       assert.ok(data.subarray(1).every((b) => b === 0), at);
