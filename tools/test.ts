@@ -235,14 +235,29 @@ async function denoNested(
       // Deno reports a test running past a minute, and no test may take
       // more than five: this long without a line, the helper VM is wedged.
       stallMs: { command: NESTED_TEST_STALL_MS },
+    }).catch((e) => {
+      if (!(e instanceof VoltError)) throw e;
+      // The helper VM itself went away mid-run (its kernel rebooted or QEMU
+      // quit; seen 2026-12-02 and 2026-12-03): what the helper's console said
+      // last is the only trace of why.
+      console.error(`volt test: ${e.message}; its console's last lines:`);
+      console.error(out.split("\n").slice(-15).join("\n"));
+      return HELPER_LOST;
     });
     return [rc, out];
   };
   const first = await once();
-  if (first[0] !== STALL_STATUS) return await retryTripleFaults(first, serial, once);
+  if (first[0] !== STALL_STATUS && first[0] !== HELPER_LOST) {
+    return await retryTripleFaults(first, serial, once);
+  }
   // Seen twice on 2026-12-01: the helper VM's two emulated CPUs stayed busy
-  // and no test went on, in runs that otherwise pass. One more try.
-  console.error("volt test: the helper VM stalled; running its part once more");
+  // and no test went on, in runs that otherwise pass; and the helper VM
+  // itself dying. One more try, which counts instead.
+  console.error(
+    `volt test: the helper VM ${
+      first[0] === STALL_STATUS ? "stalled" : "was lost"
+    }; running its part once more`,
+  );
   return await retryTripleFaults(await once(), serial, once);
 }
 
@@ -353,6 +368,9 @@ export function retryArgs(args: string[], tests: FailedTest[]): string[] {
   const files = [...new Set(tests.map((t) => t.file))];
   return [...own, "--filter", `/^(?:${tests.map((t) => escape(t.name)).join("|")})$/`, ...files];
 }
+
+/** The helper-VM part's status when the helper VM went away without reporting one. */
+const HELPER_LOST = 123;
 
 /** How long the tests in the helper VM may go without printing a line. */
 export const NESTED_TEST_STALL_MS = 6 * 60_000;
