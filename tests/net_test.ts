@@ -315,7 +315,7 @@ Deno.test("virtio-net (in-process): the TAP gets the offloads the driver took, n
   }
 });
 
-Deno.test("virtio-net (in-process): 50,000 frames each way leave the heap where it was", () => {
+Deno.test("virtio-net (in-process): 158,000 frames out and 19,750 in leave the heap where it was", () => {
   const [dev, host] = framePair();
   const mem = GuestMemory.allocate(MEMORY);
   try {
@@ -346,12 +346,17 @@ Deno.test("virtio-net (in-process): 50,000 frames each way leave the heap where 
       }
     };
     round(1000);
-    const before = Deno.memoryUsage().heapUsed;
-    round(6250);
-    const grown = Deno.memoryUsage().heapUsed - before;
-    assert.equal(net.stats.txFrames, 7250 * 8);
-    assert.equal(net.stats.rxFrames, 7250);
-    assert.ok(grown < 4 << 20, `heap grew ${grown} bytes`);
+    // Garbage that a scavenge has not taken yet shows up in one round or another
+    // (more under CI's parallel load); what the data path keeps, in every round.
+    const grew: number[] = [];
+    for (let r = 0; r < 3; r++) {
+      const before = Deno.memoryUsage().heapUsed;
+      round(6250);
+      grew.push(Deno.memoryUsage().heapUsed - before);
+    }
+    assert.equal(net.stats.txFrames, 19750 * 8);
+    assert.equal(net.stats.rxFrames, 19750);
+    assert.ok(Math.min(...grew) < 4 << 20, `heap grew ${grew.join(", ")} bytes`);
   } finally {
     mem.release();
     libc().close(dev);
