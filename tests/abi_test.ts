@@ -9,6 +9,7 @@ import * as fcntl from "../ffi/fcntl.ts";
 import * as libc from "../ffi/libc.ts";
 import * as prctl from "../ffi/prctl.ts";
 import * as resource from "../ffi/resource.ts";
+import * as socket from "../ffi/socket.ts";
 import { ccAvailable, tmpDir } from "./helpers.ts";
 
 const tables: Record<string, Record<string, number>> = {
@@ -40,10 +41,27 @@ const tables: Record<string, Record<string, number>> = {
     CLOSE_RANGE_CLOEXEC: resource.CLOSE_RANGE_CLOEXEC,
   },
   RLIMIT_STRUCT: resource.RLIMIT_STRUCT,
+  SOCKET: {
+    SOL_SOCKET: socket.SOL_SOCKET,
+    SCM_RIGHTS: socket.SCM_RIGHTS,
+    MSG_CTRUNC: socket.MSG_CTRUNC,
+    MSG_DONTWAIT: socket.MSG_DONTWAIT,
+    MSG_NOSIGNAL: socket.MSG_NOSIGNAL,
+    MSG_CMSG_CLOEXEC: socket.MSG_CMSG_CLOEXEC,
+    POLLIN: socket.POLLIN,
+    POLLERR: socket.POLLERR,
+    POLLHUP: socket.POLLHUP,
+    POLLNVAL: socket.POLLNVAL,
+  },
+  IOVEC: socket.IOVEC,
+  MSGHDR: socket.MSGHDR,
+  CMSGHDR: socket.CMSGHDR,
+  POLLFD: socket.POLLFD,
 };
 const scalars: Record<string, number> = {
   BOOT_PARAMS_SIZE: bp.BOOT_PARAMS_SIZE,
   E820_ENTRY_SIZE: bp.E820_ENTRY_SIZE,
+  CMSG_SPACE_12: socket.cmsgSpace(12),
 };
 
 Deno.test({

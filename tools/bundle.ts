@@ -8,6 +8,8 @@
  */
 
 import { parseArgs } from "node:util";
+import { dirname } from "node:path";
+import { GUEST_FILES } from "../src/guest/guest_sources.ts";
 
 const root = new URL("..", import.meta.url).pathname;
 const { values } = parseArgs({ options: { out: { type: "string" } } });
@@ -19,6 +21,11 @@ const out = new Deno.Command(Deno.execPath(), {
   stderr: "inherit",
 }).outputSync();
 if (!out.success) Deno.exit(out.code);
+// The guest's sources travel beside the bundle: the default guest is built from them.
+for (const f of GUEST_FILES) {
+  Deno.mkdirSync(dirname(`${dist}/guest/${f}`), { recursive: true });
+  Deno.copyFileSync(`${root}guest/${f}`, `${dist}/guest/${f}`);
+}
 
 // These flags are the outer step's, which builds or fetches the guest: the
 // guest files are named on the command line, so reads stay broad, and

@@ -11,6 +11,7 @@ import { main } from "./main.ts";
 import { setVcpuWorkerUrl } from "../vmm/machine.ts";
 import { installVcpuThread } from "../vmm/vcpu_thread.ts";
 import { markStandalone } from "../sandbox/monitor.ts";
+import { setGuestSourcesUrl } from "../guest/guest_sources.ts";
 
 // deno-lint-ignore no-explicit-any
 const inWorker = typeof (globalThis as any).WorkerGlobalScope !== "undefined" &&
@@ -21,6 +22,7 @@ if (inWorker) {
   installVcpuThread();
 } else {
   setVcpuWorkerUrl(new URL(import.meta.url));
+  setGuestSourcesUrl(new URL("./guest/", import.meta.url));
   markStandalone();
   Deno.exit(await main(Deno.args));
 }

@@ -12,6 +12,7 @@ import { COMMAND_USAGE, HELP } from "./usage.ts";
 import { cpuidCommand } from "./cpuid_cmd.ts";
 import { guestCommand, initramfsCommand, kernelCommand } from "./guest_cmd.ts";
 import { runCommand } from "./run_cmd.ts";
+import { poolCommand } from "./pool_cmd.ts";
 import { execCommand } from "./exec_cmd.ts";
 import { formatPolicy, MONITOR_POLICY, VCPU_POLICY } from "../sandbox/seccomp.ts";
 
@@ -36,6 +37,8 @@ export async function main(args: string[]): Promise<number> {
     switch (cmd) {
       case "run":
         return await runCommand(rest);
+      case "pool":
+        return await poolCommand(rest);
       case "exec": {
         const status = await execCommand(rest);
         // stdin may still be read for the command: the process ends here.

@@ -30,6 +30,12 @@ export interface MonitorPlan {
   restore?: { memFd: number; paused: boolean };
   /** `--snapshot-dir`: the one directory the jailed monitor may write snapshots to. */
   snapshotDir?: string;
+  /**
+   * A monitor of a warm pool (`volt pool`): it builds its VM, reports ready
+   * on stdout (a pipe to the pool), and starts the VM for the first client
+   * that connects to `listenFd`.
+   */
+  pool?: { listenFd: number };
   /** The API socket (`--api-sock`), listening, and what the monitor serves on it. */
   api?: {
     fd: number;

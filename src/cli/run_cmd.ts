@@ -68,6 +68,17 @@ import { UnixHttpServer } from "../control/http.ts";
 import { listenUnix } from "../vmm/vsock_listen.ts";
 import { MetricsLog, openMetricsLog } from "../vmm/metrics_log.ts";
 import type { DiskConfig } from "../vmm/device_manager.ts";
+import {
+  acceptStart,
+  adoptClientFds,
+  clientGone,
+  type PoolClient,
+  type PoolResult,
+  readLine,
+  requestStart,
+  sendLine,
+} from "../control/pool.ts";
+import { FIRST_RUN_PHASE } from "../vmm/trace.ts";
 
 const OPTIONS = {
   kernel: { type: "string" },
@@ -102,6 +113,10 @@ const OPTIONS = {
   "vsock-uds": { type: "string" },
   "net-tap": { type: "string", multiple: true },
   "snapshot-dir": { type: "string" },
+  // A VM of the warm pool at PATH (`volt pool`): the pool's flags describe it.
+  pool: { type: "string" },
+  // Internal: a monitor of `volt pool`, whose stdin is the pool's listening socket.
+  "pool-member": { type: "boolean" },
   // Internal: the KVM descriptor the outer step opened for the jailed monitor.
   "kvm-fd": { type: "string" },
   // Internal: the whole configuration, as one document, for the jailed monitor.
@@ -171,6 +186,8 @@ export async function runCommand(args: string[]): Promise<number> {
     }
     return await boot(plan.config, decodeJailState(state), plan.sandbox, plan);
   }
+  if (v.pool !== undefined) return poolClientRun(v);
+  if (v["pool-member"]) checkPoolMember(v);
   if (v["api-sock"] !== undefined && v["no-api"]) {
     throw new VoltError("--api-sock conflicts with --no-api", "usage");
   }
@@ -225,6 +242,7 @@ export async function runCommand(args: string[]): Promise<number> {
     metricsJson: v["metrics-json"],
     ...(file?.metricsPath ? { metricsLog: { path: file.metricsPath } } : {}),
     ...snapshotDir(v),
+    ...(v["pool-member"] ? { pool: { listenFd: 0 } } : {}),
   };
   if (state === undefined) {
     const api = v["api-sock"] === undefined ? undefined : apiSocket(v, file!.document);
@@ -310,6 +328,81 @@ async function apiRun(v: Values): Promise<number> {
   await server.serve();
   if (!enter) throw new VoltError("The API server stopped before InstanceStart", "internal");
   return enter();
+}
+
+/**
+ * `volt run --pool PATH`: asks the pool for a VM, hands it this process's
+ * stdin, stdout and stderr, and exits with the VM's code.
+ */
+function poolClientRun(v: Values): number {
+  const own = Object.keys(v).filter((k) => k !== "pool" && k !== "log-level");
+  if (own.length) {
+    throw new VoltError(
+      `--${own[0]} conflicts with --pool: the pool's flags describe its VMs`,
+      "usage",
+    );
+  }
+  configureLogging(parseLevel(v["log-level"]));
+  const conn = requestStart(resolve(v.pool!));
+  try {
+    const first = readLine(conn, POOL_ANSWER_TIMEOUT_MS);
+    if (first === undefined) {
+      throw new VoltError("The pool closed the connection without an answer", "internal");
+    }
+    const answer = JSON.parse(first) as { accepted?: boolean; pid?: number; error?: string };
+    if (!answer.accepted) throw new VoltError(`The pool refused: ${answer.error}`, "input");
+    logger("pool").debug("Started by the pool's monitor {pid}", { pid: answer.pid });
+    const last = readLine(conn);
+    if (last === undefined) {
+      throw new VoltError(
+        `The pool's monitor ${answer.pid} ended without a status (killed?)`,
+        "internal",
+      );
+    }
+    return (JSON.parse(last) as PoolResult).exit_code;
+  } finally {
+    libc().close(conn);
+  }
+}
+
+/** How long a client waits for a ready monitor to take it. */
+const POOL_ANSWER_TIMEOUT_MS = 30_000;
+
+/** What a monitor of the pool cannot have: each would need its own (a TAP, a socket) or share a write. */
+function checkPoolMember(v: Values): void {
+  const own = (["net", "vsock", "api-sock", "config-file", "restore"] as const).find((k) =>
+    v[k] !== undefined
+  );
+  if (own) {
+    throw new VoltError(
+      `volt pool: --${own} would be shared by every VM of the pool; give each VM its own with volt run`,
+      "usage",
+    );
+  }
+  const rw = [...(v.disk ?? []), ...(v.rootfs === undefined ? [] : [v.rootfs])].find((d) =>
+    parseDisk(d).readOnly === false
+  );
+  if (rw !== undefined) {
+    throw new VoltError(
+      `volt pool: every VM of the pool would write disk ${rw}; the pool's disks are read-only`,
+      "usage",
+    );
+  }
+  if (!isSocket(0)) {
+    throw new VoltError(
+      "--pool-member is internal to volt pool (stdin is not its socket)",
+      "usage",
+    );
+  }
+}
+
+/** Whether descriptor `fd` is a socket. */
+function isSocket(fd: number): boolean {
+  try {
+    return Deno.statSync(`/proc/self/fd/${fd}`).isSocket === true;
+  } catch {
+    return false;
+  }
 }
 
 /** `--snapshot-dir`, resolved, as the plan carries it. */
@@ -710,13 +803,27 @@ function openForJail(
     });
 }
 
+/**
+ * A pool's monitor, its VM built: reports ready to the pool (a line on
+ * stdout, a pipe), waits for a client, answers it and takes its stdin,
+ * stdout and stderr. Undefined when the pool has gone.
+ */
+function waitForPoolClient(listenFd: number): PoolClient | undefined {
+  Deno.stdout.writeSync(new TextEncoder().encode("ready\n"));
+  const got = acceptStart(listenFd, 1);
+  if (got === "parent-gone") return undefined;
+  sendLine(got.conn, { accepted: true, pid: libc().getpid() });
+  adoptClientFds(got.fds);
+  return got;
+}
+
 async function boot(
   config: VmConfig,
   state: JailState,
   sandbox: SandboxOptions,
-  { api, metricsLog, restore, snapshotDir }: Pick<
+  { api, metricsLog, restore, snapshotDir, pool }: Pick<
     MonitorPlan,
-    "api" | "metricsLog" | "restore" | "snapshotDir"
+    "api" | "metricsLog" | "restore" | "snapshotDir" | "pool"
   > = {},
 ): Promise<number> {
   const log = logger("vmm");
@@ -774,13 +881,24 @@ async function boot(
     const server = api && routes && new UnixHttpServer(api.fd, (req) => routes.handle(req));
     let seccomp: SandboxFacts["seccomp"] = "off";
     let vcpuFilter: VcpuFilter | undefined;
-    if (sandbox.seccomp) {
+    const withDefault = (p: Policy): Policy =>
+      sandbox.seccompLog ? { ...p, defaultAction: "log" } : p;
+    const policy = withDefault(MONITOR_POLICY);
+    // Built ahead: a pool's monitor only installs it once a client came.
+    const filter = sandbox.seccomp ? buildFilter(policy) : undefined;
+    let client: PoolClient | undefined;
+    if (pool) {
+      const got = waitForPoolClient(pool.listenFd);
+      if (got === undefined) return EXIT_CODE.ok;
+      client = got;
+      machine.trace.mark("pool client accepted", got.acceptedAt - performance.timeOrigin);
+    }
+    // Before the filter, which allows its epoll_wait and recv but not epoll_create1.
+    const gone = client && clientGone(client.conn);
+    if (filter) {
       // Every vCPU thread exists: from here on, a syscall outside the
       // allow-list kills the whole process (TSYNC).
-      const withDefault = (p: Policy): Policy =>
-        sandbox.seccompLog ? { ...p, defaultAction: "log" } : p;
-      const policy = withDefault(MONITOR_POLICY);
-      installFilter(buildFilter(policy), { log: sandbox.seccompLog });
+      installFilter(filter, { log: sandbox.seccompLog });
       if (seccompMode() !== SECCOMP_MODE_FILTER) {
         throw new VoltError("The seccomp filter is not in force after installing it", "internal");
       }
@@ -805,6 +923,11 @@ async function boot(
       line: sandboxSummary({ seccomp, state, revoked: true, dumpable: dumpable() }),
     });
     machine.start({ vcpuFilter, paused: restore?.paused });
+    gone?.then(() =>
+      machine.stop(
+        vmExit("host-signal", "The pool's client went away", undefined, EXIT_CODE.sighup),
+      )
+    );
     const serving = server?.serve();
     const exit = await machine.wait();
     // Taken as it stops, while guest RAM (the queues' indices) is still mapped.
@@ -837,6 +960,16 @@ async function boot(
       });
     }
     // A guest status volt does not pass through gets its line: the code alone would hide it.
+    if (client) {
+      const first = machine.trace.marks.find((m) => m.phase === FIRST_RUN_PHASE);
+      const result: PoolResult = {
+        exit_code: exit.code,
+        message: exit.message,
+        accepted_at: client.acceptedAt,
+        ...(first ? { first_run_at: state.origin + first.ms } : {}),
+      };
+      sendLine(client.conn, result);
+    }
     const clean = exit.code === 0 ||
       (exit.cause === "guest-exit" && exit.code !== EXIT_CODE.guestStatus);
     if (clean) log.info("{message}", { message: exit.message });

@@ -19,6 +19,11 @@ Usage:
                                      client describes
   volt run --restore FILE --mem-file FILE
                                      restore a snapshot (PUT /snapshot/create)
+  volt pool --socket PATH [--size N] [run options]
+                                     keep N monitors ready, each with its VM
+                                     built (warm start)
+  volt run --pool PATH               start one of the pool's VMs on this
+                                     terminal, at once
   volt exec --vsock PATH [-t] [--] CMD [ARGS...]
                                      run a command in a running guest (its
                                      --vsock socket): stdout, stderr, stdin
@@ -94,6 +99,8 @@ export const RUN_OPTIONS = `Run options:
   --paused             keep the restored VM paused (resume with PATCH /vm)
   --vsock-uds PATH     the restored vsock device's socket (two clones need two)
   --net-tap ID=TAP     the restored interface ID's TAP (repeatable)
+  --pool PATH          take a VM of the pool at PATH (volt pool): its flags
+                       describe the VM, so the flags above are refused
   --log-level L        trace | debug | info | warning | error | fatal | off
                        (default warning)
   --native             boot on this host: ./volt run otherwise boots in the
@@ -134,6 +141,20 @@ command's exit status as volt's (127: no such command; 66: no VM there).
 
   --vsock PATH   the socket the VM was started with (--vsock cid=N,uds=PATH)
   -t, --tty      run the command on a terminal (a pty in the guest)
+`,
+  pool: `Usage: volt pool --socket PATH [--size N] [run options]
+
+Keeps N (default 2, at most 32) jailed monitors ready on the unix socket
+PATH, each with its VM built from the run options (memory, devices, kernel,
+vCPUs and their threads) and waiting. volt run --pool PATH takes one: its VM
+starts at once, on that process's terminal (stdin, stdout and stderr), and
+volt run exits with the VM's status. A new monitor replaces each one taken.
+The first monitor that fails to start ends the pool with its error. Options
+each VM would need its own of (--net, --vsock, --api-sock, a rw disk) are
+refused. SIGINT or SIGTERM stops the pool; VMs already taken go on.
+
+  --socket PATH   where clients connect (a stale socket there is replaced)
+  --size N        monitors kept ready
 `,
   guest: `Usage: volt guest build
 

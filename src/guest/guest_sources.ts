@@ -24,10 +24,25 @@ export const KERNEL_PATCHES: readonly string[] = GUEST_FILES.filter((f) =>
   f.startsWith("kernel/patches/") && f.endsWith(".patch")
 ).map((f) => f.slice("kernel/patches/".length)).sort();
 
-/** The `guest/` directory beside this module, as a URL. */
-const GUEST_URL = new URL("../../guest/", import.meta.url);
+/** The `guest/` directory beside this module, as a URL; a bundle puts it beside itself. */
+let guestUrl = new URL("../../guest/", import.meta.url);
 
 let resolved: string | undefined;
+
+/**
+ * Where the guest sources are, for a program that carries them elsewhere
+ * (the single-file bundle keeps them in `guest/` beside itself).
+ *
+ * @example
+ * ```ts ignore
+ * import { setGuestSourcesUrl } from "./guest_sources.ts";
+ * setGuestSourcesUrl(new URL("./guest/", import.meta.url));
+ * ```
+ */
+export function setGuestSourcesUrl(url: URL): void {
+  guestUrl = url;
+  resolved = undefined;
+}
 
 /**
  * The guest sources' directory: the checkout's, or a cached copy of the
@@ -40,7 +55,7 @@ let resolved: string | undefined;
  * ```
  */
 export async function guestDir(): Promise<string> {
-  resolved ??= await guestDirFrom(GUEST_URL);
+  resolved ??= await guestDirFrom(guestUrl);
   return resolved;
 }
 

@@ -1,0 +1,233 @@
+/**
+ * Warm start against cold starts, side by side, rounds alternating:
+ *
+ * - QEMU microvm, cold: spawn → first KVM_RUN (its `kvm_vcpu_ioctl` trace);
+ * - Volt, cold: `volt run` (the bundle, every sandbox layer) spawn → first
+ *   KVM_RUN (its trace);
+ * - Volt, warm (`volt pool`): the client's start request → the first
+ *   KVM_RUN of the pool monitor that took it, and accept → first KVM_RUN;
+ * - the library, warm: `Machine.start()` on a VM `Machine.create` made
+ *   ahead in this process → its first KVM_RUN.
+ *
+ * Same kernel, initramfs, memory and vCPUs for all. Only the monitors' own
+ * work is timed, so it runs here on every host with /dev/kvm (PVM included);
+ * without /dev/kvm, in the helper VM. Issue 15's warm-start goal: at most a
+ * quarter of QEMU's cold start.
+ *
+ * Usage: deno task bench:pool [--runs N]
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { ensureDefaultGuest } from "../src/guest/default_guest.ts";
+import { hostKind, hostKindLabel } from "../src/vmm/host.ts";
+import { runNested } from "../tools/nested/run.ts";
+import { Machine } from "../src/vmm/machine.ts";
+import { FIRST_RUN_PHASE } from "../src/vmm/trace.ts";
+import { libc, O_RDWR, openInheritable } from "../ffi/libc.ts";
+import { SHUT_WR } from "../ffi/socket.ts";
+import { type PoolResult, readLine, requestStart, wallClockMs } from "../src/control/pool.ts";
+import { firstKvmRunEpoch, QEMU, qemuArgs, qemuCpu } from "./boot/qemu.ts";
+import { guestCmdline } from "./boot/plan.ts";
+import { runUntil } from "./boot/process.ts";
+import { publish, summarize } from "./boot/stats.ts";
+import { parseRuns } from "./boot/userspace.ts";
+
+const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
+const VOLT = `${ROOT}/dist/volt`;
+const say = (s: string) => console.error(`bench:pool: ${s}`);
+const { values } = parseArgs({
+  args: Deno.args,
+  options: { runs: { type: "string", default: "10" }, nested: { type: "boolean" } },
+  strict: true,
+});
+const runs = parseRuns("bench:pool", values.runs);
+const kind = hostKind();
+if (kind === "none" && !values.nested) {
+  say("no /dev/kvm here: running in the nested-KVM helper VM");
+  Deno.exit(
+    await runNested(
+      [Deno.execPath(), "run", "-A", `${ROOT}/bench/pool.ts`, "--nested", ...Deno.args],
+      { cwd: ROOT, memory: "2G", cpus: 2, timeoutMs: 3600_000 },
+    ),
+  );
+}
+const where = values.nested
+  ? "inside the nested-KVM helper VM (QEMU TCG)"
+  : `natively (${hostKindLabel(kind)})`;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+const bundle = new Deno.Command(Deno.execPath(), {
+  args: ["run", "-A", `${ROOT}/tools/bundle.ts`],
+  stdout: "null",
+}).outputSync();
+if (!bundle.success) throw new Error("tools/bundle.ts failed");
+const guest = await ensureDefaultGuest(say);
+const vmFlags = ["--kernel", guest.kernel, "--initrd", guest.initrd, "--memory", "128M"];
+const dir = Deno.makeTempDirSync({ prefix: "volt-bench-pool-" });
+
+async function qemuCold(): Promise<number | undefined> {
+  const args = qemuArgs({
+    kernel: guest.kernel,
+    initrd: guest.initrd,
+    memoryMiB: 128,
+    cpus: 1,
+    cmdline: guestCmdline(kind),
+    cpu: qemuCpu(kind),
+    traceVcpuIoctls: true,
+  });
+  const r = await runUntil(QEMU, args, "", {
+    timeoutMs: 60_000,
+    killAtMarker: true,
+    stderrMarker: "type 0xae80",
+  });
+  const first = firstKvmRunEpoch(r.stderr);
+  return first === undefined ? undefined : first - r.spawnEpoch;
+}
+
+async function voltCold(): Promise<number | undefined> {
+  const file = `${dir}/metrics.json`;
+  const r = await runUntil(
+    VOLT,
+    ["run", "--native", ...vmFlags, "--log-level", "trace", "--metrics-json", file],
+    "",
+    {
+      timeoutMs: 60_000,
+      killAtMarker: true,
+      stopSignal: "SIGTERM",
+      stderrMarker: ` ms ${FIRST_RUN_PHASE}`,
+    },
+  );
+  const text = Deno.readTextFileSync(file);
+  if (!text) return undefined;
+  const m = JSON.parse(text) as { origin: number; vmmInitMs?: number };
+  return m.vmmInitMs === undefined ? undefined : m.origin + m.vmmInitMs - r.spawnEpoch;
+}
+
+/** One start from the pool; the VM is stopped (the client shuts its end) once it ran. */
+async function voltWarm(sock: string): Promise<{ request: number; accept: number } | undefined> {
+  const nul = openInheritable("/dev/null", O_RDWR);
+  try {
+    const sent = wallClockMs();
+    const conn = requestStart(sock, [nul, nul, nul]);
+    try {
+      const first = JSON.parse(readLine(conn, 30_000) ?? "{}");
+      if (!first.accepted) throw new Error(`pool: ${JSON.stringify(first)}`);
+      await sleep(200);
+      libc().shutdown(conn, SHUT_WR);
+      const line = readLine(conn, 30_000);
+      const r = line === undefined ? undefined : JSON.parse(line) as PoolResult;
+      if (r?.first_run_at === undefined) return undefined;
+      return { request: r.first_run_at - sent, accept: r.first_run_at - r.accepted_at };
+    } finally {
+      libc().close(conn);
+    }
+  } finally {
+    libc().close(nul);
+  }
+}
+
+/** The library: a VM made ahead in this process, then started. */
+async function libraryWarm(): Promise<number | undefined> {
+  const vm = await Machine.create({
+    kernel: guest.kernel,
+    initrd: guest.initrd,
+    memory: "128M",
+    console: "message",
+  });
+  try {
+    const t = performance.now();
+    vm.start();
+    for (let i = 0; i < 500; i++) {
+      const m = vm.trace.marks.find((m) => m.phase === FIRST_RUN_PHASE);
+      if (m) return m.ms - t;
+      await sleep(2);
+    }
+    return undefined;
+  } finally {
+    vm.stop();
+    await vm.wait();
+    await vm.settled();
+    vm.cleanup();
+  }
+}
+
+const sock = `${dir}/pool.sock`;
+const pool = new Deno.Command(VOLT, {
+  args: ["pool", "--socket", sock, "--size", "2", ...vmFlags],
+  stdin: "null",
+  stdout: "null",
+  stderr: "piped",
+}).spawn();
+const poolLog: string[] = [];
+const poolReady = (async () => {
+  const dec = new TextDecoder();
+  let text = "";
+  for await (const chunk of pool.stderr) {
+    text += dec.decode(chunk);
+    if (text.includes("Pool ready")) return true;
+    poolLog.push(text);
+  }
+  return false;
+})();
+if (!(await Promise.race([poolReady, sleep(120_000).then(() => false)]))) {
+  pool.kill("SIGKILL");
+  throw new Error(`volt pool did not get ready: ${poolLog.join("").slice(-500)}`);
+}
+
+const v: Record<string, number[]> = { cold: [], warm: [], accept: [], library: [] };
+const q: Record<string, number[]> = { cold: [], warm: [], accept: [], library: [] };
+try {
+  for (let i = 1; i <= runs; i++) {
+    say(`round ${i}/${runs}`);
+    const order = i % 2 ? ["qemu", "volt"] : ["volt", "qemu"];
+    for (const who of order) {
+      if (who === "qemu") {
+        const c = await qemuCold();
+        if (c !== undefined) q.cold.push(c);
+        continue;
+      }
+      const c = await voltCold();
+      if (c !== undefined) v.cold.push(c);
+      // The pool refills while the cold runs go on.
+      const w = await voltWarm(sock);
+      if (w) v.warm.push(w.request), v.accept.push(w.accept);
+      const l = await libraryWarm();
+      if (l !== undefined) v.library.push(l);
+    }
+  }
+} finally {
+  pool.kill("SIGTERM");
+  await pool.status;
+}
+const qCold = summarize(q.cold).median;
+const warm = summarize(v.warm).median;
+const lines = [
+  `# Cold and warm start to the first KVM_RUN (ms, median of ${runs}; ${where}, ${
+    new Date().toISOString().slice(0, 10)
+  })`,
+  "",
+  "| figure | Volt | QEMU microvm cold | Volt / QEMU cold |",
+  "| --- | ---: | ---: | ---: |",
+  ...[
+    ["cold", "cold: spawn → first KVM_RUN"],
+    ["warm", "warm, `volt pool`: request → first KVM_RUN"],
+    ["accept", "warm, `volt pool`: accept → first KVM_RUN"],
+    ["library", "warm, library: `start()` → first KVM_RUN"],
+  ].map(([k, label]) => {
+    const x = summarize(v[k]).median;
+    return `| ${label} | ${x.toFixed(2)} | ${qCold.toFixed(1)} | ${(x / qCold).toFixed(3)} |`;
+  }),
+  "",
+  `Runs: Volt cold ${v.cold.length}, warm ${v.warm.length}, library ${v.library.length}; QEMU ${q.cold.length}.`,
+  `Goal (warm start at most a quarter of QEMU's cold start): ${
+    warm <= qCold / 4 ? "met" : "not met"
+  } (${(warm / qCold).toFixed(3)}). Cold start at most QEMU's: ${
+    summarize(v.cold).median <= qCold ? "met" : "not met"
+  }.`,
+  "",
+  `Command: \`deno task bench:pool --runs ${runs}\``,
+];
+publish("pool", lines);
+Deno.removeSync(dir, { recursive: true });
