@@ -1,40 +1,98 @@
 /**
- * Levelled logs to stderr (stdout belongs to the guest console), through
- * LogTape.
+ * Levelled logs to stderr (stdout belongs to the guest console). Our own,
+ * not a library's: every runtime Volt starts (the outer step, the jailed
+ * monitor, each vCPU worker) loads this module, and the logging package it
+ * replaced pulled in Deno's Node compatibility layer (`node:util`), which
+ * cost each one about 10 ms and several MiB.
  *
  * @module
  */
 
-import {
-  configureSync,
-  getLogger,
-  getLogLevels,
-  getTextFormatter,
-  type Logger,
-  type LogLevel,
-  resetSync,
-} from "@logtape/logtape";
+/** A log level, from `trace` to `fatal`, or `off`. */
+export type Level = "trace" | "debug" | "info" | "warning" | "error" | "fatal" | "off";
 
 /** Accepted `--log-level` values. */
-export const LOG_LEVELS: readonly string[] = [...getLogLevels(), "off"];
+export const LOG_LEVELS: readonly string[] = [
+  "trace",
+  "debug",
+  "info",
+  "warning",
+  "error",
+  "fatal",
+  "off",
+];
 
-/** A log level (LogTape's, from `trace` to `fatal`) or `off`. */
-export type Level = "trace" | "debug" | "info" | "warning" | "error" | "fatal" | "off";
-// Spelled out for the docs; a compile error here if LogTape's set changes.
-type SameLevels = [LogLevel | "off"] extends [Level] ? [Level] extends [LogLevel | "off"] ? true
-  : never
-  : never;
-const _sameLevels: SameLevels = true;
+const RANK: Record<Level, number> = {
+  trace: 0,
+  debug: 1,
+  info: 2,
+  warning: 3,
+  error: 4,
+  fatal: 5,
+  off: 6,
+};
+const TAG: Record<Exclude<Level, "off">, string> = {
+  trace: "TRC",
+  debug: "DBG",
+  info: "INF",
+  warning: "WRN",
+  error: "ERR",
+  fatal: "FTL",
+};
 
-// Strings unquoted: messages read as sentences, not as inspected values.
-const formatter = getTextFormatter({
-  timestamp: "none",
-  value: (v, inspect) => (typeof v === "string" ? v : inspect(v)),
-});
+/** Properties a message's `{name}` placeholders take their values from. */
+export type LogProperties = Record<string, unknown>;
+
+/** Logs of one category (`volt·vmm`, ...). */
+export interface Logger {
+  /** Logs at `trace`. */
+  trace(message: string, props?: LogProperties): void;
+  /** Logs at `debug`. */
+  debug(message: string, props?: LogProperties): void;
+  /** Logs at `info`. */
+  info(message: string, props?: LogProperties): void;
+  /** Logs at `warning`. */
+  warn(message: string, props?: LogProperties): void;
+  /** Logs at `warning`. */
+  warning(message: string, props?: LogProperties): void;
+  /** Logs at `error`. */
+  error(message: string, props?: LogProperties): void;
+  /** Logs at `fatal`. */
+  fatal(message: string, props?: LogProperties): void;
+}
+
+let lowest = RANK.warning;
 const encoder = new TextEncoder();
 
 /**
- * Routes the `volt` category to stderr at `level`.
+ * One log line: `[TAG] category: message`, each `{name}` replaced by
+ * `props[name]` (strings as they are, other values inspected; `{{` and
+ * `}}` are literal braces).
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { formatLine } from "./log.ts";
+ * assert.equal(formatLine("info", "vmm", "{n} vCPU, {s}", { n: 2, s: "ok" }), "[INF] volt·vmm: 2 vCPU, ok\n");
+ * ```
+ */
+export function formatLine(
+  level: Exclude<Level, "off">,
+  category: string,
+  message: string,
+  props: LogProperties = {},
+): string {
+  const text = message.replace(/\{\{|\}\}|\{([^{}]*)\}/g, (all, name: string | undefined) => {
+    if (all === "{{") return "{";
+    if (all === "}}") return "}";
+    const v = props[name!];
+    return typeof v === "string" ? v : Deno.inspect(v, { compact: true, colors: false });
+  });
+  return `[${TAG[level]}] ${["volt", ...(category ? [category] : [])].join("·")}: ${text}\n`;
+}
+
+/**
+ * Sends the `volt` logs at `level` and above to stderr.
  *
  * @example
  * ```ts
@@ -44,22 +102,25 @@ const encoder = new TextEncoder();
  * ```
  */
 export function configureLogging(level: Level): void {
-  resetSync();
-  configureSync({
-    reset: true,
-    sinks: {
-      stderr: (record) => {
-        Deno.stderr.writeSync(encoder.encode(formatter(record)));
-      },
-    },
-    loggers: [
-      { category: ["logtape", "meta"], lowestLevel: "error", sinks: ["stderr"] },
-      ...(level === "off" ? [] : [{ category: "volt", lowestLevel: level, sinks: ["stderr"] }]),
-    ],
-  });
+  lowest = RANK[level];
 }
 
 /** A logger under the `volt` category. */
 export function logger(...sub: string[]): Logger {
-  return getLogger(["volt", ...sub]);
+  const category = sub.join("·");
+  const at = (level: Exclude<Level, "off">) => (message: string, props?: LogProperties) => {
+    if (RANK[level] < lowest) return;
+    try {
+      Deno.stderr.writeSync(encoder.encode(formatLine(level, category, message, props)));
+    } catch { /* stderr closed: nothing to tell */ }
+  };
+  return {
+    trace: at("trace"),
+    debug: at("debug"),
+    info: at("info"),
+    warn: at("warning"),
+    warning: at("warning"),
+    error: at("error"),
+    fatal: at("fatal"),
+  };
 }

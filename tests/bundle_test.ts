@@ -32,6 +32,11 @@ Deno.test("bundle: one file and a launcher that runs it", async () => {
   assert.ok(size > 50_000, `volt.js is only ${size} bytes`);
   const src = Deno.readTextFileSync(`${dist}/volt.js`);
   assert.doesNotMatch(src, /from "\.\.?\//, "no relative imports left");
+  // Deno's Node layer costs every runtime (outer step, monitor, each vCPU worker) ~25 ms.
+  assert.doesNotMatch(src, /^import .*"node:/m, "a node: import in the monitor's code");
+  for (const f of ["init/volt-init.c", "kernel/microvm.config"]) {
+    assert.ok(Deno.statSync(`${dist}/guest/${f}`).isFile, `the bundle lacks guest/${f}`);
+  }
   const v = await volt(["--version"]);
   assert.equal(v.code, 0);
   assert.equal(v.stdout.trim(), `volt ${meta.version}`);

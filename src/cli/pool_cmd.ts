@@ -16,7 +16,7 @@
 
 import { errno, libc } from "../../ffi/libc.ts";
 import { errnoName } from "../../ffi/errno.ts";
-import { resolve } from "node:path";
+import { resolvePath as resolve } from "./paths.ts";
 import { EXIT_CODE, VoltError } from "../errors.ts";
 import { configureLogging, logger } from "../log.ts";
 import { parseCount, parseLevel } from "./options.ts";

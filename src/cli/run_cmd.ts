@@ -60,7 +60,7 @@ import {
 } from "./plan.ts";
 import { openTap } from "../vmm/tap.ts";
 import { listenVsock } from "../vmm/vsock_listen.ts";
-import { resolve } from "node:path";
+import { resolvePath as resolve } from "./paths.ts";
 import { type FileConfig, fromFirecracker, readConfigFile } from "../control/fc_config.ts";
 import { ApiRoutes, type FcDocument, loadMemoryPath } from "../control/api.ts";
 import { readSnapshot } from "../vmm/snapshot.ts";

@@ -12,7 +12,7 @@
  * @module
  */
 
-import { createHash } from "node:crypto";
+import { sha256 } from "./sha256.ts";
 import { VoltError } from "../errors.ts";
 import { writeBytes, writeWhole } from "./file_out.ts";
 
@@ -35,12 +35,6 @@ export type StateValue =
   | Uint8Array
   | StateValue[]
   | { [key: string]: StateValue };
-
-function sha256(parts: Uint8Array[]): Uint8Array {
-  const h = createHash("sha256");
-  for (const p of parts) h.update(p);
-  return new Uint8Array(h.digest());
-}
 
 /**
  * Encodes `doc` as a state file's bytes.
