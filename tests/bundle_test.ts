@@ -34,6 +34,13 @@ Deno.test("bundle: one file and a launcher that runs it", async () => {
   assert.doesNotMatch(src, /from "\.\.?\//, "no relative imports left");
   // Deno's Node layer costs every runtime (outer step, monitor, each vCPU worker) ~25 ms.
   assert.doesNotMatch(src, /^import .*"node:/m, "a node: import in the monitor's code");
+  // The vCPU workers' own bundle rides in front, without the CLI.
+  const worker = /^globalThis\.__voltVcpuWorker = ("(?:[^"\\]|\\.)*");\n/.exec(src);
+  assert.ok(worker, "no vCPU worker bundle in front of volt.js");
+  const workerCode: string = JSON.parse(worker[1]);
+  assert.match(workerCode, /installVcpuThread/);
+  assert.doesNotMatch(workerCode, /function runCommand|function poolCommand/);
+  assert.ok(workerCode.length < src.length / 3, `the worker is ${workerCode.length} bytes`);
   for (const f of ["init/volt-init.c", "kernel/microvm.config"]) {
     assert.ok(Deno.statSync(`${dist}/guest/${f}`).isFile, `the bundle lacks guest/${f}`);
   }

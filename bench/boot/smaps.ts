@@ -11,6 +11,10 @@ export interface Mapping {
   name: string;
   sizeKiB: number;
   rssKiB: number;
+  /** Proportional set: shared pages divided among their sharers. */
+  pssKiB: number;
+  /** Private_Clean + Private_Dirty: pages no other process maps. */
+  privateKiB: number;
 }
 
 /**
@@ -27,14 +31,17 @@ export function parseSmaps(text: string): Mapping[] {
   for (const line of text.split("\n")) {
     const head = /^([0-9a-f]+-[0-9a-f]+) \S+ \S+ \S+ \S+\s*(.*)$/.exec(line);
     if (head) {
-      maps.push({ range: head[1], name: head[2], sizeKiB: 0, rssKiB: 0 });
+      maps.push({ range: head[1], name: head[2], sizeKiB: 0, rssKiB: 0, pssKiB: 0, privateKiB: 0 });
       continue;
     }
-    const field = /^(Size|Rss):\s+(\d+) kB$/.exec(line);
+    const field = /^(Size|Rss|Pss|Private_Clean|Private_Dirty):\s+(\d+) kB$/.exec(line);
     if (field && maps.length) {
       const m = maps[maps.length - 1];
-      if (field[1] === "Size") m.sizeKiB = Number(field[2]);
-      else m.rssKiB = Number(field[2]);
+      const kib = Number(field[2]);
+      if (field[1] === "Size") m.sizeKiB = kib;
+      else if (field[1] === "Rss") m.rssKiB = kib;
+      else if (field[1] === "Pss") m.pssKiB = kib;
+      else m.privateKiB += kib;
     }
   }
   return maps;
@@ -48,6 +55,10 @@ export interface MemoryUse {
   guestRssKiB: number;
   /** rss − guest, MiB. */
   overheadMiB: number;
+  /** Private pages (clean and dirty) − the guest's, MiB: what this VM alone costs. */
+  privateMiB: number;
+  /** PSS − the guest's, MiB: its share of everything, shared pages split. */
+  pssMiB: number;
 }
 
 /**
@@ -68,5 +79,12 @@ export function memoryUse(pid: number, guestBytes: number): MemoryUse {
     .sort((a, b) => a.sizeKiB - b.sizeKiB)[0];
   const rssKiB = maps.reduce((s, m) => s + m.rssKiB, 0);
   const guestRssKiB = guest?.rssKiB ?? 0;
-  return { rssKiB, guestRssKiB, overheadMiB: (rssKiB - guestRssKiB) / 1024 };
+  const sum = (f: (m: Mapping) => number) => maps.reduce((s, m) => s + f(m), 0);
+  return {
+    rssKiB,
+    guestRssKiB,
+    overheadMiB: (rssKiB - guestRssKiB) / 1024,
+    privateMiB: (sum((m) => m.privateKiB) - (guest?.privateKiB ?? 0)) / 1024,
+    pssMiB: (sum((m) => m.pssKiB) - (guest?.pssKiB ?? 0)) / 1024,
+  };
 }

@@ -21,7 +21,14 @@ const inWorker = typeof (globalThis as any).WorkerGlobalScope !== "undefined" &&
 if (inWorker) {
   installVcpuThread();
 } else {
-  setVcpuWorkerUrl(new URL(import.meta.url));
+  // tools/bundle.ts puts the vCPU module's own bundle in front of this one.
+  // deno-lint-ignore no-explicit-any
+  const workerCode: unknown = (globalThis as any).__voltVcpuWorker;
+  setVcpuWorkerUrl(
+    typeof workerCode === "string"
+      ? new URL(URL.createObjectURL(new Blob([workerCode], { type: "text/javascript" })))
+      : new URL(import.meta.url),
+  );
   setGuestSourcesUrl(new URL("./guest/", import.meta.url));
   markStandalone();
   Deno.exit(await main(Deno.args));
