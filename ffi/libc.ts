@@ -106,7 +106,9 @@ const symbols = {
 /** The bound libc symbols. */
 export type Libc = Deno.DynamicLibrary<typeof symbols>["symbols"];
 
-let lib: Deno.DynamicLibrary<typeof symbols> | undefined;
+let bound: Libc | undefined;
+// Each symbol's own library handle, kept so none is ever collected.
+const handles: Deno.DynamicLibrary<Deno.ForeignLibraryInterface>[] = [];
 let libPath: string | undefined;
 
 /** Error raised by a failed libc call; carries the errno name. */
@@ -147,8 +149,45 @@ export function libcPath(): string {
  * ```
  */
 export function libc(): Libc {
-  if (!lib) lib = Deno.dlopen(libcPath(), symbols);
-  return lib.symbols;
+  if (bound) return bound;
+  // Bound one by one on first use: binding all of them costs a runtime ~7
+  // ms, and the outer step uses a few. A later dlopen finds libc loaded, so
+  // it opens no file (Landlock), but its call trampoline is new executable
+  // memory (mmap, mprotect): a thread binds the rest with bindAllLibc()
+  // before its seccomp filter.
+  const path = libcPath();
+  const lazy: Record<string, unknown> = {};
+  for (const name of Object.keys(symbols) as (keyof typeof symbols)[]) {
+    Object.defineProperty(lazy, name, {
+      configurable: true,
+      enumerable: true,
+      get() {
+        const lib = Deno.dlopen(path, { [name]: symbols[name] } as Deno.ForeignLibraryInterface);
+        handles.push(lib);
+        const fn = lib.symbols[name];
+        Object.defineProperty(lazy, name, { value: fn, enumerable: true });
+        return fn;
+      },
+    });
+  }
+  bound = lazy as Libc;
+  return bound;
+}
+
+/**
+ * Binds every libc symbol not bound yet: a thread calls it before its
+ * seccomp filter, which would refuse the mmap and mprotect of a binding.
+ *
+ * @example
+ * ```ts
+ * import { bindAllLibc, libc } from "./libc.ts";
+ * bindAllLibc();
+ * console.log(libc().getpid());
+ * ```
+ */
+export function bindAllLibc(): void {
+  const l = libc() as Record<string, unknown>;
+  for (const name of Object.keys(symbols)) void l[name];
 }
 
 /** errno of the calling thread; read right after the failing call. */

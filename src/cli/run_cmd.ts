@@ -9,7 +9,7 @@
  * @module
  */
 
-import { libc, O_RDONLY, O_RDWR, openInheritable } from "../../ffi/libc.ts";
+import { bindAllLibc, libc, O_RDONLY, O_RDWR, openInheritable } from "../../ffi/libc.ts";
 import { EXIT_CODE, VoltError } from "../errors.ts";
 import { configureLogging, logger } from "../log.ts";
 import type { BootProtocol } from "../boot/loader.ts";
@@ -886,6 +886,8 @@ async function boot(
     const policy = withDefault(MONITOR_POLICY);
     // Built ahead: a pool's monitor only installs it once a client came.
     const filter = sandbox.seccomp ? buildFilter(policy) : undefined;
+    // Every libc symbol, before the filter: binding one needs mmap and mprotect.
+    bindAllLibc();
     let client: PoolClient | undefined;
     if (pool) {
       const got = waitForPoolClient(pool.listenFd);

@@ -7,7 +7,7 @@
 
 /// <reference lib="deno.worker" />
 
-import { libc } from "../../ffi/libc.ts";
+import { bindAllLibc, libc } from "../../ffi/libc.ts";
 import type { Writer } from "../devices/serial.ts";
 import { ConsoleRingWriter } from "../devices/console_ring.ts";
 import { ConsoleWriter } from "./console_filter.ts";
@@ -142,8 +142,9 @@ export function installVcpuThread(): void {
       post({ type: "exit", exit });
     }
   };
-  // Open libc while the monitor may still read files: the jailed monitor
-  // revokes its reads once every worker is loaded.
-  libc();
+  // Bind libc now, while loading (in parallel with the VM's build): before
+  // the monitor revokes its reads, and before this thread's seccomp filter,
+  // which refuses what a binding needs.
+  bindAllLibc();
   post({ type: "loaded" });
 }
