@@ -7,7 +7,8 @@
  */
 import assert from "node:assert/strict";
 import * as g from "./guests.ts";
-import { needsKvm, ROOT, runCli } from "./helpers.ts";
+import { needsKvm, ROOT, runCli, tmpDir } from "./helpers.ts";
+import { createVm } from "../mod.ts";
 import { readLine, requestStart } from "../src/control/pool.ts";
 import { libc, O_RDWR, openInheritable } from "../ffi/libc.ts";
 import { AF_UNIX, SHUT_WR, SOCK_CLOEXEC, SOCK_STREAM, sockaddrUn } from "../ffi/socket.ts";
@@ -172,6 +173,43 @@ Deno.test({
   },
 });
 
+Deno.test({
+  ...needsKvm,
+  name: "volt pool --restore: clones of one snapshot, restored ahead, each go on from it at once",
+  async fn() {
+    const dir = tmpDir();
+    const vm = await createVm({ kernel: g.serialEcho(), console: "message", memory: "64M" });
+    let out = "";
+    vm.onConsole = (b) => void (out += new TextDecoder().decode(b));
+    vm.start();
+    for (let i = 0; i < 1000 && !out.includes("echo ready"); i++) await sleep(10);
+    assert.match(out, /echo ready/);
+    await vm.pause();
+    const snap = `${dir}/vm.snap`, mem = `${dir}/vm.mem`;
+    vm.snapshot({ snapshotPath: snap, memFilePath: mem });
+    vm.stop();
+    await vm.wait();
+    await vm.settled();
+    vm.cleanup();
+    const memBefore = Deno.readFileSync(mem);
+    const pool = await startPool(["--restore", snap, "--mem-file", mem], 2);
+    try {
+      for (let i = 0; i < 3; i++) {
+        const r = await runCli(["run", "--pool", pool.sock], {
+          stdin: `clone-${i}q`,
+          timeout: 60_000,
+        });
+        assert.equal(r.code, 0, r.stderr);
+        // No "echo ready": the clone starts where the snapshot was taken, after it.
+        assert.equal(r.stdout, `clone-${i}\nbye\n`);
+      }
+    } finally {
+      await pool.stop();
+    }
+    assert.deepEqual(Deno.readFileSync(mem), memBefore, "a clone wrote the memory file");
+  },
+});
+
 /** Connects and sends `bytes` with no descriptors. */
 function rawRequest(sock: string, bytes: Uint8Array): number {
   const l = libc();
@@ -240,6 +278,11 @@ Deno.test({
       [["pool", "--socket", `${dir}/s`, "--kernel", `${dir}/missing`], 66, /not found|No such/i],
       [["pool", "--socket", `${dir}/s`, "--frobnicate"], 64, /Unknown option '--frobnicate'/],
       [["run", "--pool", `${dir}/none.sock`], 66, /^volt: No pool is listening on /],
+      [
+        ["pool", "--socket", `${dir}/s`, "--restore", disk, "--mem-file", disk, "--paused"],
+        64,
+        /--paused/,
+      ],
       [["run", "--pool", `${dir}/s`, "--kernel", elf], 64, /--kernel conflicts with --pool/],
       [["run", "--pool-member", "--kernel", elf], 64, /internal to volt pool/],
     ];

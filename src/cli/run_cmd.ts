@@ -370,9 +370,9 @@ const POOL_ANSWER_TIMEOUT_MS = 30_000;
 
 /** What a monitor of the pool cannot have: each would need its own (a TAP, a socket) or share a write. */
 function checkPoolMember(v: Values): void {
-  const own = (["net", "vsock", "api-sock", "config-file", "restore"] as const).find((k) =>
-    v[k] !== undefined
-  );
+  const own = (["net", "vsock", "api-sock", "config-file", "vsock-uds", "net-tap"] as const).find((
+    k,
+  ) => v[k] !== undefined);
   if (own) {
     throw new VoltError(
       `volt pool: --${own} would be shared by every VM of the pool; give each VM its own with volt run`,
@@ -387,6 +387,9 @@ function checkPoolMember(v: Values): void {
       `volt pool: every VM of the pool would write disk ${rw}; the pool's disks are read-only`,
       "usage",
     );
+  }
+  if (v.paused) {
+    throw new VoltError("volt pool: --paused would keep every VM of the pool paused", "usage");
   }
   if (!isSocket(0)) {
     throw new VoltError(
@@ -441,6 +444,7 @@ function restoreRun(v: Values): number {
     logLevel: level,
     metricsJson: v["metrics-json"],
     ...snapshotDir(v),
+    ...(v["pool-member"] ? { pool: { listenFd: 0 } } : {}),
   };
   const api = v["api-sock"] === undefined ? undefined : apiSocket(v, {});
   const taps = Object.fromEntries((v["net-tap"] ?? []).map((o) => {
@@ -511,6 +515,22 @@ function prepareRestore(
     })),
     vsock: c.vsock ? { cid: c.vsock.cid, uds: from.vsockUds ?? c.vsock.uds } : undefined,
   };
+  if (plan.pool) {
+    // Every clone of the pool would share these.
+    const shared = c.nets.length
+      ? "a network interface (each clone needs its own TAP)"
+      : c.vsock
+      ? "a vsock device (each clone needs its own socket)"
+      : c.disks.some((d) => !d.readOnly)
+      ? "a rw disk (every clone would write it)"
+      : undefined;
+    if (shared) {
+      throw new VoltError(
+        `volt pool: the snapshot has ${shared}; restore it with volt run`,
+        "usage",
+      );
+    }
+  }
   const unknown = Object.keys(from.taps ?? {}).find((id) => !c.nets.some((n) => n.id === id));
   if (unknown !== undefined) {
     throw new VoltError(`The snapshot has no network interface "${unknown}"`, "usage");
