@@ -18,13 +18,12 @@
 
 import { parseArgs } from "node:util";
 import { ensureDefaultGuest } from "../src/guest/default_guest.ts";
-import { hostKind, hostKindLabel } from "../src/vmm/host.ts";
-import { runNested } from "../tools/nested/run.ts";
+import { hostKind } from "../src/vmm/host.ts";
 import { QEMU, qemuArgs, qemuCpu } from "./boot/qemu.ts";
 import { guestCmdline } from "./boot/plan.ts";
 import { type MemoryUse, memoryUse } from "./boot/smaps.ts";
 import { publish, summarize } from "./boot/stats.ts";
-import { parseRuns } from "./boot/userspace.ts";
+import { buildBundle, monitorSideHere, parseRuns } from "./boot/userspace.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const VOLT = `${ROOT}/dist/volt`;
@@ -45,26 +44,11 @@ const rounds = parseRuns("bench:density", values.rounds);
 const at = parseRuns("bench:density", values.at);
 const cpuCounts = values.cpus.split(",").map((c) => parseRuns("bench:density", c));
 const kind = hostKind();
-if (kind === "none" && !values.nested) {
-  say("no /dev/kvm here: running in the nested-KVM helper VM");
-  Deno.exit(
-    await runNested(
-      [Deno.execPath(), "run", "-A", `${ROOT}/bench/density.ts`, "--nested", ...Deno.args],
-      { cwd: ROOT, memory: "8G", cpus: 2, timeoutMs: 3600_000 },
-    ),
-  );
-}
-const where = values.nested
-  ? "inside the nested-KVM helper VM (QEMU TCG)"
-  : `natively (${hostKindLabel(kind)})`;
+const where = await monitorSideHere("bench:density", "density.ts", Deno.args, values.nested, "8G");
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const MIB = 128;
 
-const bundle = new Deno.Command(Deno.execPath(), {
-  args: ["run", "-A", `${ROOT}/tools/bundle.ts`],
-  stdout: "null",
-}).outputSync();
-if (!bundle.success) throw new Error("tools/bundle.ts failed");
+buildBundle();
 const guest = await ensureDefaultGuest(say);
 
 /** The jailed monitor of a `volt run` (the process that holds the VM), once it exists. */

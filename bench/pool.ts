@@ -21,8 +21,7 @@
 
 import { parseArgs } from "node:util";
 import { ensureDefaultGuest } from "../src/guest/default_guest.ts";
-import { hostKind, hostKindLabel } from "../src/vmm/host.ts";
-import { runNested } from "../tools/nested/run.ts";
+import { hostKind } from "../src/vmm/host.ts";
 import { Machine } from "../src/vmm/machine.ts";
 import { FIRST_RUN_PHASE } from "../src/vmm/trace.ts";
 import { libc, O_RDWR, openInheritable } from "../ffi/libc.ts";
@@ -32,7 +31,7 @@ import { firstKvmRunEpoch, QEMU, qemuArgs, qemuCpu } from "./boot/qemu.ts";
 import { guestCmdline } from "./boot/plan.ts";
 import { runUntil } from "./boot/process.ts";
 import { publish, summarize } from "./boot/stats.ts";
-import { parseRuns } from "./boot/userspace.ts";
+import { buildBundle, monitorSideHere, parseRuns, startPool } from "./boot/userspace.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const VOLT = `${ROOT}/dist/volt`;
@@ -44,25 +43,10 @@ const { values } = parseArgs({
 });
 const runs = parseRuns("bench:pool", values.runs);
 const kind = hostKind();
-if (kind === "none" && !values.nested) {
-  say("no /dev/kvm here: running in the nested-KVM helper VM");
-  Deno.exit(
-    await runNested(
-      [Deno.execPath(), "run", "-A", `${ROOT}/bench/pool.ts`, "--nested", ...Deno.args],
-      { cwd: ROOT, memory: "2G", cpus: 2, timeoutMs: 3600_000 },
-    ),
-  );
-}
-const where = values.nested
-  ? "inside the nested-KVM helper VM (QEMU TCG)"
-  : `natively (${hostKindLabel(kind)})`;
+const where = await monitorSideHere("bench:pool", "pool.ts", Deno.args, values.nested);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-const bundle = new Deno.Command(Deno.execPath(), {
-  args: ["run", "-A", `${ROOT}/tools/bundle.ts`],
-  stdout: "null",
-}).outputSync();
-if (!bundle.success) throw new Error("tools/bundle.ts failed");
+buildBundle();
 const guest = await ensureDefaultGuest(say);
 const vmFlags = ["--kernel", guest.kernel, "--initrd", guest.initrd, "--memory", "128M"];
 const dir = Deno.makeTempDirSync({ prefix: "volt-bench-pool-" });
@@ -154,28 +138,10 @@ async function libraryWarm(): Promise<number | undefined> {
 }
 
 const sock = `${dir}/pool.sock`;
-const pool = new Deno.Command(VOLT, {
-  args: ["pool", "--socket", sock, "--size", "2", ...vmFlags],
-  stdin: "null",
-  stdout: "null",
-  stderr: "piped",
-}).spawn();
-const poolLog: string[] = [];
-const poolReady = (async () => {
-  const dec = new TextDecoder();
-  let text = "";
-  for await (const chunk of pool.stderr) {
-    text += dec.decode(chunk);
-    if (text.includes("Pool ready")) return true;
-    poolLog.push(text);
-  }
-  return false;
-})();
-if (!(await Promise.race([poolReady, sleep(120_000).then(() => false)]))) {
-  pool.kill("SIGKILL");
-  throw new Error(`volt pool did not get ready: ${poolLog.join("").slice(-500)}`);
-}
-
+const pool = await startPool(["--socket", sock, "--size", "2", ...vmFlags], {
+  program: [VOLT],
+  timeoutMs: 120_000,
+});
 const v: Record<string, number[]> = { cold: [], warm: [], accept: [], library: [] };
 const q: Record<string, number[]> = { cold: [], warm: [], accept: [], library: [] };
 try {
@@ -198,8 +164,8 @@ try {
     }
   }
 } finally {
-  pool.kill("SIGTERM");
-  await pool.status;
+  pool.child.kill("SIGTERM");
+  await pool.child.status;
 }
 const qCold = summarize(q.cold).median;
 const warm = summarize(v.warm).median;

@@ -25,7 +25,7 @@ import { hostKind } from "../src/vmm/host.ts";
 import { guestCmdline } from "./boot/plan.ts";
 import { QEMU, qemuArgs, qemuCpu } from "./boot/qemu.ts";
 import { publish, sideBySide, summarize } from "./boot/stats.ts";
-import { parseRuns, userspaceHere } from "./boot/userspace.ts";
+import { parseRuns, startPool, userspaceHere } from "./boot/userspace.ts";
 import { requestStart } from "../src/control/pool.ts";
 import { libc } from "../ffi/libc.ts";
 import { AF_UNIX, MSG_DONTWAIT, SOCK_CLOEXEC, SOCK_STREAM } from "../ffi/socket.ts";
@@ -311,37 +311,10 @@ const snapshotBytes = {
 const restoreArgs = ["--restore", `${snaps}/vm.snap`, "--mem-file", `${snaps}/vm.mem`];
 // Clones restored ahead by a pool of monitors (`volt pool --restore`), two at a time.
 const poolSock = `${dir}/pool.sock`;
-const pool = new Deno.Command(Deno.execPath(), {
-  args: [
-    "run",
-    "-A",
-    `${ROOT}/mod.ts`,
-    "pool",
-    "--socket",
-    poolSock,
-    "--size",
-    "2",
-    ...restoreArgs,
-  ],
-  stdin: "null",
-  stdout: "null",
-  stderr: "piped",
-  env: { DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1" },
-}).spawn();
-{
-  let log = "";
-  const dec = new TextDecoder();
-  const reader = pool.stderr.getReader();
-  const end = performance.now() + TIMEOUT_MS;
-  while (!log.includes("Pool ready") && performance.now() < end) {
-    const r = await reader.read();
-    if (r.done) throw new Error(`volt pool ended: ${log.slice(-300)}`);
-    log += dec.decode(r.value);
-  }
-  reader.releaseLock();
-  pool.stderr.pipeTo(new WritableStream()).catch(() => {});
-  say("pool of 2 restored clones ready");
-}
+const pool = await startPool(["--socket", poolSock, "--size", "2", ...restoreArgs], {
+  timeoutMs: TIMEOUT_MS,
+});
+say("pool of 2 restored clones ready");
 const times: Record<"volt" | "qemu", Record<string, number[]>> = {
   volt: { restore: [] as number[], "cold boot": [] as number[], "pool restore": [] as number[] },
   qemu: { restore: [] as number[], "cold boot": [] as number[], "pool restore": [] },
@@ -402,8 +375,8 @@ async function together(make: () => Vmm): Promise<{ pssMiB: number; privateMiB: 
   }
 }
 // The pool's clones go first: with them, the helper VM's memory ran out during the part below.
-pool.kill("SIGTERM");
-await pool.status;
+pool.child.kill("SIGTERM");
+await pool.child.status;
 say(`memory: ${clones} restores at once`);
 const restored = await together(() => voltCmd(restoreArgs));
 say(`memory: ${clones} cold boots at once`);

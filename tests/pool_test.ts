@@ -7,7 +7,8 @@
  */
 import assert from "node:assert/strict";
 import * as g from "./guests.ts";
-import { needsKvm, ROOT, runCli, tmpDir } from "./helpers.ts";
+import { needsKvm, runCli, tmpDir } from "./helpers.ts";
+import { startPool } from "../bench/boot/userspace.ts";
 import { createVm } from "../mod.ts";
 import { readLine, requestStart } from "../src/control/pool.ts";
 import { libc, O_RDWR, openInheritable } from "../ffi/libc.ts";
@@ -15,58 +16,24 @@ import { AF_UNIX, SHUT_WR, SOCK_CLOEXEC, SOCK_STREAM, sockaddrUn } from "../ffi/
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** A running `volt pool`, resolved once it says it is ready. */
-async function startPool(args: string[], size = 1) {
+/** A running `volt pool` on a socket in a directory of its own, resolved once it is ready. */
+async function poolFor(args: string[], size = 1) {
   const dir = Deno.makeTempDirSync({ prefix: "volt-pool-test-" });
   const sock = `${dir}/pool.sock`;
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      `${ROOT}/mod.ts`,
-      "pool",
-      "--socket",
-      sock,
-      "--size",
-      String(size),
-      ...args,
-    ],
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-    env: { DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1" },
-  }).spawn();
-  const reader = child.stderr.getReader();
-  let log = "";
-  const dec = new TextDecoder();
-  const timer = setTimeout(() => child.kill("SIGKILL"), 120_000);
-  while (!log.includes("Pool ready")) {
-    const r = await reader.read();
-    if (r.done) break;
-    log += dec.decode(r.value);
-  }
-  clearTimeout(timer);
-  // Keep draining: a full pipe would block the pool's own logging.
-  const rest = (async () => {
-    for (;;) {
-      const r = await reader.read().catch(() => ({ done: true, value: undefined }));
-      if (r.done) return;
-      log += dec.decode(r.value);
-    }
-  })();
+  const p = await startPool(["--socket", sock, "--size", String(size), ...args], {
+    timeoutMs: 120_000,
+  });
   return {
     sock,
-    dir,
-    child,
+    child: p.child,
     get log() {
-      return log;
+      return p.log();
     },
     async stop(): Promise<number> {
       try {
-        child.kill("SIGTERM");
+        p.child.kill("SIGTERM");
       } catch { /* gone */ }
-      const s = await child.status;
-      await rest;
+      const s = await p.child.status;
       Deno.removeSync(dir, { recursive: true });
       return s.code;
     },
@@ -103,7 +70,7 @@ Deno.test({
   name:
     "volt pool: each client gets a VM on its stdout with its status; taken monitors are replaced",
   async fn() {
-    const pool = await startPool(["--kernel", g.exitWith(7)]);
+    const pool = await poolFor(["--kernel", g.exitWith(7)]);
     try {
       assert.match(pool.log, /Pool ready: 1 monitors on /);
       // Three in a row from a pool of one: each needs the one made after the last was taken.
@@ -122,7 +89,7 @@ Deno.test({
   ...needsKvm,
   name: "volt pool: the client's stdin reaches the guest, its stderr gets the monitor's lines",
   async fn() {
-    const pool = await startPool(["--kernel", g.serialEcho(), "--log-level", "info"]);
+    const pool = await poolFor(["--kernel", g.serialEcho(), "--log-level", "info"]);
     try {
       const r = await runCli(["run", "--pool", pool.sock], { stdin: "pool\nq", timeout: 60_000 });
       assert.equal(r.code, 0, r.stderr);
@@ -138,7 +105,7 @@ Deno.test({
   ...needsKvm,
   name: "volt pool: a client that goes away stops its VM; stopping the pool ends idle monitors",
   async fn() {
-    const pool = await startPool(["--kernel", g.spin()]);
+    const pool = await poolFor(["--kernel", g.spin()]);
     let idle: number[] = [];
     try {
       const nul = openInheritable("/dev/null", O_RDWR);
@@ -192,7 +159,7 @@ Deno.test({
     await vm.settled();
     vm.cleanup();
     const memBefore = Deno.readFileSync(mem);
-    const pool = await startPool(["--restore", snap, "--mem-file", mem], 2);
+    const pool = await poolFor(["--restore", snap, "--mem-file", mem], 2);
     try {
       for (let i = 0; i < 3; i++) {
         const r = await runCli(["run", "--pool", pool.sock], {
@@ -224,7 +191,7 @@ Deno.test({
   ...needsKvm,
   name: "volt pool: malformed requests get one error line and the monitor serves the next client",
   async fn() {
-    const pool = await startPool(["--kernel", g.exitWith(3)]);
+    const pool = await poolFor(["--kernel", g.exitWith(3)]);
     const enc = new TextEncoder();
     try {
       const cases: [Uint8Array, RegExp][] = [
