@@ -31,19 +31,34 @@ import { firstKvmRunEpoch, QEMU, qemuArgs, qemuCpu } from "./boot/qemu.ts";
 import { guestCmdline } from "./boot/plan.ts";
 import { runUntil } from "./boot/process.ts";
 import { publish, summarize } from "./boot/stats.ts";
-import { buildBundle, monitorSideHere, parseRuns, startPool } from "./boot/userspace.ts";
+import {
+  buildBundle,
+  monitorSideHere,
+  parseRuns,
+  PoolConsole,
+  startPool,
+  userspaceHere,
+} from "./boot/userspace.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const VOLT = `${ROOT}/dist/volt`;
 const say = (s: string) => console.error(`bench:pool: ${s}`);
 const { values } = parseArgs({
   args: Deno.args,
-  options: { runs: { type: "string", default: "10" }, nested: { type: "boolean" } },
+  options: {
+    runs: { type: "string", default: "10" },
+    "to-ready": { type: "boolean" },
+    nested: { type: "boolean" },
+  },
   strict: true,
 });
 const runs = parseRuns("bench:pool", values.runs);
 const kind = hostKind();
-const where = await monitorSideHere("bench:pool", "pool.ts", Deno.args, values.nested);
+// --to-ready times the boot to the guest's READY, which needs guest userspace.
+const toReady = values["to-ready"] === true;
+const where = toReady
+  ? await userspaceHere("bench:pool", "pool.ts", Deno.args, values.nested)
+  : await monitorSideHere("bench:pool", "pool.ts", Deno.args, values.nested);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 buildBundle();
@@ -140,8 +155,84 @@ async function libraryWarm(): Promise<number | undefined> {
 const sock = `${dir}/pool.sock`;
 const pool = await startPool(["--socket", sock, "--size", "2", ...vmFlags], {
   program: [VOLT],
-  timeoutMs: 120_000,
+  timeoutMs: 300_000,
 });
+if (toReady) {
+  await bootToReady();
+  Deno.exit(0);
+}
+
+/** Boot to READY: QEMU and Volt cold, and Volt from the pool (the request → READY). */
+async function bootToReady(): Promise<void> {
+  const READY = "VOLT VM READY";
+  const qemuArgv = qemuArgs({
+    kernel: guest.kernel,
+    initrd: guest.initrd,
+    memoryMiB: 128,
+    cpus: 1,
+    cmdline: guestCmdline(kind),
+    cpu: qemuCpu(kind),
+  });
+  const t: Record<string, number[]> = { qemu: [], cold: [], pool: [] };
+  try {
+    for (let i = 1; i <= runs; i++) {
+      say(`boot to READY, round ${i}/${runs}`);
+      const order = i % 2 ? ["qemu", "volt"] : ["volt", "qemu"];
+      for (const who of order) {
+        if (who === "qemu") {
+          const r = await runUntil(QEMU, qemuArgv, READY, {
+            timeoutMs: 300_000,
+            killAtMarker: true,
+          });
+          if (r.markerMs !== undefined) t.qemu.push(r.markerMs);
+          continue;
+        }
+        const c = await runUntil(VOLT, ["run", "--native", ...vmFlags], READY, {
+          timeoutMs: 300_000,
+          killAtMarker: true,
+        });
+        if (c.markerMs !== undefined) t.cold.push(c.markerMs);
+        const p = new PoolConsole(sock, 300_000);
+        try {
+          t.pool.push(await p.until(READY));
+        } finally {
+          await p.kill();
+        }
+        say(
+          `QEMU ${t.qemu.at(-1)?.toFixed(0)}, Volt cold ${c.markerMs?.toFixed(0)}, pool ${
+            t.pool.at(-1)?.toFixed(0)
+          } ms`,
+        );
+      }
+    }
+  } finally {
+    pool.child.kill("SIGTERM");
+    await pool.child.status;
+  }
+  const q = summarize(t.qemu).median;
+  const row = (label: string, xs: number[]) => {
+    const m = summarize(xs).median;
+    return `| ${label} | ${m.toFixed(0)} | ${q.toFixed(0)} | ${(m / q).toFixed(2)} |`;
+  };
+  publish("pool-ready", [
+    `# Boot to READY, cold and from the pool (ms, median of ${runs}; ${where}, ${
+      new Date().toISOString().slice(0, 10)
+    })`,
+    "",
+    "| figure | Volt | QEMU microvm cold | Volt / QEMU |",
+    "| --- | ---: | ---: | ---: |",
+    row("cold: spawn → VOLT VM READY", t.cold),
+    row("`volt pool`: request → VOLT VM READY", t.pool),
+    "",
+    `Runs: QEMU ${t.qemu.length}, Volt cold ${t.cold.length}, pool ${t.pool.length}.`,
+    `Goal (boot to READY at most QEMU's): cold ${
+      summarize(t.cold).median <= q ? "met" : "not met"
+    }, from the pool ${summarize(t.pool).median <= q ? "met" : "not met"}.`,
+    "",
+    `Command: \`deno task bench:pool --to-ready --runs ${runs}\``,
+  ]);
+}
+
 const v: Record<string, number[]> = { cold: [], warm: [], accept: [], library: [] };
 const q: Record<string, number[]> = { cold: [], warm: [], accept: [], library: [] };
 try {

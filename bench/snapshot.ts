@@ -25,10 +25,7 @@ import { hostKind } from "../src/vmm/host.ts";
 import { guestCmdline } from "./boot/plan.ts";
 import { QEMU, qemuArgs, qemuCpu } from "./boot/qemu.ts";
 import { publish, sideBySide, summarize } from "./boot/stats.ts";
-import { parseRuns, startPool, userspaceHere } from "./boot/userspace.ts";
-import { requestStart } from "../src/control/pool.ts";
-import { libc } from "../ffi/libc.ts";
-import { AF_UNIX, MSG_DONTWAIT, SOCK_CLOEXEC, SOCK_STREAM } from "../ffi/socket.ts";
+import { parseRuns, PoolConsole, startPool, userspaceHere } from "./boot/userspace.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const say = (s: string) => console.error(`bench:snapshot: ${s}`);
@@ -119,52 +116,6 @@ class Vmm {
     this.#writer.close().catch(() => {});
     await this.child.status;
     await this.#read.catch(() => {});
-  }
-}
-
-/**
- * A VM taken from a `volt pool`, as a platform would take it: this process
- * connects to the pool's socket itself and hands over one end of a
- * socketpair as the VM's console.
- */
-class PoolVm {
-  out = "";
-  readonly t0 = performance.now();
-  readonly #local: number;
-  readonly #conn: number;
-  constructor(sock: string) {
-    const pair = new Int32Array(2);
-    if (libc().socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, new Uint8Array(pair.buffer))) {
-      throw new Error("socketpair failed");
-    }
-    this.#local = pair[0];
-    this.#conn = requestStart(sock, [pair[1], pair[1], pair[1]]);
-    libc().close(pair[1]);
-  }
-  async until(marker: string, ping = false): Promise<number> {
-    const end = this.t0 + TIMEOUT_MS;
-    const buf = new Uint8Array(4096);
-    const dec = new TextDecoder();
-    const ping1 = new TextEncoder().encode("ping\n");
-    let next = 0;
-    while (!this.out.includes(marker)) {
-      const now = performance.now();
-      if (now > end) throw new Error(`No "${marker}" from the pool's VM in ${TIMEOUT_MS} ms`);
-      if (ping && now >= next) {
-        next = now + 20;
-        libc().send(this.#local, ping1, BigInt(ping1.length), MSG_DONTWAIT);
-      }
-      const n = Number(libc().recv(this.#local, buf, BigInt(buf.length), MSG_DONTWAIT));
-      if (n > 0) this.out += dec.decode(buf.subarray(0, n), { stream: true });
-      else await sleep(1);
-    }
-    return performance.now() - this.t0;
-  }
-  /** Hangs up: the pool's monitor stops the VM. */
-  kill(): Promise<void> {
-    libc().close(this.#local);
-    libc().close(this.#conn);
-    return Promise.resolve();
   }
 }
 
@@ -327,7 +278,7 @@ for (let i = 0; i < runs; i++) {
     if (who === "volt") {
       // Let the pool refill after the last take, so that the figure is a warm start's.
       if (i > 0) await sleep(2000);
-      const p = new PoolVm(poolSock);
+      const p = new PoolConsole(poolSock, TIMEOUT_MS);
       times.volt["pool restore"].push(await p.until(ANSWER, true).finally(() => p.kill()));
       say(`volt pool restore: ${times.volt["pool restore"].at(-1)!.toFixed(1)} ms`);
     }

@@ -8,6 +8,9 @@
 
 import { hostKind, hostKindLabel } from "../../src/vmm/host.ts";
 import { runNested } from "../../tools/nested/run.ts";
+import { requestStart } from "../../src/control/pool.ts";
+import { libc } from "../../ffi/libc.ts";
+import { AF_UNIX, MSG_DONTWAIT, SOCK_CLOEXEC, SOCK_STREAM } from "../../ffi/socket.ts";
 
 const ROOT = new URL("../..", import.meta.url).pathname.replace(/\/$/, "");
 
@@ -152,4 +155,53 @@ export async function startPool(
     throw new Error(`volt pool ${outcome} before it was ready: ${log.slice(-500)}`);
   }
   return { child, log: () => log };
+}
+
+/**
+ * A VM taken from a `volt pool`, as a platform would take it: this process
+ * connects to the pool's socket itself and hands over one end of a
+ * socketpair as the VM's console.
+ */
+export class PoolConsole {
+  out = "";
+  readonly t0 = performance.now();
+  readonly #local: number;
+  readonly #conn: number;
+  readonly #timeoutMs: number;
+  constructor(sock: string, timeoutMs = 300_000) {
+    this.#timeoutMs = timeoutMs;
+    const pair = new Int32Array(2);
+    if (libc().socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, new Uint8Array(pair.buffer))) {
+      throw new Error("socketpair failed");
+    }
+    this.#local = pair[0];
+    this.#conn = requestStart(sock, [pair[1], pair[1], pair[1]]);
+    libc().close(pair[1]);
+  }
+  /** ms from the request until `marker` is on the console; with `ping`, a line every 20 ms meanwhile. */
+  async until(marker: string, ping = false): Promise<number> {
+    const end = this.t0 + this.#timeoutMs;
+    const buf = new Uint8Array(4096);
+    const dec = new TextDecoder();
+    const ping1 = new TextEncoder().encode("ping\n");
+    let next = 0;
+    while (!this.out.includes(marker)) {
+      const now = performance.now();
+      if (now > end) throw new Error(`No "${marker}" from the pool's VM in ${this.#timeoutMs} ms`);
+      if (ping && now >= next) {
+        next = now + 20;
+        libc().send(this.#local, ping1, BigInt(ping1.length), MSG_DONTWAIT);
+      }
+      const n = Number(libc().recv(this.#local, buf, BigInt(buf.length), MSG_DONTWAIT));
+      if (n > 0) this.out += dec.decode(buf.subarray(0, n), { stream: true });
+      else await new Promise((r) => setTimeout(r, 1));
+    }
+    return performance.now() - this.t0;
+  }
+  /** Hangs up: the pool's monitor stops the VM. */
+  kill(): Promise<void> {
+    libc().close(this.#local);
+    libc().close(this.#conn);
+    return Promise.resolve();
+  }
 }
