@@ -18,7 +18,12 @@ import {
   splitPlan,
 } from "../bench/boot/plan.ts";
 import { qemuArgs, qemuCpu } from "../bench/boot/qemu.ts";
-import { mergeResults, type PartResults, reportMarkdown } from "../bench/boot/results.ts";
+import {
+  goalLines,
+  mergeResults,
+  type PartResults,
+  reportMarkdown,
+} from "../bench/boot/results.ts";
 import { runUntil } from "../bench/boot/process.ts";
 
 Deno.test("bench plan: the host kind from /dev/kvm and the PVM module", () => {
@@ -217,4 +222,22 @@ Deno.test("bench process: a timed marker, and a gentler stop than SIGKILL", asyn
   // A process gone before its time never reaches the marker.
   const early = await runUntil("true", [], "", { timeoutMs: 10_000, afterMs: 2000 });
   assert.equal(early.markerMs, undefined);
+});
+
+Deno.test("boot report: each compared figure against its goal (time at most QEMU's, memory below)", () => {
+  const s = (median: number) => ({ median, min: median, max: median, n: 1, spread: 0 });
+  assert.deepEqual(
+    goalLines([
+      { what: "cold boot to userspace", volt: s(90), qemu: s(100) },
+      { what: "cold boot to kernel panic", volt: s(300), qemu: s(100) },
+      { what: "VMM init", volt: s(150), qemu: s(50) },
+      { what: "memory overhead", volt: s(45), qemu: s(45), unit: "MiB" },
+      { what: "no peer", volt: s(1) },
+    ]),
+    [
+      "- cold boot to userspace: 0.90× QEMU's; goal at most QEMU's: met",
+      "- VMM init: 3.00× QEMU's; goal at most QEMU's: not met",
+      "- memory overhead: 1.00× QEMU's; goal below QEMU's: not met",
+    ],
+  );
 });

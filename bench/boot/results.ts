@@ -13,6 +13,35 @@ import { type Figure, FIGURES, type HostKind, type Place, placeLabel } from "./p
 import { compareTable, phaseTable, type Row } from "./report.ts";
 import { ms, summarize } from "./stats.ts";
 
+/**
+ * Each compared figure against issue 15's goal for it: boot to READY and
+ * VMM init at most QEMU's, memory overhead below QEMU's.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { goalLines } from "./results.ts";
+ * const s = (median: number) => ({ median, min: median, max: median, n: 1, spread: 0 });
+ * assert.deepEqual(
+ *   goalLines([{ what: "VMM init, wall clock (spawn → first KVM_RUN)", volt: s(150), qemu: s(50) }]),
+ *   ["- VMM init, wall clock (spawn → first KVM_RUN): 3.00× QEMU's; goal at most QEMU's: not met"],
+ * );
+ * ```
+ */
+export function goalLines(rows: readonly Row[]): string[] {
+  return rows.flatMap((r) => {
+    if (!r.volt || !r.qemu || r.what.includes("kernel panic")) return [];
+    const ratio = r.volt.median / r.qemu.median;
+    const memory = r.unit === "MiB";
+    const met = memory ? ratio < 1 : ratio <= 1;
+    return [
+      `- ${r.what}: ${ratio.toFixed(2)}× QEMU's; goal ${memory ? "below" : "at most"} QEMU's: ${
+        met ? "met" : "not met"
+      }`,
+    ];
+  });
+}
+
 /** Volt's and QEMU's samples of one compared figure. */
 export interface Samples {
   volt: number[];
@@ -290,6 +319,8 @@ export function reportMarkdown(m: MergedResults, c: ReportContext): string {
   ];
   if (compared.length) {
     sections.push(`## Volt against QEMU microvm\n\n${compareTable(compared)}`);
+    const goals = goalLines(compared);
+    if (goals.length) sections.push(`## Goals (issue 15)\n\n${goals.join("\n")}`);
   }
   if (alone.length) {
     sections.push(
