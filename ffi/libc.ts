@@ -33,6 +33,7 @@ const symbols = {
   recvmsg: { parameters: ["i32", "buffer", "i32"], result: "isize" },
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
   dup3: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  umask: { parameters: ["u32"], result: "u32" },
   write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   madvise: { parameters: ["usize", "usize", "i32"], result: "i32" },
   // ioctl is variadic: one fixed-arity alias per argument kind.

@@ -73,6 +73,7 @@ Deno.test({
     const pool = await poolFor(["--kernel", g.exitWith(7)]);
     try {
       assert.match(pool.log, /Pool ready: 1 monitors on /);
+      assert.equal(Deno.statSync(pool.sock).mode! & 0o777, 0o600, "others may connect");
       // Three in a row from a pool of one: each needs the one made after the last was taken.
       for (let i = 0; i < 3; i++) {
         const r = await runCli(["run", "--pool", pool.sock], { timeout: 60_000 });

@@ -95,9 +95,16 @@ export async function poolCommand(args: string[]): Promise<number> {
   configureLogging(parseLevel(levelArg ?? "info"));
   const log = logger("pool");
   const path = resolve(socket);
-  const listenFd = listenUnix(path, { inheritable: true, what: "pool socket" });
-  // Every monitor's stdin: they inherit it from this process's.
+  // Whoever may connect gets a VM: the owner alone, from the bind on, whatever the umask.
   const l = libc();
+  const umask = l.umask(0o177);
+  let listenFd: number;
+  try {
+    listenFd = listenUnix(path, { inheritable: true, what: "pool socket" });
+  } finally {
+    l.umask(umask);
+  }
+  // Every monitor's stdin: they inherit it from this process's.
   if (l.dup3(listenFd, 0, 0) < 0) {
     throw new VoltError(`Cannot hand the pool socket on: ${errnoName(errno())}`, "internal");
   }
