@@ -65,18 +65,20 @@ buildBundle();
 const guest = await ensureDefaultGuest(say);
 const vmFlags = ["--kernel", guest.kernel, "--initrd", guest.initrd, "--memory", "128M"];
 const dir = Deno.makeTempDirSync({ prefix: "volt-bench-pool-" });
-
-async function qemuCold(): Promise<number | undefined> {
-  const args = qemuArgs({
+/** QEMU's side of every figure: the same guest, memory and vCPUs as `vmFlags`. */
+const qemuGuest = (traceVcpuIoctls: boolean) =>
+  qemuArgs({
     kernel: guest.kernel,
     initrd: guest.initrd,
     memoryMiB: 128,
     cpus: 1,
     cmdline: guestCmdline(kind),
     cpu: qemuCpu(kind),
-    traceVcpuIoctls: true,
+    traceVcpuIoctls,
   });
-  const r = await runUntil(QEMU, args, "", {
+
+async function qemuCold(): Promise<number | undefined> {
+  const r = await runUntil(QEMU, qemuGuest(true), "", {
     timeoutMs: 60_000,
     killAtMarker: true,
     stderrMarker: "type 0xae80",
@@ -165,14 +167,7 @@ if (toReady) {
 /** Boot to READY: QEMU and Volt cold, and Volt from the pool (the request → READY). */
 async function bootToReady(): Promise<void> {
   const READY = "VOLT VM READY";
-  const qemuArgv = qemuArgs({
-    kernel: guest.kernel,
-    initrd: guest.initrd,
-    memoryMiB: 128,
-    cpus: 1,
-    cmdline: guestCmdline(kind),
-    cpu: qemuCpu(kind),
-  });
+  const qemuArgv = qemuGuest(false);
   const t: Record<string, number[]> = { qemu: [], cold: [], pool: [] };
   try {
     for (let i = 1; i <= runs; i++) {
