@@ -226,6 +226,26 @@ Deno.test({
   },
 });
 
+Deno.test("run --pool: a socket that answers garbage is one line and exit 65", async () => {
+  const dir = tmpDir();
+  const path = `${dir}/fake.sock`;
+  const server = Deno.listen({ transport: "unix", path });
+  const serving = (async () => {
+    for await (const c of server) {
+      await c.write(new TextEncoder().encode("HTTP/1.1 200 OK\n"));
+      c.close();
+    }
+  })();
+  try {
+    const r = await runCli(["run", "--pool", path], { timeout: 30_000 });
+    assert.equal(r.code, 65, r.stderr);
+    assert.equal(r.stderr, "volt: The pool answered what is not its protocol: HTTP/1.1 200 OK\n");
+  } finally {
+    server.close();
+    await serving.catch(() => {});
+  }
+});
+
 Deno.test({
   ...needsKvm,
   name: "volt pool and run --pool: bad flags and a missing pool are one line and a usage code",

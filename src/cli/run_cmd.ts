@@ -349,7 +349,7 @@ function poolClientRun(v: Values): number {
     if (first === undefined) {
       throw new VoltError("The pool closed the connection without an answer", "internal");
     }
-    const answer = JSON.parse(first) as { accepted?: boolean; pid?: number; error?: string };
+    const answer = poolAnswer(first) as { accepted?: boolean; pid?: number; error?: string };
     if (!answer.accepted) throw new VoltError(`The pool refused: ${answer.error}`, "input");
     logger("pool").debug("Started by the pool's monitor {pid}", { pid: answer.pid });
     const last = readLine(conn);
@@ -359,10 +359,23 @@ function poolClientRun(v: Values): number {
         "internal",
       );
     }
-    return (JSON.parse(last) as PoolResult).exit_code;
+    const code = (poolAnswer(last) as Partial<PoolResult>).exit_code;
+    if (!Number.isInteger(code) || code! < 0 || code! > 255) {
+      throw new VoltError(`The pool's monitor sent no exit code: ${last.slice(0, 200)}`, "input");
+    }
+    return code!;
   } finally {
     libc().close(conn);
   }
+}
+
+/** A JSON object line from the pool; anything else is one line of error. */
+function poolAnswer(line: string): Record<string, unknown> {
+  try {
+    const v = JSON.parse(line);
+    if (typeof v === "object" && v !== null && !Array.isArray(v)) return v;
+  } catch { /* below */ }
+  throw new VoltError(`The pool answered what is not its protocol: ${line.slice(0, 200)}`, "input");
 }
 
 /** How long a client waits for a ready monitor to take it. */
@@ -904,8 +917,10 @@ async function boot(
     const withDefault = (p: Policy): Policy =>
       sandbox.seccompLog ? { ...p, defaultAction: "log" } : p;
     const policy = withDefault(MONITOR_POLICY);
-    // Built ahead: a pool's monitor only installs it once a client came.
+    // Built ahead: a pool's monitor only installs them once a client came.
     const filter = sandbox.seccomp ? buildFilter(policy) : undefined;
+    const vcpu = withDefault(VCPU_POLICY);
+    const vcpuProgram = filter && encodeFilter(buildFilter(vcpu));
     // Every libc symbol, before the filter: binding one needs mmap and mprotect.
     bindAllLibc();
     let client: PoolClient | undefined;
@@ -925,8 +940,7 @@ async function boot(
         throw new VoltError("The seccomp filter is not in force after installing it", "internal");
       }
       machine.trace.mark("seccomp installed");
-      const vcpu = withDefault(VCPU_POLICY);
-      vcpuFilter = { program: encodeFilter(buildFilter(vcpu)), log: sandbox.seccompLog };
+      vcpuFilter = { program: vcpuProgram!, log: sandbox.seccompLog };
       seccomp = {
         syscalls: policy.rules.length,
         vcpuSyscalls: vcpu.rules.length,
