@@ -90,11 +90,25 @@ async function consoleVm(make: () => Promise<Machine>) {
   return { vm, until, out: () => out };
 }
 
-/** Boots `config`, waits for `marker`, pauses and saves it in `dir`; the VM is then stopped. */
-async function saved(config: VmConfig, marker: string, dir: string) {
+/**
+ * Boots `config`, waits for `marker` (and for `ready`, when given), pauses
+ * and saves it in `dir`; the VM is left paused.
+ */
+async function saved(
+  config: VmConfig,
+  marker: string,
+  dir: string,
+  ready: (vm: Machine) => boolean = () => true,
+) {
   const src = await consoleVm(() => createVm({ console: "message", memory: "64M", ...config }));
   src.vm.start();
   await src.until(marker);
+  // The console line comes before the work: under load the pause can land between them.
+  const end = performance.now() + 20_000;
+  while (!ready(src.vm)) {
+    if (performance.now() > end) throw new Error("The guest did not start its work");
+    await sleep(2);
+  }
   await src.vm.pause();
   const paths = { snapshotPath: `${dir}/vm.snap`, memFilePath: `${dir}/vm.mem` };
   src.vm.snapshot(paths);
@@ -147,7 +161,12 @@ Deno.test({
     "snapshot: a counting guest (2 vCPUs) restores at its saved count and counts on; the source resumes too",
   async fn() {
     const dir = tmpDir();
-    const { src, paths } = await saved({ kernel: g.counter(), cpus: 2 }, "counting\n", dir);
+    const { src, paths } = await saved(
+      { kernel: g.counter(), cpus: 2 },
+      "counting\n",
+      dir,
+      (vm) => count(vm) > 0n,
+    );
     const atSave = count(src.vm);
     assert.ok(atSave > 0n);
     src.vm.resume();
