@@ -31,6 +31,7 @@ export type {
   CreateOptions,
   RestoreConfig,
   RestoreSource,
+  SnapshotTarget,
   VmMetrics,
   VmState,
 } from "./src/vmm/machine.ts";
@@ -45,6 +46,7 @@ export { Machine } from "./src/vmm/machine.ts";
 export { EXIT_CODE, VoltError } from "./src/errors.ts";
 export { DEFAULT_CMDLINE } from "./src/boot/cmdline.ts";
 export { parseSize } from "./src/vmm/config.ts";
+export { rebaseMemoryFile } from "./src/snapshot/rebase.ts";
 export { EXEC_PORT, execInGuest } from "./src/guest/exec.ts";
 export { type FileConfig, fromFirecracker, readConfigFile } from "./src/control/fc_config.ts";
 

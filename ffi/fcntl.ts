@@ -20,3 +20,7 @@ export const O_APPEND = 0o2000;
 export const F_GETFL = 3;
 /** `fcntl(2)`: set the file status flags. */
 export const F_SETFL = 4;
+/** `lseek(2)`: the next offset holding data (a sparse file's next extent). */
+export const SEEK_DATA = 3;
+/** `lseek(2)`: the next hole (or the end). */
+export const SEEK_HOLE = 4;

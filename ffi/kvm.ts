@@ -21,6 +21,8 @@ export const SIZE = {
   kvm_cpuid_entry2: 40,
   kvm_lapic_state: 1024,
   kvm_userspace_memory_region: 32,
+  /** `{ u32 slot; u32 padding1; union { void *dirty_bitmap; u64 padding2; } }` */
+  kvm_dirty_log: 16,
   kvm_irq_level: 8,
   kvm_pit_config: 64,
   kvm_mp_state: 4,
@@ -69,6 +71,7 @@ export const KVM = {
   GET_SUPPORTED_CPUID: iowr(KVMIO, 0x05, SIZE.kvm_cpuid2),
   CREATE_VCPU: io(KVMIO, 0x41),
   SET_USER_MEMORY_REGION: iow(KVMIO, 0x46, SIZE.kvm_userspace_memory_region),
+  GET_DIRTY_LOG: iow(KVMIO, 0x42, SIZE.kvm_dirty_log),
   SET_TSS_ADDR: io(KVMIO, 0x47),
   SET_IDENTITY_MAP_ADDR: iow(KVMIO, 0x48, 8),
   CREATE_IRQCHIP: io(KVMIO, 0x60),
@@ -112,6 +115,9 @@ export const KVM = {
   SET_XCRS: iow(KVMIO, 0xa7, SIZE.kvm_xcrs),
   GET_XSAVE2: ior(KVMIO, 0xcf, SIZE.kvm_xsave),
 } as const;
+
+/** `kvm_userspace_memory_region.flags`: KVM logs the slot's written pages. */
+export const KVM_MEM_LOG_DIRTY_PAGES = 1 << 0;
 
 /** `kvm_irqchip.chip_id`: the two 8259s and the I/O APIC. */
 export const IRQCHIP = { PIC_MASTER: 0, PIC_SLAVE: 1, IOAPIC: 2 } as const;

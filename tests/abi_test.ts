@@ -17,6 +17,7 @@ const tables: Record<string, Record<string, number>> = {
   SIZE: kvm.SIZE,
   CAP: kvm.CAP,
   IRQCHIP: kvm.IRQCHIP,
+  KVM_MEM: { LOG_DIRTY_PAGES: kvm.KVM_MEM_LOG_DIRTY_PAGES },
   RUN: kvm.RUN,
   SREGS: kvm.SREGS,
   SEGMENT: kvm.SEGMENT,

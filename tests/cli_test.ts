@@ -361,6 +361,7 @@ Deno.test("--help on every command and subcommand, and volt help COMMAND: usage 
     [["initramfs", "--help"], /^Usage:\n {2}volt initramfs/],
     [["sandbox", "--help"], /^Usage: volt sandbox --print/],
     [["cpuid", "--help"], /^Usage: volt cpuid [^]*--json/],
+    [["snapshot", "rebase", "--help"], /^Usage: volt snapshot rebase --base-file FILE/],
     [["help", "run"], /^Usage:\n {2}volt run /],
     [["help", "exec"], /^Usage: volt exec /],
     [["help", "help"], /^Usage: volt help \[COMMAND\]/],
@@ -377,6 +378,47 @@ Deno.test("--help on every command and subcommand, and volt help COMMAND: usage 
   const bad = await runCli(["help", "launch"]);
   assert.equal(bad.code, 64);
   assert.match(bad.stderr, /^volt: No help on "launch" \(commands: run, exec, /);
+});
+
+Deno.test("volt snapshot rebase: the diff's data over the base, holes keep the base; bad input is one line", async () => {
+  const base = `${dir}/base.mem`, diff = `${dir}/diff.mem`;
+  const size = 64 << 10;
+  Deno.writeFileSync(base, Uint8Array.from({ length: size }, (_, i) => i & 0xff));
+  // A sparse diff: page 3 written (zeros included), the rest holes.
+  const f = Deno.openSync(diff, { write: true, create: true, truncate: true });
+  f.truncateSync(size);
+  f.seekSync(3 * 4096, Deno.SeekMode.Start);
+  const page = new Uint8Array(4096).fill(0xab);
+  page.fill(0, 0, 16);
+  f.writeSync(page);
+  f.close();
+  const r = await runCli(["snapshot", "rebase", "--base-file", base, "--diff-file", diff]);
+  assert.equal(r.code, 0, r.stderr);
+  const out = Deno.readFileSync(base);
+  assert.equal(out.length, size);
+  assert.deepEqual(out.subarray(3 * 4096, 4 * 4096), page);
+  for (const i of [0, 4095, 4 * 4096, size - 1]) assert.equal(out[i], i & 0xff, `byte ${i}`);
+  const bad: Array<[string[], number, RegExp]> = [
+    [["snapshot"], 64, /^volt: volt snapshot needs a subcommand \(rebase\)\n$/],
+    [["snapshot", "merge"], 64, /^volt: Unknown snapshot subcommand: merge \(rebase\)\n$/],
+    [["snapshot", "rebase", "--base-file", base], 64, /needs --base-file and --diff-file\n$/],
+    [
+      ["snapshot", "rebase", "--base-file", base, "--diff-file", `${dir}/nope`],
+      66,
+      /^volt: Cannot open diff memory file .*nope: .*\n$/,
+    ],
+    [
+      ["snapshot", "rebase", "--base-file", base, "--diff-file", elf],
+      65,
+      /^volt: The diff .* bytes, the base .* not the same VM's memory\n$/,
+    ],
+  ];
+  for (const [args, code, re] of bad) {
+    const b = await runCli(args);
+    assert.equal(b.code, code, `${args.join(" ")}: ${b.stderr}`);
+    assert.match(b.stderr, re);
+  }
+  assert.deepEqual(Deno.readFileSync(base), out, "a refused rebase changed the base");
 });
 
 Deno.test("volt kernel list --json and volt cpuid --json are JSON", async () => {

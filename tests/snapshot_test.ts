@@ -5,7 +5,7 @@
  * in RAM), while the memory file stays as it was written.
  */
 import assert from "node:assert/strict";
-import { createVm, Machine, type VmConfig, VoltError } from "../mod.ts";
+import { createVm, Machine, rebaseMemoryFile, type VmConfig, VoltError } from "../mod.ts";
 import {
   decodeStateFile,
   encodeStateFile,
@@ -258,5 +258,120 @@ Deno.test({
       () => Machine.restore({ snapshotPath: `${dir}/other.snap`, memFilePath: paths.memFilePath }),
       input(/^This host's CPU or KVM differs from the snapshot's \(vCPU 0: leaf 0x1\.0 ecx is /),
     );
+  },
+});
+
+/** The bytes of `path` that hold data, not holes (what a sparse file costs on disk). */
+const allocated = (path: string) => (Deno.statSync(path).blocks ?? 0) * 512;
+
+/** The counter guest's count as the memory file at `path` holds it. */
+const countIn = (path: string) =>
+  new DataView(Deno.readFileSync(path).buffer).getBigUint64(g.COUNTER_ADDR, true);
+
+Deno.test({
+  ...needsKvm,
+  name:
+    "diff snapshot: only the pages written since the full one; rebased onto it, it restores at the diff's count and counts on",
+  async fn() {
+    const dir = tmpDir();
+    const { src, paths: full } = await saved(
+      { kernel: g.counter(), trackDirtyPages: true },
+      "counting\n",
+      dir,
+      (vm) => count(vm) > 0n,
+    );
+    const atFull = count(src.vm);
+    src.vm.resume();
+    while (count(src.vm) <= atFull) await sleep(2);
+    await src.vm.pause();
+    const atDiff = count(src.vm);
+    const diff = { snapshotPath: `${dir}/diff.snap`, memFilePath: `${dir}/diff.mem` };
+    src.vm.snapshot({ ...diff, type: "diff" });
+    assert.equal(Deno.statSync(diff.memFilePath).size, 64 << 20);
+    // The guest wrote one page (its counter) since the full snapshot.
+    const size = allocated(diff.memFilePath);
+    assert.ok(size > 0 && size <= 16 << 10, `the diff holds ${size} bytes`);
+    assert.ok(allocated(full.memFilePath) > size, "the full file holds no more than the diff");
+    assert.equal(countIn(diff.memFilePath), atDiff);
+    assert.equal(countIn(full.memFilePath), atFull);
+    await halt(src.vm);
+
+    const fullBefore = Deno.readFileSync(full.memFilePath);
+    rebaseMemoryFile(full.memFilePath, diff.memFilePath);
+    const rebased = Deno.readFileSync(full.memFilePath);
+    assert.equal(countIn(full.memFilePath), atDiff);
+    // Everything but the counter's page is the full snapshot's.
+    const page = g.COUNTER_ADDR & ~0xfff;
+    assert.deepEqual(rebased.subarray(0, page), fullBefore.subarray(0, page));
+    assert.deepEqual(rebased.subarray(page + 4096), fullBefore.subarray(page + 4096));
+
+    const clone = await Machine.restore(
+      { snapshotPath: diff.snapshotPath, memFilePath: full.memFilePath },
+      { console: "message", trackDirtyPages: true },
+    );
+    assert.equal(count(clone), atDiff);
+    clone.start();
+    const end = performance.now() + 10_000;
+    while (count(clone) <= atDiff) {
+      if (performance.now() > end) throw new Error("The restored guest does not count");
+      await sleep(2);
+    }
+    // A restored VM's diff is against the file it was restored from.
+    await clone.pause();
+    const again = { snapshotPath: `${dir}/again.snap`, memFilePath: `${dir}/again.mem` };
+    clone.snapshot({ ...again, type: "diff" });
+    assert.equal(countIn(again.memFilePath), count(clone));
+    assert.ok(allocated(again.memFilePath) <= 16 << 10);
+    await halt(clone);
+  },
+});
+
+Deno.test({
+  ...needsKvm,
+  name:
+    "diff snapshot: refused without tracking and before a full one; a rebase of another size is refused and leaves the base",
+  async fn() {
+    const dir = tmpDir();
+    const to = {
+      snapshotPath: `${dir}/d.snap`,
+      memFilePath: `${dir}/d.mem`,
+      type: "diff",
+    } as const;
+    const plain = await createVm({ kernel: g.counter(), console: "message", memory: "64M" });
+    plain.start();
+    await plain.pause();
+    assert.throws(
+      () => plain.snapshot(to),
+      input(/^Cannot take a diff snapshot of a VM that does not track dirty pages/),
+    );
+    await halt(plain);
+    const tracked = await createVm({
+      kernel: g.counter(),
+      console: "message",
+      memory: "64M",
+      trackDirtyPages: true,
+    });
+    tracked.start();
+    await tracked.pause();
+    assert.throws(
+      () => tracked.snapshot(to),
+      input(/^Cannot take a diff snapshot before a full one/),
+    );
+    assert.throws(() => Deno.statSync(to.memFilePath), Deno.errors.NotFound);
+    await halt(tracked);
+
+    Deno.writeFileSync(`${dir}/base.mem`, new Uint8Array(8192).fill(7));
+    Deno.writeFileSync(`${dir}/small.mem`, new Uint8Array(4096));
+    assert.throws(
+      () => rebaseMemoryFile(`${dir}/base.mem`, `${dir}/small.mem`),
+      input(
+        /^The diff .*small\.mem has 4096 bytes, the base .*base\.mem 8192: not the same VM's memory$/,
+      ),
+    );
+    assert.throws(
+      () => rebaseMemoryFile(`${dir}/base.mem`, `${dir}/none.mem`),
+      input(/^Cannot open diff memory file .*none\.mem: /),
+    );
+    assert.deepEqual(Deno.readFileSync(`${dir}/base.mem`), new Uint8Array(8192).fill(7));
   },
 });

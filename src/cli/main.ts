@@ -14,6 +14,7 @@ import { guestCommand, initramfsCommand, kernelCommand } from "./guest_cmd.ts";
 import { runCommand } from "./run_cmd.ts";
 import { poolCommand } from "./pool_cmd.ts";
 import { execCommand } from "./exec_cmd.ts";
+import { snapshotCommand } from "./snapshot_cmd.ts";
 import { formatPolicy, MONITOR_POLICY, VCPU_POLICY } from "../sandbox/seccomp.ts";
 
 /**
@@ -47,6 +48,8 @@ export async function main(args: string[]): Promise<number> {
       }
       case "cpuid":
         return cpuidCommand(rest);
+      case "snapshot":
+        return snapshotCommand(rest);
       case "sandbox":
         parse(rest, { print: { type: "boolean" } });
         console.log(formatPolicy(MONITOR_POLICY));

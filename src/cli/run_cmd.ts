@@ -113,6 +113,7 @@ const OPTIONS = {
   "vsock-uds": { type: "string" },
   "net-tap": { type: "string", multiple: true },
   "snapshot-dir": { type: "string" },
+  "track-dirty-pages": { type: "boolean" },
   // A VM of the warm pool at PATH (`volt pool`): the pool's flags describe it.
   pool: { type: "string" },
   // Internal: a monitor of `volt pool`, whose stdin is the pool's listening socket.
@@ -229,6 +230,7 @@ export async function runCommand(args: string[]): Promise<number> {
     entropy: v.entropy,
     nets: (v.net ?? []).map(parseNet),
     vsock: v.vsock === undefined ? undefined : parseVsock(v.vsock),
+    trackDirtyPages: v["track-dirty-pages"],
   };
   if (v["no-api"] && !file) throw new VoltError("--no-api needs --config-file", "usage");
   // Flags are checked before a default guest is built or fetched.
@@ -313,6 +315,7 @@ async function apiRun(v: Values): Promise<number> {
         taps: Object.fromEntries(
           (req.network_overrides ?? []).map((o) => [o.iface_id, o.host_dev_name]),
         ),
+        trackDirtyPages: req.enable_diff_snapshots || req.track_dirty_pages,
       }, { ...api, document: {} });
     },
   });
@@ -439,7 +442,10 @@ function snapshotDir(v: Values): Pick<MonitorPlan, "snapshotDir"> {
  * as a boot's are); VM flags are refused, the snapshot says all of it.
  */
 function restoreRun(v: Values): number {
-  const twice = [...VM_FLAGS, "config-file"].find((k) => v[k as keyof Values] !== undefined);
+  // Tracking is this process's choice; everything else about the VM is the snapshot's.
+  const twice = [...VM_FLAGS, "config-file"].find((k) =>
+    k !== "track-dirty-pages" && v[k as keyof Values] !== undefined
+  );
   if (twice) {
     throw new VoltError(
       `--${twice} conflicts with --restore: the snapshot describes the VM`,
@@ -473,6 +479,7 @@ function restoreRun(v: Values): number {
     paused: !!v.paused,
     vsockUds: v["vsock-uds"],
     taps,
+    trackDirtyPages: v["track-dirty-pages"],
   };
   return prepareRestore(plan, restore, api)();
 }
@@ -492,6 +499,8 @@ function prepareRestore(
     vsockUds?: string;
     /** Other TAPs, by interface id (Firecracker's `network_overrides`). */
     taps?: Record<string, string>;
+    /** Record written pages from the start, for diff snapshots of the restored VM. */
+    trackDirtyPages?: boolean;
   },
   api?: MonitorPlan["api"],
 ): () => never {
@@ -527,6 +536,7 @@ function prepareRestore(
       id: n.id ?? undefined,
     })),
     vsock: c.vsock ? { cid: c.vsock.cid, uds: from.vsockUds ?? c.vsock.uds } : undefined,
+    trackDirtyPages: from.trackDirtyPages,
   };
   if (plan.pool) {
     // Every clone of the pool would share these.
@@ -607,6 +617,7 @@ const VM_FLAGS = [
   "entropy",
   "net",
   "vsock",
+  "track-dirty-pages",
 ] as const;
 
 /** The VM a `--config-file` describes; a flag that would say it a second time is refused. */
@@ -653,6 +664,7 @@ function apiRoutes(
       machine.snapshot({
         snapshotPath: snapshotTarget(snapshotDir, req.snapshot_path, "snapshot_path"),
         memFilePath: snapshotTarget(snapshotDir, req.mem_file_path, "mem_file_path"),
+        type: req.snapshot_type === "Diff" ? "diff" : "full",
       }),
   }, api.document);
 }
@@ -878,6 +890,7 @@ async function boot(
         disks: config.disks?.map((d) => ({ path: d.path, fd: d.fd })),
         nets: config.nets?.map((n) => ({ tap: n.tap, fd: n.fd })),
         vsock: config.vsock && { uds: config.vsock.uds, listenFd: config.vsock.listenFd },
+        trackDirtyPages: config.trackDirtyPages,
       },
       created,
     )

@@ -19,6 +19,9 @@ Usage:
                                      client describes
   volt run --restore FILE --mem-file FILE
                                      restore a snapshot (PUT /snapshot/create)
+  volt snapshot rebase --base-file FILE --diff-file FILE
+                                     lay a diff snapshot's memory onto its
+                                     base (then restore the diff's state)
   volt pool --socket PATH [--size N] [run options]
                                      keep N monitors ready, each with its VM
                                      built (warm start)
@@ -92,6 +95,8 @@ export const RUN_OPTIONS = `Run options:
   --no-api             no API socket (with --config-file; the default)
   --snapshot-dir DIR   PUT /snapshot/create may write there (and only there:
                        the jailed monitor gets write access to DIR alone)
+  --track-dirty-pages  record the pages the guest and devices write, so that
+                       snapshot/create can take a "Diff" (also with --restore)
   --restore FILE       restore the VM a snapshot's state file describes (VM
                        flags are refused: the snapshot says all of it)
   --mem-file FILE      the snapshot's memory file (with --restore), mapped
@@ -178,6 +183,14 @@ Writes a cpio newc archive (gzip when OUT ends in .gz), or lists one.
   --busybox          Debian's static busybox and its applet links
   -o, --output OUT   where to write
   --list FILE        print an archive's entries
+`,
+  snapshot: `Usage: volt snapshot rebase --base-file FILE --diff-file FILE
+
+Writes the pages a diff snapshot's memory file holds (snapshot_type "Diff")
+onto the memory file of the snapshot before it, as Firecracker's rebase-snap
+does: the diff's state file then restores from --base-file. The new base is
+written beside the old one and renamed over it, so VMs restored from the old
+one go on undisturbed. Both files must be of the same size.
 `,
   sandbox: `Usage: volt sandbox --print
 

@@ -89,9 +89,6 @@ export function loadMemoryPath(req: SnapshotLoad): string {
   if (req.mem_backend?.backend_type === "Uffd") {
     throw new VoltError("snapshot/load: the Uffd memory backend is not supported", "usage");
   }
-  if (req.enable_diff_snapshots || req.track_dirty_pages) {
-    throw new VoltError("snapshot/load: diff snapshots are not supported yet", "usage");
-  }
   const path = req.mem_backend?.backend_path ?? req.mem_file_path;
   if (!path) throw new VoltError("snapshot/load: no memory file (mem_backend)", "usage");
   return path;
@@ -236,9 +233,6 @@ export class ApiRoutes {
         if (parts[1] === "create") {
           const req = check(SnapshotCreate, json(), "snapshot/create");
           if (!started) return fault(400, "snapshot/create: the microVM is not running");
-          if (req.snapshot_type === "Diff") {
-            return fault(400, "snapshot/create: diff snapshots are not supported yet");
-          }
           if (t.state() !== "Paused") {
             return fault(400, "snapshot/create: pause the microVM first (PATCH /vm)");
           }

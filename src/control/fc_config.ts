@@ -51,7 +51,7 @@ export const MachineConfig = v.strictObject({
   vcpu_count: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(MAX_CPUS)),
   mem_size_mib: v.pipe(v.number(), v.integer(), v.minValue(8), v.maxValue(256 * 1024)),
   smt: onlyDefault(false),
-  track_dirty_pages: onlyDefault(false),
+  track_dirty_pages: v.optional(v.boolean()),
   huge_pages: onlyDefault("None"),
   cpu_template: v.nullish(v.literal("None", 'is supported by Volt only as "None"')),
 });
@@ -242,6 +242,7 @@ export function fromFirecracker(data: unknown, what = "Config"): FileConfig {
     ...(boot.boot_args != null ? { cmdline: boot.boot_args } : {}),
     ...(volt.append !== undefined ? { append: volt.append } : {}),
     ...(machine ? { cpus: machine.vcpu_count, memory: machine.mem_size_mib * 2 ** 20 } : {}),
+    ...(machine?.track_dirty_pages ? { trackDirtyPages: true } : {}),
     ...(volt.cpu_template !== undefined ? { cpuTemplate: volt.cpu_template } : {}),
     ...(volt.boot_protocol !== undefined ? { bootProtocol: volt.boot_protocol } : {}),
     ...(volt.console_mode !== undefined ? { consoleMode: volt.console_mode } : {}),

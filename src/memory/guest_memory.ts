@@ -20,6 +20,8 @@ import {
 } from "../../ffi/libc.ts";
 import { MMIO_GAP_END, MMIO_GAP_START } from "../arch/x86_64/layout.ts";
 
+const PAGE = 4096;
+
 /** A guest-physical range backed by host memory at `hostOffset`. */
 export interface MemoryRegion {
   /** Guest-physical start. */
@@ -76,6 +78,8 @@ export class GuestMemory {
 
   /** The mapping this object made and unmaps, if it made one. */
   #mapping?: Deno.PointerObject;
+  /** Pages written since the last {@linkcode clearDirty}, a bit each by host offset, when tracked. */
+  #dirty?: Uint32Array;
 
   private constructor(buffer: ArrayBuffer, hostAddr: bigint, mapping?: Deno.PointerObject) {
     this.host = new Uint8Array(buffer);
@@ -187,6 +191,51 @@ export class GuestMemory {
     const first = start & ~0xfffn;
     const end = (start + BigInt(len) + 0xfffn) & ~0xfffn;
     libc().madvise(first, end - first, MADV_POPULATE_WRITE);
+  }
+
+  /**
+   * Starts recording the pages the monitor's own devices write (KVM logs
+   * the guest's writes; a diff snapshot needs both).
+   */
+  trackWrites(): void {
+    this.#dirty ??= new Uint32Array(Math.ceil(Math.ceil(this.size / PAGE) / 32));
+  }
+
+  /** Whether {@linkcode trackWrites} was called. */
+  get tracked(): boolean {
+    return this.#dirty !== undefined;
+  }
+
+  /**
+   * Records that the monitor wrote (or may write) `len` bytes at host
+   * offset `off`; nothing unless tracked. Allocates nothing: the virtio
+   * data path calls it for every device-writable buffer.
+   */
+  markDirty(off: number, len: number): void {
+    const d = this.#dirty;
+    if (d === undefined || len <= 0) return;
+    for (
+      let p = Math.floor(off / PAGE), last = Math.floor((off + len - 1) / PAGE);
+      p <= last;
+      p++
+    ) {
+      d[p >>> 5] |= 1 << (p & 31);
+    }
+  }
+
+  /**
+   * The record of written pages (bit `p` is the page at host offset
+   * `p * 4096`), live: KVM's log is merged into it before a diff snapshot.
+   * Throws unless tracked.
+   */
+  get dirtyPages(): Uint32Array {
+    if (this.#dirty === undefined) throw new Error("Guest memory writes are not tracked");
+    return this.#dirty;
+  }
+
+  /** Forgets every recorded write (a snapshot has saved them). */
+  clearDirty(): void {
+    this.#dirty?.fill(0);
   }
 
   /** Copies `data` into the guest at `addr`. */

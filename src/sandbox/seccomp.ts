@@ -484,6 +484,8 @@ const SNAPSHOT_IOCTLS = {
   KVM_GET_IRQCHIP: KVM.GET_IRQCHIP,
   KVM_GET_PIT2: KVM.GET_PIT2,
   KVM_GET_CLOCK: KVM.GET_CLOCK,
+  // Reads and clears KVM's log of written pages (a diff snapshot).
+  KVM_GET_DIRTY_LOG: KVM.GET_DIRTY_LOG,
 } as const;
 
 /** EACCES (asm-generic/errno-base.h): permission denied. */

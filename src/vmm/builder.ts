@@ -215,7 +215,8 @@ export function buildVm(
     const supported = kvm.supportedCpuid();
     const vm = Vm.create(kvm);
     made.vm = vm;
-    vm.mapMemory(memory);
+    if (cfg.trackDirtyPages) memory.trackWrites();
+    vm.mapMemory(memory, cfg.trackDirtyPages);
     trace.mark("vm created");
     const io = devices.connect(vm.fd);
     if (io) trace.mark("virtio connected");
@@ -312,7 +313,8 @@ export function restoreVm(
     });
     const vm = Vm.create(kvm);
     made.vm = vm;
-    vm.mapMemory(memory);
+    if (cfg.trackDirtyPages) memory.trackWrites();
+    vm.mapMemory(memory, cfg.trackDirtyPages);
     trace.mark("vm created");
     const io = devices.connect(vm.fd);
     if (io) io.restored = true;

@@ -21,6 +21,7 @@ import {
   readSnapshot,
   type SnapshotDoc,
   unsnapshottable,
+  writeDiffMemoryFile,
   writeMemoryFile,
   writeSnapshot,
 } from "./snapshot.ts";
@@ -123,6 +124,22 @@ export interface VmMetrics {
   >;
 }
 
+/** Where {@linkcode Machine.snapshot} writes. */
+export interface SnapshotTarget {
+  /** The state file. */
+  snapshotPath: string;
+  /** The memory file. */
+  memFilePath: string;
+  /**
+   * `full` (default): all of guest RAM. `diff`: only the pages written
+   * since the VM's last snapshot (or its restore), at their offsets in a
+   * sparse file; `volt snapshot rebase` (or {@linkcode rebaseMemoryFile})
+   * writes it onto the last full memory file, which then restores with
+   * this state file. Needs `trackDirtyPages`.
+   */
+  type?: "full" | "diff";
+}
+
 /** Where {@linkcode Machine.restore} restores from. */
 export interface RestoreSource {
   /** The state file. */
@@ -145,6 +162,8 @@ export type RestoreConfig =
     nets?: Array<{ tap?: string; fd?: number } | undefined>;
     /** Its vsock device on another socket (two clones need two). */
     vsock?: { uds?: string; listenFd?: number };
+    /** Records written pages from the start: the VM's next snapshot may be a diff of this one. */
+    trackDirtyPages?: boolean;
   };
 
 /** Opens a memory file for {@linkcode Machine.restore}, one line on failure. */
@@ -225,6 +244,8 @@ export class Machine {
   private resolveExit!: (e: VmExit) => void;
   /** The VM's one record of where it is in its life. */
   private life: VmState = "not-started";
+  /** Whether a snapshot was taken or restored from, so that a diff has a base. */
+  private hasBase = false;
   private ran = false;
   private readonly cleanups: Array<() => void> = [];
   private pendingInput: Uint8Array[] = [];
@@ -311,7 +332,7 @@ export class Machine {
       }
       : undefined;
     try {
-      return await Machine.launch(
+      const m = await Machine.launch(
         {
           console: config.console,
           consoleMode: config.consoleMode,
@@ -326,10 +347,14 @@ export class Machine {
           entropy: c.entropy,
           nets,
           vsock,
+          trackDirtyPages: config.trackDirtyPages,
         },
         { startPhase: "runtime up", ...opts },
         (cfg, trace) => restoreVm(cfg, snap, memFd, trace),
       );
+      // The memory file it came from is the base a diff of it goes on.
+      m.hasBase = true;
+      return m;
     } finally {
       // The mapping holds the file; the descriptor is no longer needed.
       libc().close(memFd);
@@ -379,7 +404,9 @@ export class Machine {
    * Saves a paused VM: guest RAM to `memFilePath` (a sparse file) and
    * everything else (vCPUs, interrupt controllers, PIT, clock, devices) to
    * `snapshotPath`, a versioned, checksummed state file. Each file is
-   * written whole or not at all. The VM stays paused; resume it or stop
+   * written whole or not at all; with `type: "diff"` the memory file
+   * holds only the pages written since the last snapshot (see
+   * {@linkcode SnapshotTarget}). The VM stays paused; resume it or stop
    * it. A VM with a device the script wrote cannot be saved (that device
    * holds state Volt cannot see). A restored vsock device tells the guest
    * its transport was reset: connections close, listeners stay, as with
@@ -392,13 +419,36 @@ export class Machine {
    * vm.resume();
    * ```
    */
-  snapshot(to: { snapshotPath: string; memFilePath: string }): void {
+  snapshot(to: SnapshotTarget): void {
     this.expect("snapshot", ["paused"]);
     const why = unsnapshottable(this.built.devices.specs);
     if (why) throw new VoltError(`Cannot snapshot a VM with ${why} yet`, "usage");
+    const mem = this.built.memory;
+    const diff = to.type === "diff";
+    if (diff && !mem.tracked) {
+      throw new VoltError(
+        "Cannot take a diff snapshot of a VM that does not track dirty pages (trackDirtyPages, machine-config's track_dirty_pages)",
+        "usage",
+      );
+    }
+    if (diff && !this.hasBase) {
+      throw new VoltError(
+        "Cannot take a diff snapshot before a full one: a diff holds only the pages written since the last snapshot",
+        "usage",
+      );
+    }
     const doc = captureState(this.built, this.cfg);
-    writeMemoryFile(this.built.memory, to.memFilePath);
+    // KVM's log goes into the record first: if a write fails, the next snapshot still has it.
+    if (mem.tracked) this.built.vm.mergeDirtyLog(mem);
+    if (diff) writeDiffMemoryFile(mem, to.memFilePath);
+    else writeMemoryFile(mem, to.memFilePath);
     writeSnapshot(to.snapshotPath, doc);
+    if (mem.tracked) {
+      mem.clearDirty();
+      // Chains a device holds may still be written after this snapshot.
+      if (!this.released) { for (const r of this.runners) r.markPosted(); }
+    }
+    this.hasBase = true;
   }
 
   /**

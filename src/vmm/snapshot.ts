@@ -206,6 +206,40 @@ export function readSnapshot(path: string): SnapshotDoc {
 
 const PAGE = 4096;
 
+/** The host address of `mem`'s mapping, as a number. */
+const hostBase = (mem: GuestMemory) =>
+  mem.hostAddr === 0n
+    ? Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(mem.host as Uint8Array<ArrayBuffer>)))
+    : Number(mem.hostAddr);
+
+/**
+ * Writes the pages of guest RAM that `mem` recorded as written (see
+ * `GuestMemory.trackWrites`) to `path`, a sparse file of RAM's size with
+ * each such page at its offset, zero pages too, and holes elsewhere: a
+ * diff, laid onto its base with `rebaseMemoryFile` (src/snapshot/rebase.ts). Whole or not
+ * at all.
+ */
+export function writeDiffMemoryFile(mem: GuestMemory, path: string): void {
+  const dirty = mem.dirtyPages;
+  const pages = Math.ceil(mem.size / PAGE);
+  const isDirty = (p: number) => (dirty[p >>> 5] & (1 << (p & 31))) !== 0;
+  const base = hostBase(mem);
+  writeWhole(path, "memory file", (fd) => {
+    setLength(fd, mem.size);
+    for (let p = 0; p < pages;) {
+      if (!isDirty(p)) {
+        p++;
+        continue;
+      }
+      let end = p + 1;
+      while (end < pages && isDirty(end)) end++;
+      const from = p * PAGE, to = Math.min(end * PAGE, mem.size);
+      writeFrom(fd, base + from, to - from, from);
+      p = end;
+    }
+  });
+}
+
 /**
  * Writes guest RAM to `path` as a sparse file of exactly its size: runs of
  * pages that hold anything are written straight from the mapping, all-zero
@@ -221,9 +255,7 @@ export function writeMemoryFile(mem: GuestMemory, path: string): void {
     }
     return true;
   };
-  const base = mem.hostAddr === 0n
-    ? Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(mem.host as Uint8Array<ArrayBuffer>)))
-    : Number(mem.hostAddr);
+  const base = hostBase(mem);
   writeWhole(path, "memory file", (fd) => {
     setLength(fd, mem.size);
     const pages = Math.ceil(mem.size / PAGE);

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { KVM, SIZE } from "../../ffi/kvm.ts";
+import { KVM, KVM_MEM_LOG_DIRTY_PAGES, SIZE } from "../../ffi/kvm.ts";
 import { check, libc } from "../../ffi/libc.ts";
 import { KVM_IDENTITY_MAP_ADDR, KVM_TSS_ADDR } from "../arch/x86_64/layout.ts";
 import type { GuestMemory } from "../memory/guest_memory.ts";
@@ -56,13 +56,16 @@ export class Vm {
     check(l.ioctl_buf(this.fd, KVM.CREATE_PIT2, pit), "KVM_CREATE_PIT2");
   }
 
-  /** Registers every RAM region of `mem` as a memory slot. */
-  mapMemory(mem: GuestMemory): void {
+  /**
+   * Registers every RAM region of `mem` as a memory slot; with `logDirty`,
+   * KVM logs the pages the guest writes ({@linkcode mergeDirtyLog}).
+   */
+  mapMemory(mem: GuestMemory, logDirty = false): void {
     const buf = new Uint8Array(SIZE.kvm_userspace_memory_region);
     const dv = new DataView(buf.buffer);
     mem.regions.forEach((r, slot) => {
       dv.setUint32(0, slot, true);
-      dv.setUint32(4, 0, true);
+      dv.setUint32(4, logDirty ? KVM_MEM_LOG_DIRTY_PAGES : 0, true);
       dv.setBigUint64(8, BigInt(r.guestAddr), true);
       dv.setBigUint64(16, BigInt(r.size), true);
       dv.setBigUint64(24, mem.hostAddr + BigInt(r.hostOffset), true);
@@ -70,6 +73,33 @@ export class Vm {
         libc().ioctl_buf(this.fd, KVM.SET_USER_MEMORY_REGION, buf),
         "KVM_SET_USER_MEMORY_REGION",
       );
+    });
+  }
+
+  /**
+   * Takes KVM's log of the pages the guest wrote since the last call (or
+   * since {@linkcode mapMemory} asked for it), clearing it, and ORs it into
+   * `mem`'s record of written pages, which is by host offset. The vCPUs
+   * should be stopped, or pages they write meanwhile land in the next log.
+   */
+  mergeDirtyLog(mem: GuestMemory): void {
+    const into = mem.dirtyPages;
+    const arg = new Uint8Array(SIZE.kvm_dirty_log);
+    const dv = new DataView(arg.buffer);
+    mem.regions.forEach((r, slot) => {
+      const pages = Math.ceil(r.size / 4096);
+      // KVM fills whole 64-bit words.
+      const bitmap = new Uint32Array(Math.ceil(pages / 64) * 2);
+      dv.setUint32(0, slot, true);
+      dv.setBigUint64(8, BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(bitmap))), true);
+      check(libc().ioctl_buf(this.fd, KVM.GET_DIRTY_LOG, arg), "KVM_GET_DIRTY_LOG");
+      const first = r.hostOffset / 4096;
+      for (let w = 0; w < bitmap.length; w++) {
+        for (let bits = bitmap[w]; bits !== 0; bits &= bits - 1) {
+          const p = first + w * 32 + (31 - Math.clz32(bits & -bits));
+          if (p < first + pages) into[p >>> 5] |= 1 << (p & 31);
+        }
+      }
     });
   }
 

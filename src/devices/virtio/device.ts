@@ -192,6 +192,26 @@ export class QueueRunner {
     return out;
   }
 
+  /**
+   * Records as written what the device may still write in each ready
+   * queue (see `SplitQueue.markPosted`): a diff snapshot clears the record
+   * while the device may hold chains.
+   */
+  markPosted(): void {
+    const s = this.s;
+    for (let q = 0; q < this.queues.length; q++) {
+      if (!Atomics.load(s, queueSlot(q, Q.READY))) continue;
+      try {
+        new SplitQueue(this.mem, queueLayout(s, q), s[S.QUEUE_MAX], {
+          indirect: (s[S.DRIVER_FEATURES_LO] & (1 << F.RING_INDIRECT_DESC)) !== 0,
+        }).markPosted();
+      } catch (e) {
+        // A layout the queue refuses holds nothing the device writes.
+        if (!(e instanceof QueueError)) throw e;
+      }
+    }
+  }
+
   /** Queue `q` as the driver set it up, once it is ready. */
   private queue(q: number): SplitQueue | undefined {
     const s = this.s;

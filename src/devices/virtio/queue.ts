@@ -224,6 +224,8 @@ export class SplitQueue {
       chain.host[n] = host;
       chain.len[n] = len;
       chain.writable[n] = flags & VRING.DESC_F_WRITE ? 1 : 0;
+      // Recorded now, before the device writes it: a diff snapshot must carry it.
+      if (flags & VRING.DESC_F_WRITE) this.mem.markDirty(host, len);
       chain.bytes += len;
       if (!(flags & VRING.DESC_F_NEXT)) return true;
       if (next >= entries) throw new QueueError(`descriptor index ${next} is past its table`);
@@ -240,6 +242,37 @@ export class SplitQueue {
     this.nextUsed = (this.nextUsed + 1) & 0xffff;
     // The entry is in place before the index says so (x86 keeps stores in order).
     dv.setUint16(this.usedOff + 2, this.nextUsed, true);
+    this.mem.markDirty(this.usedOff + 2, 2);
+    this.mem.markDirty(e, 8);
+  }
+
+  /**
+   * Records as written every buffer the driver's descriptor table (and the
+   * indirect tables it points at) offers the device, and the used ring: what
+   * the device may still write into chains it holds once a diff snapshot
+   * has cleared the record. Malformed entries are skipped; the walk is
+   * bounded by the queue's size and each table's length.
+   */
+  markPosted(): void {
+    const dv = this.dv, mem = this.mem;
+    mem.markDirty(this.usedOff, 6 + 8 * this.size);
+    const walk = (table: number, entries: number, nested: boolean) => {
+      for (let i = 0; i < entries; i++) {
+        const d = table + VRING.DESC_SIZE * i;
+        const addr = dv.getUint32(d, true) + dv.getUint32(d + 4, true) * 2 ** 32;
+        const len = dv.getUint32(d + 8, true);
+        const flags = dv.getUint16(d + 12, true);
+        if (len === 0) continue;
+        const at = mem.offsetOf(addr, len);
+        if (at < 0) continue;
+        if (flags & VRING.DESC_F_INDIRECT) {
+          if (!nested && this.indirect && len % VRING.DESC_SIZE === 0) {
+            walk(at, len / VRING.DESC_SIZE, true);
+          }
+        } else if (flags & VRING.DESC_F_WRITE) mem.markDirty(at, len);
+      }
+    };
+    walk(this.descOff, this.size, false);
   }
 
   /**
@@ -265,7 +298,9 @@ export class SplitQueue {
    * before the driver saw the new value is not left waiting.
    */
   armNotify(at: number = this.nextAvail): void {
-    if (this.eventIdx) this.dv.setUint16(this.usedOff + 4 + 8 * this.size, at & 0xffff, true);
+    if (!this.eventIdx) return;
+    this.dv.setUint16(this.usedOff + 4 + 8 * this.size, at & 0xffff, true);
+    this.mem.markDirty(this.usedOff + 4 + 8 * this.size, 2);
   }
 
   /** The driver's avail index: the chains it has made available, ever (mod 2^16). */
