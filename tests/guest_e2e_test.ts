@@ -13,7 +13,7 @@ import {
   ensureDefaultGuest,
   microvmKernelPaths,
 } from "../src/guest/default_guest.ts";
-import { EXIT_CODE } from "../mod.ts";
+import { EXIT_CODE, rebaseMemoryFile } from "../mod.ts";
 import { writeCpio } from "../src/guest/cpio.ts";
 import { DEFAULT_CMDLINE } from "../src/boot/cmdline.ts";
 import { landlockAbi } from "../src/sandbox/landlock.ts";
@@ -489,7 +489,8 @@ Deno.test({
   ...opts,
   name:
     "snapshot (Linux): the default guest with a disk and entropy, saved mid-work, restores in two processes " +
-    "at once that both go on reading both devices; the guest's clock does not go back",
+    "at once that both go on reading both devices; the guest's clock does not go back; a diff taken later, " +
+    "rebased under a running clone, restores where the diff was taken",
   async fn() {
     const { kernel, initrd } = await ensureDefaultGuest();
     const dir = tmpDir();
@@ -499,7 +500,8 @@ Deno.test({
     const image = new Uint8Array(1 << 20);
     image.set(new TextEncoder().encode("volt-disk-marker"));
     Deno.writeFileSync(disk, image);
-    // Each tick reads the disk past the page cache and the entropy device: both queues work.
+    // Each tick reads the disk past the page cache and the entropy device: both queues work,
+    // and their devices write guest pages KVM's dirty log never sees.
     const work = "i=0; while :; do i=$((i+1)); echo 3 > /proc/sys/vm/drop_caches; " +
       "read up idle < /proc/uptime; echo tick-$i $up $(head -c 16 /dev/vda) " +
       "$(head -c 4 /dev/hwrng | wc -c); sleep 0.2; done";
@@ -510,57 +512,81 @@ Deno.test({
         boot_args: `${DEFAULT_CMDLINE} volt.cmd="${work}"`,
       },
       drives: [{ drive_id: "data", path_on_host: disk, is_root_device: false, is_read_only: true }],
-      "machine-config": { vcpu_count: 2, mem_size_mib: 256 },
+      "machine-config": { vcpu_count: 2, mem_size_mib: 256, track_dirty_pages: true },
       entropy: {},
     };
     let before: ReturnType<typeof ticks> = [];
+    let beforeDiff: ReturnType<typeof ticks> = [];
     await retryTripleFault(async () => {
       const vm = apiVm(doc, "snap-src", ["--snapshot-dir", snaps]);
+      const save = async (body: Record<string, string>) => {
+        assert.equal((await vm.call("PATCH", "/vm", { state: "Paused" })).status, 204);
+        const made = await vm.call("PUT", "/snapshot/create", body);
+        assert.equal(made.status, 204, JSON.stringify(made.body));
+        // What the guest printed before the pause has reached the pipe; let this side read it.
+        await new Promise((r) => setTimeout(r, 300));
+        const seen = ticks(vm.out());
+        assert.equal((await vm.call("PATCH", "/vm", { state: "Resumed" })).status, 204);
+        return seen;
+      };
       await vm.until(/^tick-3 /m);
-      assert.equal((await vm.call("PATCH", "/vm", { state: "Paused" })).status, 204);
-      const made = await vm.call("PUT", "/snapshot/create", {
-        snapshot_path: "vm.snap",
-        mem_file_path: "vm.mem",
+      before = await save({ snapshot_path: "vm.snap", mem_file_path: "vm.mem" });
+      await vm.until(new RegExp(`^tick-${before.at(-1)!.n + 4} `, "m"));
+      beforeDiff = await save({
+        snapshot_path: "diff.snap",
+        mem_file_path: "diff.mem",
+        snapshot_type: "Diff",
       });
-      assert.equal(made.status, 204, JSON.stringify(made.body));
-      // What the guest printed before the pause has reached the pipe; let this side read it.
-      await new Promise((r) => setTimeout(r, 300));
-      before = ticks(vm.out());
-      assert.equal((await vm.call("PATCH", "/vm", { state: "Resumed" })).status, 204);
       await vm.action("SendCtrlAltDel");
       const r = await vm.finish();
       assert.equal(r.code, 0, r.err);
     });
+    const held = (p: string) => (Deno.statSync(p).blocks ?? 0) * 512;
+    assert.ok(
+      held(`${snaps}/diff.mem`) < held(`${snaps}/vm.mem`),
+      `diff ${held(`${snaps}/diff.mem`)} bytes, full ${held(`${snaps}/vm.mem`)}`,
+    );
     const last = before.at(-1)!;
     assert.deepEqual([last.disk, last.rng], ["volt-disk-marker", "4"], JSON.stringify(last));
-    const clones = [0, 1].map(() =>
+    const restore = (snap: string) =>
       consoleOf(
-        spawnVolt(["run", "--restore", `${snaps}/vm.snap`, "--mem-file", `${snaps}/vm.mem`]),
-      )
-    );
-    const want = new RegExp(`^tick-${last.n + 3} `, "m");
+        spawnVolt(["run", "--restore", `${snaps}/${snap}`, "--mem-file", `${snaps}/vm.mem`]),
+      );
+    const clones = [restore("vm.snap"), restore("vm.snap")];
+    const clonesFrom = [last, last];
     try {
-      await Promise.all(clones.map((c) => c.until(want)));
+      await Promise.all(clones.map((c) => c.until(/^tick-\d+ /m)));
+      // The base is replaced by a rename: the clones mapping the old one go on unharmed.
+      rebaseMemoryFile(`${snaps}/vm.mem`, `${snaps}/diff.mem`);
+      clones.push(restore("diff.snap"));
+      clonesFrom.push(beforeDiff.at(-1)!);
+      await Promise.all(
+        clones.map((c, i) => c.until(new RegExp(`^tick-${clonesFrom[i].n + 3} `, "m"))),
+      );
     } finally {
       for (const c of clones) {
         const r = await c.stop();
         assert.equal(r.code, 143, r.err);
       }
     }
-    for (const c of clones) {
+    clones.forEach((c, i) => {
+      const from = clonesFrom[i];
       const after = ticks(c.out());
       assert.ok(after.length >= 3, c.out());
       assert.doesNotMatch(c.out(), /VOLT VM READY/, "the restore booted the guest again");
-      // It goes on from the snapshot: the next whole line is the tick after the last one seen
+      // It goes on from its snapshot: the next whole line is the tick after the last one seen
       // (or the one after that, if the pause cut a line short), and the clock never goes back.
-      assert.ok([last.n + 1, last.n + 2].includes(after[0].n), `${last.n} then ${after[0].n}`);
-      let up = last.up;
+      assert.ok(
+        [from.n + 1, from.n + 2].includes(after[0].n),
+        `clone ${i}: ${from.n} then ${after[0].n}`,
+      );
+      let up = from.up;
       for (const t of after) {
-        assert.ok(t.up >= up, `uptime went back: ${up} then ${t.up}`);
+        assert.ok(t.up >= up, `clone ${i}: uptime went back: ${up} then ${t.up}`);
         up = t.up;
         assert.deepEqual([t.disk, t.rng], ["volt-disk-marker", "4"], JSON.stringify(t));
       }
-    }
+    });
   },
 });
 

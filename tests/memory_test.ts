@@ -38,3 +38,25 @@ Deno.test("identity page tables map the first GiB with 2 MiB pages", () => {
   assert.equal(translate(mem, cr3, 0x40000000n), undefined);
   assert.equal(translate(mem, cr3, 0xffffffff81000000n), undefined);
 });
+
+Deno.test("written-page record: off until tracked; a range marks every page it touches; cleared whole", () => {
+  const mem = GuestMemory.fromBuffer(new ArrayBuffer(64 * 4096 + 100));
+  mem.markDirty(0, 4096); // not tracked: nothing to record into
+  assert.equal(mem.tracked, false);
+  assert.throws(() => mem.dirtyPages, /not tracked/);
+  mem.trackWrites();
+  const pages = () => {
+    const d = mem.dirtyPages, out: number[] = [];
+    for (let p = 0; p < d.length * 32; p++) if (d[p >>> 5] & (1 << (p & 31))) out.push(p);
+    return out;
+  };
+  assert.equal(mem.dirtyPages.length, 3, "65 pages in 32-bit words");
+  assert.deepEqual(pages(), []);
+  mem.markDirty(4095, 2);
+  mem.markDirty(31 * 4096, 4097);
+  mem.markDirty(10 * 4096, 0);
+  mem.markDirty(64 * 4096 + 99, 1);
+  assert.deepEqual(pages(), [0, 1, 31, 32, 64]);
+  mem.clearDirty();
+  assert.deepEqual(pages(), []);
+});

@@ -39,8 +39,12 @@ function ip(args: string[]): string {
   return new TextDecoder().decode(out.stdout);
 }
 
-/** Makes the namespace; `close()` it in a `finally`. */
-export function makeNetns(hostIp = "10.99.0.1", tap = "vt0"): Netns {
+/**
+ * Makes the namespace; `close()` it in a `finally`. `mac` gives the TAP
+ * that address instead of a random one: clones of one snapshot, each on
+ * its own TAP, reach a host side with the MAC their ARP cache holds.
+ */
+export function makeNetns(hostIp = "10.99.0.1", tap = "vt0", mac?: string): Netns {
   const name = `volt-test-${Deno.pid}-${Math.floor(Math.random() * 1e6)}`;
   ip(["netns", "add", name]);
   const wrap = ["ip", "netns", "exec", name];
@@ -51,6 +55,7 @@ export function makeNetns(hostIp = "10.99.0.1", tap = "vt0"): Netns {
     }
     ip(["-n", name, "link", "set", "lo", "up"]);
     ip(["-n", name, "tuntap", "add", tap, "mode", "tap"]);
+    if (mac !== undefined) ip(["-n", name, "link", "set", tap, "address", mac]);
     ip(["-n", name, "addr", "add", `${hostIp}/24`, "dev", tap]);
     ip(["-n", name, "link", "set", tap, "up"]);
   } catch (e) {
