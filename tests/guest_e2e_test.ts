@@ -439,8 +439,11 @@ Deno.test({
           "--entropy",
           "--append",
           `volt.cmd="${cmd}"`,
-        ], { timeout: 600_000 }),
-      (r) => r.code === 80,
+        ], { timeout: 240_000 }),
+      // Seen once in the helper VM (2026-12-03): a double fault in the kernel's exception
+      // entry, 7 s into a boot that takes 20 s, and no reboot after the panic. TCG's emulated
+      // SVM, as with its triple faults: one more try.
+      (r) => r.code === 80 || /Kernel panic - not syncing|double fault/.test(r.stdout),
     );
     const out = r.stdout;
     assert.match(out, /^VOLT VM READY/m, `${r.stderr}\n${out.slice(-3000)}`);

@@ -265,7 +265,9 @@ export async function retryHelperVmTripleFault<T>(
 ): Promise<T> {
   const first = await run();
   if (!inHelperVm || !tripleFault(first)) return first;
-  console.error("helper VM: the guest triple-faulted (TCG's emulated SVM); trying once more");
+  console.error(
+    "helper VM: the guest triple-faulted or crashed (TCG's emulated SVM); trying once more",
+  );
   return await run();
 }
 
