@@ -400,7 +400,10 @@ function consoleOf(child: Deno.ChildProcess) {
 }
 
 /** The guest's `tick-N UPTIME DISK RNG` lines: N, uptime, what it read of each device. */
-function ticks(out: string): Array<{ n: number; up: number; disk: string; rng: string }> {
+/** A line of the ticking guest: its count, uptime, and what it read of each device. */
+type Tick = { n: number; up: number; disk: string; rng: string };
+
+function ticks(out: string): Tick[] {
   return [...out.matchAll(/^tick-(\d+) ([\d.]+) (\S*) (\S*)\r?$/gm)].map((m) => ({
     n: Number(m[1]),
     up: Number(m[2]),
@@ -488,82 +491,101 @@ Deno.test({
   },
 });
 
+/**
+ * The default guest ticking over its disk and entropy device (each tick
+ * reads the disk past the page cache and a few random bytes: both queues
+ * work, and their devices write guest pages KVM's dirty log never sees),
+ * as a Firecracker document, and a directory for its snapshots.
+ */
+function tickingGuest(guest: { kernel: string; initrd: string }, trackDirtyPages: boolean) {
+  const dir = tmpDir();
+  const snaps = `${dir}/snaps`;
+  Deno.mkdirSync(snaps);
+  const disk = `${dir}/data.img`;
+  const image = new Uint8Array(1 << 20);
+  image.set(new TextEncoder().encode("volt-disk-marker"));
+  Deno.writeFileSync(disk, image);
+  const work = "i=0; while :; do i=$((i+1)); echo 3 > /proc/sys/vm/drop_caches; " +
+    "read up idle < /proc/uptime; echo tick-$i $up $(head -c 16 /dev/vda) " +
+    "$(head -c 4 /dev/hwrng | wc -c); sleep 0.2; done";
+  const doc = {
+    "boot-source": {
+      kernel_image_path: guest.kernel,
+      initrd_path: guest.initrd,
+      boot_args: `${DEFAULT_CMDLINE} volt.cmd="${work}"`,
+    },
+    drives: [{ drive_id: "data", path_on_host: disk, is_root_device: false, is_read_only: true }],
+    "machine-config": { vcpu_count: 2, mem_size_mib: 256, track_dirty_pages: trackDirtyPages },
+    entropy: {},
+  };
+  return { snaps, doc };
+}
+
+/** Pauses `vm`, saves it as `body` says, and resumes it; returns the ticks seen before the save. */
+async function saveTicking(vm: ReturnType<typeof apiVm>, body: Record<string, string>) {
+  assert.equal((await vm.call("PATCH", "/vm", { state: "Paused" })).status, 204);
+  const made = await vm.call("PUT", "/snapshot/create", body);
+  assert.equal(made.status, 204, JSON.stringify(made.body));
+  // What the guest printed before the pause has reached the pipe; let this side read it.
+  await new Promise((r) => setTimeout(r, 300));
+  const seen = ticks(vm.out());
+  assert.equal((await vm.call("PATCH", "/vm", { state: "Resumed" })).status, 204);
+  return seen;
+}
+
+/**
+ * Restores `snap` from `mem` in each of `n` processes at once, lets each
+ * tick three times past `from`, stops them, and checks that each went on
+ * from there: the next whole line is the tick after `from` (or the one
+ * after that, if the pause cut a line short), the clock never goes back,
+ * and both devices still read.
+ */
+async function restoredTickOn(snap: string, mem: string, from: Tick, n: number) {
+  const clones = Array.from(
+    { length: n },
+    () => consoleOf(spawnVolt(["run", "--restore", snap, "--mem-file", mem])),
+  );
+  try {
+    await Promise.all(clones.map((c) => c.until(new RegExp(`^tick-${from.n + 3} `, "m"))));
+  } finally {
+    for (const [i, c] of clones.entries()) {
+      const r = await c.stop();
+      assert.equal(r.code, 143, `clone ${i}: ${r.err}\n${c.out().slice(-3000)}`);
+    }
+  }
+  for (const c of clones) {
+    const after = ticks(c.out());
+    assert.ok(after.length >= 3, c.out());
+    assert.doesNotMatch(c.out(), /VOLT VM READY/, "the restore booted the guest again");
+    assert.ok([from.n + 1, from.n + 2].includes(after[0].n), `${from.n} then ${after[0].n}`);
+    let up = from.up;
+    for (const t of after) {
+      assert.ok(t.up >= up, `uptime went back: ${up} then ${t.up}`);
+      up = t.up;
+      assert.deepEqual([t.disk, t.rng], ["volt-disk-marker", "4"], JSON.stringify(t));
+    }
+  }
+}
+
 Deno.test({
   ...opts,
   name:
     "snapshot (Linux): the default guest with a disk and entropy, saved mid-work, restores in two processes " +
     "at once that both go on reading both devices; the guest's clock does not go back",
   async fn() {
-    const { kernel, initrd } = await ensureDefaultGuest();
-    const dir = tmpDir();
-    const snaps = `${dir}/snaps`;
-    Deno.mkdirSync(snaps);
-    const disk = `${dir}/data.img`;
-    const image = new Uint8Array(1 << 20);
-    image.set(new TextEncoder().encode("volt-disk-marker"));
-    Deno.writeFileSync(disk, image);
-    // Each tick reads the disk past the page cache and the entropy device: both queues work.
-    const work = "i=0; while :; do i=$((i+1)); echo 3 > /proc/sys/vm/drop_caches; " +
-      "read up idle < /proc/uptime; echo tick-$i $up $(head -c 16 /dev/vda) " +
-      "$(head -c 4 /dev/hwrng | wc -c); sleep 0.2; done";
-    const doc = {
-      "boot-source": {
-        kernel_image_path: kernel,
-        initrd_path: initrd,
-        boot_args: `${DEFAULT_CMDLINE} volt.cmd="${work}"`,
-      },
-      drives: [{ drive_id: "data", path_on_host: disk, is_root_device: false, is_read_only: true }],
-      "machine-config": { vcpu_count: 2, mem_size_mib: 256 },
-      entropy: {},
-    };
-    let before: ReturnType<typeof ticks> = [];
+    const { snaps, doc } = tickingGuest(await ensureDefaultGuest(), false);
+    let before: Tick[] = [];
     await retryTripleFault(async () => {
       const vm = apiVm(doc, "snap-src", ["--snapshot-dir", snaps]);
       await vm.until(/^tick-3 /m);
-      assert.equal((await vm.call("PATCH", "/vm", { state: "Paused" })).status, 204);
-      const made = await vm.call("PUT", "/snapshot/create", {
-        snapshot_path: "vm.snap",
-        mem_file_path: "vm.mem",
-      });
-      assert.equal(made.status, 204, JSON.stringify(made.body));
-      // What the guest printed before the pause has reached the pipe; let this side read it.
-      await new Promise((r) => setTimeout(r, 300));
-      before = ticks(vm.out());
-      assert.equal((await vm.call("PATCH", "/vm", { state: "Resumed" })).status, 204);
+      before = await saveTicking(vm, { snapshot_path: "vm.snap", mem_file_path: "vm.mem" });
       await vm.action("SendCtrlAltDel");
       const r = await vm.finish();
       assert.equal(r.code, 0, r.err);
     });
     const last = before.at(-1)!;
     assert.deepEqual([last.disk, last.rng], ["volt-disk-marker", "4"], JSON.stringify(last));
-    const clones = [0, 1].map(() =>
-      consoleOf(
-        spawnVolt(["run", "--restore", `${snaps}/vm.snap`, "--mem-file", `${snaps}/vm.mem`]),
-      )
-    );
-    const want = new RegExp(`^tick-${last.n + 3} `, "m");
-    try {
-      await Promise.all(clones.map((c) => c.until(want)));
-    } finally {
-      for (const c of clones) {
-        const r = await c.stop();
-        assert.equal(r.code, 143, r.err);
-      }
-    }
-    for (const c of clones) {
-      const after = ticks(c.out());
-      assert.ok(after.length >= 3, c.out());
-      assert.doesNotMatch(c.out(), /VOLT VM READY/, "the restore booted the guest again");
-      // It goes on from the snapshot: the next whole line is the tick after the last one seen
-      // (or the one after that, if the pause cut a line short), and the clock never goes back.
-      assert.ok([last.n + 1, last.n + 2].includes(after[0].n), `${last.n} then ${after[0].n}`);
-      let up = last.up;
-      for (const t of after) {
-        assert.ok(t.up >= up, `uptime went back: ${up} then ${t.up}`);
-        up = t.up;
-        assert.deepEqual([t.disk, t.rng], ["volt-disk-marker", "4"], JSON.stringify(t));
-      }
-    }
+    await restoredTickOn(`${snaps}/vm.snap`, `${snaps}/vm.mem`, last, 2);
   },
 });
 
@@ -573,46 +595,14 @@ Deno.test({
     "diff snapshot (Linux): a guest reading its disk and entropy, saved full then as a diff under load; " +
     "the diff rebased onto the full file restores where the diff was taken and goes on",
   async fn() {
-    const { kernel, initrd } = await ensureDefaultGuest();
-    const dir = tmpDir();
-    const snaps = `${dir}/snaps`;
-    Deno.mkdirSync(snaps);
-    const disk = `${dir}/data.img`;
-    const image = new Uint8Array(1 << 20);
-    image.set(new TextEncoder().encode("volt-disk-marker"));
-    Deno.writeFileSync(disk, image);
-    // The devices write guest pages KVM's dirty log never sees: the disk's reads, the
-    // entropy, their used rings.
-    const work = "i=0; while :; do i=$((i+1)); echo 3 > /proc/sys/vm/drop_caches; " +
-      "read up idle < /proc/uptime; echo tick-$i $up $(head -c 16 /dev/vda) " +
-      "$(head -c 4 /dev/hwrng | wc -c); sleep 0.2; done";
-    const doc = {
-      "boot-source": {
-        kernel_image_path: kernel,
-        initrd_path: initrd,
-        boot_args: `${DEFAULT_CMDLINE} volt.cmd="${work}"`,
-      },
-      drives: [{ drive_id: "data", path_on_host: disk, is_root_device: false, is_read_only: true }],
-      "machine-config": { vcpu_count: 2, mem_size_mib: 256, track_dirty_pages: true },
-      entropy: {},
-    };
-    let atDiff: ReturnType<typeof ticks> = [];
+    const { snaps, doc } = tickingGuest(await ensureDefaultGuest(), true);
+    let atDiff: Tick[] = [];
     await retryTripleFault(async () => {
       const vm = apiVm(doc, "diff-src", ["--snapshot-dir", snaps]);
-      const save = async (body: Record<string, string>) => {
-        assert.equal((await vm.call("PATCH", "/vm", { state: "Paused" })).status, 204);
-        const made = await vm.call("PUT", "/snapshot/create", body);
-        assert.equal(made.status, 204, JSON.stringify(made.body));
-        // What the guest printed before the pause has reached the pipe; let this side read it.
-        await new Promise((r) => setTimeout(r, 300));
-        const seen = ticks(vm.out());
-        assert.equal((await vm.call("PATCH", "/vm", { state: "Resumed" })).status, 204);
-        return seen;
-      };
       await vm.until(/^tick-3 /m);
-      const atFull = await save({ snapshot_path: "vm.snap", mem_file_path: "vm.mem" });
+      const atFull = await saveTicking(vm, { snapshot_path: "vm.snap", mem_file_path: "vm.mem" });
       await vm.until(new RegExp(`^tick-${atFull.at(-1)!.n + 4} `, "m"));
-      atDiff = await save({
+      atDiff = await saveTicking(vm, {
         snapshot_path: "diff.snap",
         mem_file_path: "diff.mem",
         snapshot_type: "Diff",
@@ -627,25 +617,7 @@ Deno.test({
       `diff ${held(`${snaps}/diff.mem`)} bytes, full ${held(`${snaps}/vm.mem`)}`,
     );
     rebaseMemoryFile(`${snaps}/vm.mem`, `${snaps}/diff.mem`);
-    const from = atDiff.at(-1)!;
-    const clone = consoleOf(
-      spawnVolt(["run", "--restore", `${snaps}/diff.snap`, "--mem-file", `${snaps}/vm.mem`]),
-    );
-    try {
-      await clone.until(new RegExp(`^tick-${from.n + 3} `, "m"));
-    } finally {
-      const r = await clone.stop();
-      assert.equal(r.code, 143, `${r.err}\n${clone.out().slice(-3000)}`);
-    }
-    const after = ticks(clone.out());
-    assert.doesNotMatch(clone.out(), /VOLT VM READY/, "the restore booted the guest again");
-    assert.ok([from.n + 1, from.n + 2].includes(after[0].n), `${from.n} then ${after[0].n}`);
-    let up = from.up;
-    for (const t of after) {
-      assert.ok(t.up >= up, `uptime went back: ${up} then ${t.up}`);
-      up = t.up;
-      assert.deepEqual([t.disk, t.rng], ["volt-disk-marker", "4"], JSON.stringify(t));
-    }
+    await restoredTickOn(`${snaps}/diff.snap`, `${snaps}/vm.mem`, atDiff.at(-1)!, 1);
   },
 });
 
