@@ -39,16 +39,19 @@ const { values } = parseArgs({
     runs: { type: "string", default: "20" },
     clones: { type: "string", default: "10" },
     nested: { type: "boolean" },
+    // Only the memory part: the timed restores are a run of their own.
+    "memory-only": { type: "boolean" },
   },
   strict: true,
 });
-const runs = parseRuns("bench:snapshot", values.runs);
+const memoryOnly = values["memory-only"] ?? false;
+const runs = memoryOnly ? 0 : parseRuns("bench:snapshot", values.runs);
 const clones = parseRuns("bench:snapshot", values.clones);
 if (!values.nested) await ensureDefaultGuest(say);
 const where = await userspaceHere(
   "bench:snapshot",
   "snapshot.ts",
-  [`--runs=${runs}`, `--clones=${clones}`],
+  [`--runs=${runs}`, `--clones=${clones}`, ...(values["memory-only"] ? ["--memory-only"] : [])],
   values.nested,
 );
 const kind = hostKind();
@@ -231,29 +234,31 @@ Deno.mkdirSync(snaps);
 say("QEMU: booting and migrating to a file");
 const qemuState = `${dir}/qemu.state`;
 /** Why QEMU's snapshot could not be taken here, if it could not. */
-let qemuFailed: string | undefined;
-try {
-  const sock = `${dir}/qmp.sock`;
-  const vm = new Vmm(QEMU, [...qemuBoot, "-qmp", `unix:${sock},server=on,wait=off`]);
-  await vm.until(READY);
-  await vm.until(ANSWER, true);
-  await waitFor(sock);
-  // Migrated running: the stream carries the run state, and one from a stopped source
-  // restores paused (its guest never answered here). QEMU stops the source at the end.
-  await qmp(sock, [
-    { execute: "migrate", arguments: { uri: `exec:cat > ${qemuState}` } },
-  ]);
-  const end = performance.now() + TIMEOUT_MS;
-  for (;;) {
-    const [r] = await qmp(sock, [{ execute: "query-migrate" }]);
-    if (r.includes('"completed"')) break;
-    if (r.includes('"failed"') || performance.now() > end) throw new Error(`QEMU migrate: ${r}`);
-    await sleep(20);
+let qemuFailed: string | undefined = memoryOnly ? "not taken (--memory-only)" : undefined;
+if (!memoryOnly) {
+  try {
+    const sock = `${dir}/qmp.sock`;
+    const vm = new Vmm(QEMU, [...qemuBoot, "-qmp", `unix:${sock},server=on,wait=off`]);
+    await vm.until(READY);
+    await vm.until(ANSWER, true);
+    await waitFor(sock);
+    // Migrated running: the stream carries the run state, and one from a stopped source
+    // restores paused (its guest never answered here). QEMU stops the source at the end.
+    await qmp(sock, [
+      { execute: "migrate", arguments: { uri: `exec:cat > ${qemuState}` } },
+    ]);
+    const end = performance.now() + TIMEOUT_MS;
+    for (;;) {
+      const [r] = await qmp(sock, [{ execute: "query-migrate" }]);
+      if (r.includes('"completed"')) break;
+      if (r.includes('"failed"') || performance.now() > end) throw new Error(`QEMU migrate: ${r}`);
+      await sleep(20);
+    }
+    await vm.kill();
+  } catch (e) {
+    qemuFailed = (e as Error).message.split("\n")[0].slice(0, 300);
+    say(`QEMU's snapshot failed, its restores are left out: ${qemuFailed}`);
   }
-  await vm.kill();
-} catch (e) {
-  qemuFailed = (e as Error).message.split("\n")[0].slice(0, 300);
-  say(`QEMU's snapshot failed, its restores are left out: ${qemuFailed}`);
 }
 const snapshotBytes = {
   volt: Deno.statSync(`${snaps}/vm.snap`).size + Deno.statSync(`${snaps}/vm.mem`).size,
@@ -263,10 +268,12 @@ const snapshotBytes = {
 const restoreArgs = ["--restore", `${snaps}/vm.snap`, "--mem-file", `${snaps}/vm.mem`];
 // Clones restored ahead by a pool of monitors (`volt pool --restore`), two at a time.
 const poolSock = `${dir}/pool.sock`;
-const pool = await startPool(["--socket", poolSock, "--size", "2", ...restoreArgs], {
-  timeoutMs: TIMEOUT_MS,
-});
-say("pool of 2 restored clones ready");
+const pool = memoryOnly
+  ? undefined
+  : await startPool(["--socket", poolSock, "--size", "2", ...restoreArgs], {
+    timeoutMs: TIMEOUT_MS,
+  });
+if (pool) say("pool of 2 restored clones ready");
 const times: Record<"volt" | "qemu", Record<string, number[]>> = {
   volt: { restore: [] as number[], "cold boot": [] as number[], "pool restore": [] as number[] },
   qemu: { restore: [] as number[], "cold boot": [] as number[], "pool restore": [] },
@@ -309,78 +316,130 @@ function rollup(pid: number): { pss: number; private: number } {
   return { pss: kib("Pss"), private: kib("Private_Clean") + kib("Private_Dirty") };
 }
 
+/** What {@linkcode together} measured: how many answered, their summed PSS, the median private MiB. */
+interface Together {
+  n: number;
+  pssMiB: number;
+  privateMiB: number;
+  /** Why the next one was not measured, when fewer than `clones` answered. */
+  stopped?: string;
+}
+
 /**
- * `clones` VMs running at once, each answered; their summed PSS and the
- * median private MiB. They start one after another, each once the last
- * answered: ten Linux boots at once under TCG wedged the helper VM.
+ * Up to `clones` VMs running at once, each answered; their summed PSS and
+ * the median private MiB. They start one after another, each once the
+ * last answered: ten Linux boots at once under TCG wedged the helper VM.
+ * One that does not answer ends the series: those that did are measured.
  */
-async function together(make: () => Vmm): Promise<{ pssMiB: number; privateMiB: number }> {
+async function together(make: () => Vmm): Promise<Together> {
   const vms: Vmm[] = [];
+  let stopped: string | undefined;
   try {
-    for (let i = 0; i < clones; i++) {
-      vms.push(make());
-      await vms[i].until(ANSWER, true);
+    for (let i = 0; i < clones && stopped === undefined; i++) {
+      const vm = make();
+      try {
+        await vm.until(ANSWER, true);
+        vms.push(vm);
+      } catch (e) {
+        await vm.kill();
+        stopped = `VM ${i + 1} did not answer: ${(e as Error).message.slice(0, 200)}`;
+        say(stopped);
+      }
     }
     await sleep(500);
     // Volt's monitor is the deno child of `deno run mod.ts run`: the process that execs into it.
     const use = vms.map((v) => rollup(v.child.pid));
     return {
+      n: vms.length,
       pssMiB: use.reduce((s, u) => s + u.pss, 0) / 1024,
-      privateMiB: summarize(use.map((u) => u.private / 1024)).median,
+      privateMiB: use.length ? summarize(use.map((u) => u.private / 1024)).median : 0,
+      stopped,
     };
   } finally {
     for (const v of vms) await v.kill();
   }
 }
 // The pool's clones go first: with them, the helper VM's memory ran out during the part below.
-pool.child.kill("SIGTERM");
-await pool.child.status;
+pool?.child.kill("SIGTERM");
+await pool?.child.status;
 say(`memory: ${clones} restores at once`);
 const restored = await together(() => voltCmd(restoreArgs));
 say(`memory: ${clones} cold boots at once`);
 const cold = await together(() => voltCmd(["--config-file", voltConfig]));
 
-const med = (xs: number[]) => summarize(xs).median;
+const med = (xs: number[]) => xs.length ? summarize(xs).median : NaN;
 const p99 = (xs: number[]) =>
   [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * 0.99))];
 const v = times.volt, q = times.qemu;
 const tenth = med(v.restore) <= med(v["cold boot"]) / 10;
 const poolTenth = med(v["pool restore"]) <= med(v["cold boot"]) / 10;
 const ahead = !qemuFailed && med(v.restore) < med(q.restore);
+const poolAhead = !qemuFailed && med(v["pool restore"]) < med(q.restore);
+// Compared at the count both reached: a PSS sum grows with every VM.
+const both = Math.min(restored.n, cold.n);
+const perVm = (t: Together) => t.n ? t.pssMiB / t.n : NaN;
 const date = new Date().toISOString().slice(0, 10);
-publish("snapshot", [
-  `# Snapshot restore (${date})`,
-  "",
-  `Where: ${where}. ${runs} runs each, alternating; medians (ms from spawn). Command: \`deno task bench:snapshot --runs ${runs} --clones ${clones}\`.`,
-  `Guest: the default kernel and initramfs, ${MEMORY_MIB} MiB, 1 vCPU, a console echo loop; "restore" is spawn → the echo of a line sent on the console (Volt \`volt run --restore\`, QEMU \`-incoming\` from its \`migrate\` file), "cold boot" spawn → \`${READY}\`.`,
-  "",
+const command = `deno task bench:snapshot ${
+  memoryOnly ? "--memory-only" : `--runs ${runs}`
+} --clones ${clones}`;
+const timed = memoryOnly ? [] : [
   ...sideBySide(["restore", "cold boot"], v, q),
   `| pool restore (a clone restored ahead by \`volt pool --restore\`: the request → the echo) | ${
     med(v["pool restore"]).toFixed(1)
   } | | |`,
   "",
-  `p99: Volt restore ${p99(v.restore).toFixed(0)} ms, QEMU ${
-    p99(q.restore).toFixed(0)
-  } ms. Files: Volt ${(snapshotBytes.volt / 2 ** 20).toFixed(1)} MiB (state + sparse memory file; ${
+  `p99: Volt restore ${p99(v.restore).toFixed(0)} ms, pool restore ${
+    p99(v["pool restore"]).toFixed(0)
+  } ms, QEMU restore ${qemuFailed ? "-" : p99(q.restore).toFixed(0)} ms. Files: Volt ${
+    (snapshotBytes.volt / 2 ** 20).toFixed(1)
+  } MiB (state + sparse memory file; ${
     (Deno.statSync(`${snaps}/vm.mem`).size / 2 ** 20).toFixed(0)
-  } MiB apparent), QEMU ${(snapshotBytes.qemu / 2 ** 20).toFixed(1)} MiB.`,
+  } MiB apparent), QEMU ${(snapshotBytes.qemu / 2 ** 20).toFixed(1)} MiB.${
+    qemuFailed ? ` QEMU: ${qemuFailed}.` : ""
+  }`,
   "",
-  `Memory, Volt, ${clones} VMs at once: restored clones of one snapshot ${
+];
+const memory = [
+  `Memory, Volt, up to ${clones} VMs at once: ${restored.n} restored clones of one snapshot ${
     restored.pssMiB.toFixed(0)
-  } MiB PSS together (${restored.privateMiB.toFixed(1)} MiB private each), cold-booted VMs ${
-    cold.pssMiB.toFixed(0)
-  } MiB (${cold.privateMiB.toFixed(1)} MiB private each): ${
-    (restored.pssMiB / cold.pssMiB).toFixed(2)
-  }×.`,
+  } MiB PSS together (${perVm(restored).toFixed(1)} MiB each, ${
+    restored.privateMiB.toFixed(1)
+  } MiB private each), ${cold.n} cold-booted VMs ${cold.pssMiB.toFixed(0)} MiB (${
+    perVm(cold).toFixed(1)
+  } MiB each, ${cold.privateMiB.toFixed(1)} MiB private each): ${
+    (perVm(restored) / perVm(cold)).toFixed(2)
+  }× per VM.${restored.stopped ? ` Clones: ${restored.stopped}.` : ""}${
+    cold.stopped ? ` Cold boots: ${cold.stopped}.` : ""
+  }`,
   "",
-  `Goals: restore at most a tenth of a cold boot: ${tenth ? "met" : "not met"} (${
-    (med(v.restore) / med(v["cold boot"])).toFixed(2)
-  }) by \`volt run --restore\`, ${poolTenth ? "met" : "not met"} (${
-    (med(v["pool restore"]) / med(v["cold boot"])).toFixed(3)
-  }) from a pool; ahead of QEMU's restore: ${
-    ahead ? "met" : "not met"
-  }; ${clones} clones far below ${clones} cold boots: ${
-    restored.pssMiB < cold.pssMiB / 2 ? "met" : "not met"
-  }.`,
+];
+const goals = [
+  ...(memoryOnly ? [] : [
+    `restore at most a tenth of a cold boot: ${tenth ? "met" : "not met"} (${
+      (med(v.restore) / med(v["cold boot"])).toFixed(2)
+    }) by \`volt run --restore\`, ${poolTenth ? "met" : "not met"} (${
+      (med(v["pool restore"]) / med(v["cold boot"])).toFixed(3)
+    }) from a pool`,
+    `ahead of QEMU's restore: ${ahead ? "met" : "not met"} (${
+      (med(v.restore) / med(q.restore)).toFixed(2)
+    }×) by \`volt run --restore\`, ${poolAhead ? "met" : "not met"} (${
+      (med(v["pool restore"]) / med(q.restore)).toFixed(3)
+    }×) from a pool`,
+  ]),
+  `${both} clones far below ${both} cold boots (under half): ${
+    both > 0 && perVm(restored) < perVm(cold) / 2 ? "met" : "not met"
+  }`,
+];
+publish("snapshot", [
+  `# Snapshot restore (${date})`,
+  "",
+  `Where: ${where}. ${
+    memoryOnly ? "Memory part only" : `${runs} runs each, alternating; medians (ms from spawn)`
+  }. Command: \`${command}\`.`,
+  `Guest: the default kernel and initramfs, ${MEMORY_MIB} MiB, 1 vCPU, a console echo loop; "restore" is spawn → the echo of a line sent on the console (Volt \`volt run --restore\`, QEMU \`-incoming\` from its \`migrate\` file, migrated running), "cold boot" spawn → \`${READY}\`.`,
+  "",
+  ...timed,
+  ...memory,
+  `Goals: ${goals.join("; ")}.`,
 ]);
 Deno.removeSync(dir, { recursive: true });
