@@ -231,11 +231,11 @@ Deno.mkdirSync(snaps);
   });
   await vm.kill();
 }
-say("QEMU: booting and migrating to a file");
 const qemuState = `${dir}/qemu.state`;
 /** Why QEMU's snapshot could not be taken here, if it could not. */
 let qemuFailed: string | undefined = memoryOnly ? "not taken (--memory-only)" : undefined;
 if (!memoryOnly) {
+  say("QEMU: booting and migrating to a file");
   try {
     const sock = `${dir}/qmp.sock`;
     const vm = new Vmm(QEMU, [...qemuBoot, "-qmp", `unix:${sock},server=on,wait=off`]);
