@@ -14,7 +14,7 @@
  * Guest userspace must run: natively with hardware KVM, else in the
  * nested-KVM helper VM (the times are then TCG's; the ratios say more).
  *
- * Usage: deno task bench:snapshot [--runs N] [--clones N]
+ * Usage: deno task bench:snapshot [--runs N] [--clones N] [--memory-only]
  *
  * @module
  */
