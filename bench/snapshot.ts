@@ -348,9 +348,18 @@ async function together(make: () => Vmm): Promise<Together> {
     }
     await sleep(500);
     // Volt's monitor is the deno child of `deno run mod.ts run`: the process that execs into it.
-    const use = vms.map((v) => rollup(v.child.pid));
+    // One that has exited since it answered (seen in the helper VM) is left out, and said.
+    const use = vms.flatMap((v, i) => {
+      try {
+        return [rollup(v.child.pid)];
+      } catch {
+        stopped ??= `VM ${i + 1} exited after it answered: ${JSON.stringify(v.out.slice(-200))}`;
+        say(stopped);
+        return [];
+      }
+    });
     return {
-      n: vms.length,
+      n: use.length,
       pssMiB: use.reduce((s, u) => s + u.pss, 0) / 1024,
       privateMiB: use.length ? summarize(use.map((u) => u.private / 1024)).median : 0,
       stopped,
