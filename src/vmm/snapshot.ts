@@ -204,33 +204,25 @@ export function readSnapshot(path: string): SnapshotDoc {
 
 const PAGE = 4096;
 
-/** The host address of `mem`'s mapping, as a number. */
-const hostBase = (mem: GuestMemory) =>
-  mem.hostAddr === 0n
+/**
+ * Writes `path` as a sparse file of RAM's size holding, each at its
+ * offset and straight from the mapping, the runs of pages `keep` selects;
+ * the rest are holes. Whole or not at all.
+ */
+function writePages(mem: GuestMemory, path: string, keep: (page: number) => boolean): void {
+  const base = mem.hostAddr === 0n
     ? Number(Deno.UnsafePointer.value(Deno.UnsafePointer.of(mem.host as Uint8Array<ArrayBuffer>)))
     : Number(mem.hostAddr);
-
-/**
- * Writes the pages of guest RAM that `mem` recorded as written (see
- * `GuestMemory.trackWrites`) to `path`, a sparse file of RAM's size with
- * each such page at its offset, zero pages too, and holes elsewhere: a
- * diff, laid onto its base with `rebaseMemoryFile` (src/snapshot/rebase.ts). Whole or not
- * at all.
- */
-export function writeDiffMemoryFile(mem: GuestMemory, path: string): void {
-  const dirty = mem.dirtyPages;
   const pages = Math.ceil(mem.size / PAGE);
-  const isDirty = (p: number) => (dirty[p >>> 5] & (1 << (p & 31))) !== 0;
-  const base = hostBase(mem);
   writeWhole(path, "memory file", (fd) => {
     setLength(fd, mem.size);
     for (let p = 0; p < pages;) {
-      if (!isDirty(p)) {
+      if (!keep(p)) {
         p++;
         continue;
       }
       let end = p + 1;
-      while (end < pages && isDirty(end)) end++;
+      while (end < pages && keep(end)) end++;
       const from = p * PAGE, to = Math.min(end * PAGE, mem.size);
       writeFrom(fd, base + from, to - from, from);
       p = end;
@@ -239,34 +231,28 @@ export function writeDiffMemoryFile(mem: GuestMemory, path: string): void {
 }
 
 /**
- * Writes guest RAM to `path` as a sparse file of exactly its size: runs of
- * pages that hold anything are written straight from the mapping, all-zero
- * pages stay holes, so the file of a mostly idle guest is small and cheap
- * to map. Whole or not at all.
+ * Writes the pages of guest RAM that `mem` recorded as written (see
+ * `GuestMemory.trackWrites`) to `path`, each at its offset, zero pages
+ * too, holes elsewhere: a diff, laid onto its base with
+ * `rebaseMemoryFile` (src/snapshot/rebase.ts).
+ */
+export function writeDiffMemoryFile(mem: GuestMemory, path: string): void {
+  const dirty = mem.dirtyPages;
+  writePages(mem, path, (p) => (dirty[p >>> 5] & (1 << (p & 31))) !== 0);
+}
+
+/**
+ * Writes guest RAM to `path` as a sparse file of exactly its size: pages
+ * that hold anything are written, all-zero pages stay holes, so the file
+ * of a mostly idle guest is small and cheap to map.
  */
 export function writeMemoryFile(mem: GuestMemory, path: string): void {
   const words = new Int32Array(mem.host.buffer, mem.host.byteOffset, mem.host.byteLength >> 2);
   const pageWords = PAGE >> 2;
-  const zero = (page: number) => {
+  writePages(mem, path, (page) => {
     for (let i = page * pageWords, end = i + pageWords; i < end; i++) {
-      if (words[i] !== 0) return false;
+      if (words[i] !== 0) return true;
     }
-    return true;
-  };
-  const base = hostBase(mem);
-  writeWhole(path, "memory file", (fd) => {
-    setLength(fd, mem.size);
-    const pages = Math.ceil(mem.size / PAGE);
-    for (let p = 0; p < pages;) {
-      if (zero(p)) {
-        p++;
-        continue;
-      }
-      let end = p + 1;
-      while (end < pages && !zero(end)) end++;
-      const from = p * PAGE, to = Math.min(end * PAGE, mem.size);
-      writeFrom(fd, base + from, to - from, from);
-      p = end;
-    }
+    return false;
   });
 }

@@ -14,7 +14,7 @@ import type { GuestMemory } from "../../memory/guest_memory.ts";
 import type { Trigger } from "../serial.ts";
 import { markNeedsReset } from "./mmio.ts";
 import { Q, queueLayout, queueSlot, S, type VirtioDeviceInfo } from "./mmio_state.ts";
-import { DescriptorChain, fullFence, QueueError, SplitQueue } from "./queue.ts";
+import { DescriptorChain, fullFence, QueueError, type QueueFeatures, SplitQueue } from "./queue.ts";
 
 /** A virtio device model: what it offers, and how it serves one request. */
 export interface VirtioBackend {
@@ -202,14 +202,22 @@ export class QueueRunner {
     for (let q = 0; q < this.queues.length; q++) {
       if (!Atomics.load(s, queueSlot(q, Q.READY))) continue;
       try {
-        new SplitQueue(this.mem, queueLayout(s, q), s[S.QUEUE_MAX], {
-          indirect: (s[S.DRIVER_FEATURES_LO] & (1 << F.RING_INDIRECT_DESC)) !== 0,
-        }).markPosted();
+        new SplitQueue(this.mem, queueLayout(s, q), s[S.QUEUE_MAX], this.ringFeatures())
+          .markPosted();
       } catch (e) {
         // A layout the queue refuses holds nothing the device writes.
         if (!(e instanceof QueueError)) throw e;
       }
     }
+  }
+
+  /** The ring features the driver accepted (fixed from FEATURES_OK on). */
+  private ringFeatures(): QueueFeatures {
+    const lo = this.s[S.DRIVER_FEATURES_LO];
+    return {
+      indirect: (lo & (1 << F.RING_INDIRECT_DESC)) !== 0,
+      eventIdx: (lo & (1 << F.RING_EVENT_IDX)) !== 0,
+    };
   }
 
   /** Queue `q` as the driver set it up, once it is ready. */
@@ -223,10 +231,7 @@ export class QueueRunner {
     // features are fixed from FEATURES_OK on.
     let queue = this.queues[q];
     if (queue) return queue;
-    queue = new SplitQueue(this.mem, queueLayout(s, q), s[S.QUEUE_MAX], {
-      indirect: (s[S.DRIVER_FEATURES_LO] & (1 << F.RING_INDIRECT_DESC)) !== 0,
-      eventIdx: (s[S.DRIVER_FEATURES_LO] & (1 << F.RING_EVENT_IDX)) !== 0,
-    });
+    queue = new SplitQueue(this.mem, queueLayout(s, q), s[S.QUEUE_MAX], this.ringFeatures());
     if (this.generation === this.resumeGeneration) queue.resume();
     return this.queues[q] = queue;
   }
