@@ -126,7 +126,12 @@ export function spawnVolt(
 /** Runs `deno run -A mod.ts ...args` with a timeout (ms). */
 export async function runCli(
   args: string[],
-  opts: { stdin?: string; timeout?: number } & CliSpawn = {},
+  opts: {
+    stdin?: string;
+    timeout?: number;
+    /** Kills the child as soon as its stdout matches: a guest seen to be wedged. */
+    killOn?: RegExp;
+  } & CliSpawn = {},
 ): Promise<CliResult> {
   const child = cliCommand(args, opts, opts.stdin === undefined ? "null" : "piped").spawn();
   if (opts.stdin !== undefined) {
@@ -134,14 +139,34 @@ export async function runCli(
     await w.write(new TextEncoder().encode(opts.stdin));
     await w.close();
   }
-  const timer = setTimeout(() => child.kill("SIGKILL"), opts.timeout ?? 60_000);
-  const out = await child.output();
+  const kill = () => {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* gone */ }
+  };
+  const timer = setTimeout(kill, opts.timeout ?? 60_000);
+  const err = new Response(child.stderr).bytes();
+  const chunks: Uint8Array[] = [];
+  const dec = new TextDecoder();
+  let seen = "";
+  for await (const chunk of child.stdout) {
+    chunks.push(chunk);
+    if (opts.killOn) {
+      seen = (seen + dec.decode(chunk, { stream: true })).slice(-4096);
+      // A moment more for the rest of the kernel's report.
+      if (opts.killOn.test(seen)) setTimeout(kill, 2_000);
+    }
+  }
+  const status = await child.status;
   clearTimeout(timer);
+  const stdout = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+  let at = 0;
+  for (const c of chunks) stdout.set(c, (at += c.length) - c.length);
   return {
-    code: out.code,
-    stdout: new TextDecoder().decode(out.stdout),
-    stdoutBytes: out.stdout,
-    stderr: new TextDecoder().decode(out.stderr),
+    code: status.code,
+    stdout: new TextDecoder().decode(stdout),
+    stdoutBytes: stdout,
+    stderr: new TextDecoder().decode(await err),
   };
 }
 
@@ -270,6 +295,16 @@ export async function retryHelperVmTripleFault<T>(
   );
   return await run();
 }
+
+/**
+ * What a guest kernel prints when TCG's emulated SVM has wedged it: a panic
+ * with no reboot after it, a double fault, or one CPU waiting for ever on
+ * another (a soft lockup or an RCU stall, seen once in the helper VM with
+ * Debian's kernel on 2 vCPUs, 2026-12-04: CPU 0 in `text_poke_bp_batch`
+ * waiting on CPU 1's answer to its IPI, 200 s into a 20 s boot).
+ */
+export const HELPER_VM_WEDGED: RegExp =
+  /Kernel panic - not syncing|double fault|BUG: soft lockup|rcu: INFO: \S+ (self-)?detected stall/;
 
 /** `script` (util-linux) runs a command on a pseudo-terminal: volt's stdio is then a terminal. */
 export const hasScript: boolean = (() => {
