@@ -13,15 +13,19 @@
  *
  * Guest userspace must run: natively with hardware KVM, else in the
  * nested-KVM helper VM (the times are then TCG's; the ratios say more).
+ * With `--parked`, the memory part alone runs natively on any host with
+ * /dev/kvm (PVM too, where guest userspace cannot run): the default kernel
+ * without an initramfs, parked in its wait for a root device that never
+ * comes; a clone counts once its API reports it running.
  *
- * Usage: deno task bench:snapshot [--runs N] [--clones N] [--memory-only]
+ * Usage: deno task bench:snapshot [--runs N] [--clones N] [--memory-only | --parked]
  *
  * @module
  */
 
 import { parseArgs } from "node:util";
 import { ensureDefaultGuest } from "../src/guest/default_guest.ts";
-import { hostKind } from "../src/vmm/host.ts";
+import { hostKind, hostKindLabel } from "../src/vmm/host.ts";
 import { guestCmdline } from "./boot/plan.ts";
 import { QEMU, qemuArgs, qemuCpu } from "./boot/qemu.ts";
 import { publish, sideBySide, summarize } from "./boot/stats.ts";
@@ -41,22 +45,29 @@ const { values } = parseArgs({
     nested: { type: "boolean" },
     // Only the memory part: the timed restores are a run of their own.
     "memory-only": { type: "boolean" },
+    parked: { type: "boolean" },
   },
   strict: true,
 });
-const memoryOnly = values["memory-only"] ?? false;
+const parked = values.parked ?? false;
+const memoryOnly = parked || (values["memory-only"] ?? false);
 const runs = memoryOnly ? 0 : parseRuns("bench:snapshot", values.runs);
 const clones = parseRuns("bench:snapshot", values.clones);
 if (!values.nested) await ensureDefaultGuest(say);
-const where = await userspaceHere(
+const kind = hostKind();
+const where = parked ? `natively (${hostKindLabel(kind)})` : await userspaceHere(
   "bench:snapshot",
   "snapshot.ts",
   [`--runs=${runs}`, `--clones=${clones}`, ...(values["memory-only"] ? ["--memory-only"] : [])],
   values.nested,
 );
-const kind = hostKind();
 const guest = await ensureDefaultGuest(say);
-const cmdline = guestCmdline(kind, 'volt.cmd="while read l; do echo got-$l; done"');
+const cmdline = guestCmdline(
+  kind,
+  parked ? "root=/dev/vdz rootwait" : 'volt.cmd="while read l; do echo got-$l; done"',
+);
+/** The console line of a cold boot that is up. */
+const UP = parked ? "Waiting for root device /dev/vdz" : READY;
 const dir = Deno.makeTempDirSync({ prefix: "volt-bench-snapshot-" });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const TIMEOUT_MS = 300_000;
@@ -126,7 +137,7 @@ const voltCmd = (args: string[]) =>
   new Vmm(Deno.execPath(), ["run", "-A", `${ROOT}/mod.ts`, "run", "--native", ...args]);
 const bootSource = {
   kernel_image_path: guest.kernel,
-  initrd_path: guest.initrd,
+  ...(parked ? {} : { initrd_path: guest.initrd }),
   boot_args: cmdline,
 };
 const voltConfig = `${dir}/volt.json`;
@@ -222,8 +233,9 @@ Deno.mkdirSync(snaps);
 {
   const sock = `${dir}/volt.sock`;
   const vm = voltCmd(["--config-file", voltConfig, "--api-sock", sock, "--snapshot-dir", snaps]);
-  await vm.until(READY);
-  await vm.until(ANSWER, true); // the loop reads: it answers on a restore too
+  await vm.until(UP);
+  // The loop reads: it answers on a restore too.
+  if (!parked) await vm.until(ANSWER, true);
   await http(sock, "PATCH", "/vm", { state: "Paused" });
   await http(sock, "PUT", "/snapshot/create", {
     snapshot_path: "vm.snap",
@@ -331,14 +343,17 @@ interface Together {
  * last answered: ten Linux boots at once under TCG wedged the helper VM.
  * One that does not answer ends the series: those that did are measured.
  */
-async function together(make: () => Vmm): Promise<Together> {
+async function together(
+  make: (i: number) => Vmm,
+  up: (vm: Vmm, i: number) => Promise<unknown>,
+): Promise<Together> {
   const vms: Vmm[] = [];
   let stopped: string | undefined;
   try {
     for (let i = 0; i < clones && stopped === undefined; i++) {
-      const vm = make();
+      const vm = make(i);
       try {
-        await vm.until(ANSWER, true);
+        await up(vm, i);
         vms.push(vm);
       } catch (e) {
         await vm.kill();
@@ -372,9 +387,27 @@ async function together(make: () => Vmm): Promise<Together> {
 pool?.child.kill("SIGTERM");
 await pool?.child.status;
 say(`memory: ${clones} restores at once`);
-const restored = await together(() => voltCmd(restoreArgs));
+const cloneSock = (i: number) => `${dir}/clone-${i}.sock`;
+/** A parked clone prints nothing: it is up once its API says it runs. */
+async function running(i: number): Promise<void> {
+  const end = performance.now() + TIMEOUT_MS;
+  for (;;) {
+    try {
+      if ((await http(cloneSock(i), "GET", "/", undefined)).includes('"Running"')) return;
+    } catch { /* not serving yet */ }
+    if (performance.now() > end) throw new Error(`clone ${i + 1} never reported Running`);
+    await sleep(10);
+  }
+}
+const restored = await together(
+  (i) => voltCmd([...restoreArgs, ...(parked ? ["--api-sock", cloneSock(i)] : [])]),
+  (vm, i) => parked ? running(i) : vm.until(ANSWER, true),
+);
 say(`memory: ${clones} cold boots at once`);
-const cold = await together(() => voltCmd(["--config-file", voltConfig]));
+const cold = await together(
+  () => voltCmd(["--config-file", voltConfig]),
+  (vm) => parked ? vm.until(UP) : vm.until(ANSWER, true),
+);
 
 const med = (xs: number[]) => xs.length ? summarize(xs).median : NaN;
 const p99 = (xs: number[]) =>
@@ -389,7 +422,7 @@ const both = Math.min(restored.n, cold.n);
 const perVm = (t: Together) => t.n ? t.pssMiB / t.n : NaN;
 const date = new Date().toISOString().slice(0, 10);
 const command = `deno task bench:snapshot ${
-  memoryOnly ? "--memory-only" : `--runs ${runs}`
+  parked ? "--parked" : memoryOnly ? "--memory-only" : `--runs ${runs}`
 } --clones ${clones}`;
 const timed = memoryOnly ? [] : [
   ...sideBySide(["restore", "cold boot"], v, q),
@@ -439,13 +472,15 @@ const goals = [
     both > 0 && perVm(restored) < perVm(cold) / 2 ? "met" : "not met"
   }`,
 ];
-publish("snapshot", [
+publish(parked ? "snapshot-parked" : "snapshot", [
   `# Snapshot restore (${date})`,
   "",
   `Where: ${where}. ${
     memoryOnly ? "Memory part only" : `${runs} runs each, alternating; medians (ms from spawn)`
   }. Command: \`${command}\`.`,
-  `Guest: the default kernel and initramfs, ${MEMORY_MIB} MiB, 1 vCPU, a console echo loop; "restore" is spawn → the echo of a line sent on the console (Volt \`volt run --restore\`, QEMU \`-incoming\` from its \`migrate\` file, migrated running), "cold boot" spawn → \`${READY}\`.`,
+  parked
+    ? `Guest: the default kernel without an initramfs, ${MEMORY_MIB} MiB, 1 vCPU, parked in its wait for a root device (\`root=/dev/vdz rootwait\`); a clone is counted once \`GET /\` says Running, a cold boot at "${UP}".`
+    : `Guest: the default kernel and initramfs, ${MEMORY_MIB} MiB, 1 vCPU, a console echo loop; "restore" is spawn → the echo of a line sent on the console (Volt \`volt run --restore\`, QEMU \`-incoming\` from its \`migrate\` file, migrated running), "cold boot" spawn → \`${READY}\`.`,
   "",
   ...timed,
   ...memory,
